@@ -127,7 +127,7 @@ EOF
     rm -rf "$LIB_DIR.tmp"
     # The plugin version is pinned so the result does not depend on Maven's
     # built-in default; -B/-q keep CI logs short (errors still print).
-    if ! mvn -B -q -f "$DIST_DIR/pom.xml" -Dmaven.repo.local="$MAVEN_REPO" \
+    if ! mvn -B -q -Dstyle.color=never -f "$DIST_DIR/pom.xml" -Dmaven.repo.local="$MAVEN_REPO" \
         org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
         -DincludeScope=runtime -DoutputDirectory="$LIB_DIR.tmp" >&2; then
         rm -rf "$LIB_DIR.tmp"
@@ -347,7 +347,8 @@ node_pid() {
 
 is_our_node() {
     local cmdline
-    cmdline=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+    # Braces so that a vanished /proc entry's redirect error is silenced too.
+    cmdline=$({ tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null) || return 1
     [[ $cmdline == *"-Dcassandra.config=file://$YAML "* ]]
 }
 
@@ -438,10 +439,12 @@ cmd_start() {
     # so a Ctrl-C or a harness killing the caller's group does not take it
     # down half-written; `stop` is the way to end it. Run from a script
     # (no job control) setsid execs in place, so $! is the JVM's pid.
+    # The lock fd is closed for the JVM: it would otherwise inherit the flock
+    # and hold it for its whole life, blocking every later start/stop.
     : >"$OUT_LOG"
     setsid "$JAVA" "${JVM_OPTS[@]}" -cp "$LIB_DIR/*" \
         org.apache.cassandra.service.CassandraDaemon \
-        </dev/null >>"$OUT_LOG" 2>&1 &
+        </dev/null >>"$OUT_LOG" 2>&1 8>&- 9>&- &
     pid=$!
     echo "$pid" >"$PID_FILE"
 

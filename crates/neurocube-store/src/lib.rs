@@ -1,1 +1,199 @@
-//! placeholder
+//! The storage model neurocube shares with Cassandra/Scylla, DynamoDB and
+//! ordered embedded engines: **table → partition key → sort key → value**.
+//!
+//! One async trait, [`Store`]; backends: [`embedded::EmbeddedStore`] (fjall
+//! on local disk, the default) and [`memory::MemoryStore`] (unit tests of
+//! the layers above only). Every backend passes [`conformance`].
+//!
+//! ```
+//! # tokio_test();
+//! # fn tokio_test() { tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use neurocube_store::{Key, Store, Table, memory::MemoryStore};
+//! let store = MemoryStore::default();
+//! let k = Key::new(b"partition".to_vec(), b"sort".to_vec());
+//! store.put_many(Table::Meta, vec![(k.clone(), b"value".to_vec().into())]).await.unwrap();
+//! assert_eq!(store.get_many(Table::Meta, &[k]).await.unwrap()[0].as_deref(), Some(&b"value"[..]));
+//! # }) }
+//! ```
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub mod conformance;
+pub mod embedded;
+pub mod memory;
+mod striped;
+
+/// The tables of neurocube. Backends create them all when they open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Datasets, channels and other small records.
+    Meta,
+    /// Compressed chunks: partition = channel, level, super-block; sort = Morton code.
+    Chunks,
+    /// Background jobs and their reservations.
+    Jobs,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 3] = [Table::Meta, Table::Chunks, Table::Jobs];
+
+    /// The table's name in the backend.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Chunks => "chunks",
+            Table::Jobs => "jobs",
+        }
+    }
+}
+
+/// A row key: partition key plus sort key, both opaque bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    /// Rows with the same partition key live together and scan in sort order.
+    pub partition: Bytes,
+    /// Order within the partition (byte-wise).
+    pub sort: Bytes,
+}
+
+impl Key {
+    /// A key from its two parts.
+    pub fn new(partition: impl Into<Bytes>, sort: impl Into<Bytes>) -> Self {
+        Self { partition: partition.into(), sort: sort.into() }
+    }
+}
+
+/// An opaque position from which a scan resumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageToken(pub Bytes);
+
+/// One page of rows and where the next page starts (`None`: no more rows).
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    /// Rows in key order.
+    pub rows: Vec<(Key, Bytes)>,
+    /// Token of the next page.
+    pub next: Option<PageToken>,
+}
+
+/// A range of sort keys: `start` inclusive, `end` exclusive; `None` is open.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SortRange {
+    /// First sort key included.
+    pub start: Option<Bytes>,
+    /// First sort key excluded.
+    pub end: Option<Bytes>,
+}
+
+impl SortRange {
+    /// The whole partition.
+    #[must_use]
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// True if `sort` lies in the range.
+    #[must_use]
+    pub fn contains(&self, sort: &[u8]) -> bool {
+        self.start.as_ref().is_none_or(|s| sort >= &s[..]) && self.end.as_ref().is_none_or(|e| sort < &e[..])
+    }
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend cannot be reached now; retrying later may succeed.
+    #[error("{backend} store unavailable: {reason}")]
+    Unavailable {
+        /// Backend name.
+        backend: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// The engine failed on an operation.
+    #[error("{backend} store failed to {op}: {source}")]
+    Engine {
+        /// Backend name.
+        backend: &'static str,
+        /// The operation.
+        op: &'static str,
+        /// Engine error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A page token this backend did not issue.
+    #[error("page token is not valid for the {backend} store")]
+    BadPageToken {
+        /// Backend name.
+        backend: &'static str,
+    },
+}
+
+/// The storage trait. Missing rows are `None`, not errors: the layer above
+/// turns a missing chunk into zeros.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Backend name for logs and metrics (`embedded`, `cassandra`, `memory`).
+    fn backend(&self) -> &'static str;
+
+    /// Write rows (insert or overwrite); durable when this returns.
+    async fn put_many(&self, table: Table, rows: Vec<(Key, Bytes)>) -> Result<(), StoreError>;
+
+    /// Read rows; the result has one entry per key, in order.
+    async fn get_many(&self, table: Table, keys: &[Key]) -> Result<Vec<Option<Bytes>>, StoreError>;
+
+    /// Delete rows (absent rows are fine); durable when this returns.
+    async fn delete_many(&self, table: Table, keys: &[Key]) -> Result<(), StoreError>;
+
+    /// Rows of one partition whose sort key lies in `range`, in sort order, at
+    /// most `limit` per page.
+    async fn scan(
+        &self,
+        table: Table,
+        partition: &[u8],
+        range: SortRange,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
+
+    /// Every row of a table, a page at a time (for exports and purges). Order
+    /// is backend-defined but stable across pages.
+    async fn scan_all(&self, table: Table, page: Option<PageToken>, limit: usize) -> Result<Page, StoreError>;
+
+    /// Set `key` to `new` (`None` deletes) only if its value is `expected`
+    /// (`None`: absent). Returns whether it was set. Linearizable with every
+    /// other write to the same key.
+    async fn compare_and_set(
+        &self,
+        table: Table,
+        key: Key,
+        expected: Option<Bytes>,
+        new: Option<Bytes>,
+    ) -> Result<bool, StoreError>;
+
+    /// Delete every row of a partition.
+    async fn delete_partition(&self, table: Table, partition: &[u8]) -> Result<(), StoreError>;
+}
+
+/// Encode a key for an ordered engine: `u16 BE partition length ‖ partition ‖ sort`.
+/// The length prefix keeps partition `ab` from mixing with partition `a`.
+#[must_use]
+pub fn encode_key(partition: &[u8], sort: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + partition.len() + sort.len());
+    k.extend_from_slice(&(partition.len() as u16).to_be_bytes());
+    k.extend_from_slice(partition);
+    k.extend_from_slice(sort);
+    k
+}
+
+/// Split an encoded key back into its parts.
+#[must_use]
+pub fn decode_key(k: &[u8]) -> Option<Key> {
+    let len = u16::from_be_bytes([*k.first()?, *k.get(1)?]) as usize;
+    let p = k.get(2..2 + len)?;
+    Some(Key::new(Bytes::copy_from_slice(p), Bytes::copy_from_slice(&k[2 + len..])))
+}

@@ -1,0 +1,262 @@
+//! The embedded backend: fjall (an LSM-tree engine with key-value
+//! separation for large values) in one directory on local disk. Chosen over
+//! redb by measurement: see docs/decisions/0001-embedded-engine.md.
+//!
+//! Each table is a fjall keyspace; keys are [`crate::encode_key`]. Every
+//! write is one atomic batch persisted to the journal before it returns
+//! (`fsync` by default, or a flush to the OS that survives a killed process
+//! but not a power cut). Engine calls are blocking and run on tokio's
+//! blocking pool, never on the async executor.
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
+
+use crate::striped::Stripes;
+use crate::{Key, Page, PageToken, SortRange, Store, StoreError, Table, decode_key, encode_key};
+
+const BACKEND: &str = "embedded";
+
+/// How far a write is persisted before it is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `fdatasync` the journal: survives power loss.
+    #[default]
+    Fsync,
+    /// Flush the journal to the OS: survives a killed process, not a power cut.
+    Flush,
+}
+
+/// Settings of the embedded store.
+#[derive(Clone, Debug)]
+pub struct EmbeddedOptions {
+    /// Data directory (created if missing).
+    pub path: PathBuf,
+    /// Block cache size in bytes.
+    pub cache_bytes: u64,
+    /// Persistence of each write.
+    pub durability: Durability,
+}
+
+impl EmbeddedOptions {
+    /// Defaults for a directory: 256 MiB cache, fsync.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into(), cache_bytes: 256 << 20, durability: Durability::Fsync }
+    }
+}
+
+/// fjall behind the [`Store`] trait.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    tables: HashMap<Table, Keyspace>,
+    stripes: Stripes,
+    mode: PersistMode,
+}
+
+fn engine(op: &'static str) -> impl FnOnce(fjall::Error) -> StoreError {
+    move |e| StoreError::Engine { backend: BACKEND, op, source: Box::new(e) }
+}
+
+impl EmbeddedStore {
+    /// Open (or create) the store in a directory.
+    pub fn open(opts: &EmbeddedOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&opts.path).map_err(|e| StoreError::Engine {
+            backend: BACKEND,
+            op: "create the data directory",
+            source: Box::new(e),
+        })?;
+        let db = Database::builder(&opts.path).cache_size(opts.cache_bytes).open().map_err(engine("open"))?;
+        let mut tables = HashMap::new();
+        for t in Table::ALL {
+            let ks = db
+                .keyspace(t.name(), || match t {
+                    // Chunks are already Blosc-compressed and large: keep
+                    // them out of the LSM tree, uncompressed.
+                    Table::Chunks => KeyspaceCreateOptions::default().with_kv_separation(Some(
+                        KvSeparationOptions::default().compression(fjall::CompressionType::None),
+                    )),
+                    _ => KeyspaceCreateOptions::default(),
+                })
+                .map_err(engine("open a table"))?;
+            tables.insert(t, ks);
+        }
+        let mode = match opts.durability {
+            Durability::Fsync => PersistMode::SyncData,
+            Durability::Flush => PersistMode::Buffer,
+        };
+        Ok(Self { inner: Arc::new(Inner { db, tables, stripes: Stripes::default(), mode }) })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| StoreError::Engine {
+            backend: BACKEND,
+            op: "run a blocking task",
+            source: Box::new(e),
+        })?
+    }
+}
+
+impl Inner {
+    fn ks(&self, t: Table) -> &Keyspace {
+        &self.tables[&t]
+    }
+
+    fn write(&self, t: Table, rows: Vec<(Vec<u8>, Option<Bytes>)>) -> Result<(), StoreError> {
+        let ks = self.ks(t);
+        let mut batch = self.db.batch().durability(Some(self.mode));
+        for (k, v) in rows {
+            match v {
+                Some(v) => batch.insert(ks, k, v),
+                None => batch.remove(ks, k),
+            }
+        }
+        batch.commit().map_err(engine("commit a write"))
+    }
+
+    fn page(&self, t: Table, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, limit: usize) -> Result<Page, StoreError> {
+        let mut rows = Vec::new();
+        let mut last = None;
+        for item in self.ks(t).range((lo, hi)) {
+            if rows.len() == limit.max(1) {
+                return Ok(Page { rows, next: last.map(PageToken) });
+            }
+            let (k, v) = item.into_inner().map_err(engine("scan"))?;
+            let key = decode_key(&k).ok_or_else(|| StoreError::Engine {
+                backend: BACKEND,
+                op: "decode a stored key",
+                source: "key without a partition prefix".into(),
+            })?;
+            last = Some(Bytes::from(k));
+            rows.push((key, Bytes::from(v)));
+        }
+        Ok(Page { rows, next: None })
+    }
+}
+
+/// The smallest byte string greater than every string with this prefix.
+fn prefix_end(prefix: &[u8]) -> Bound<Vec<u8>> {
+    let mut p = prefix.to_vec();
+    while let Some(last) = p.pop() {
+        if last < 0xff {
+            p.push(last + 1);
+            return Bound::Excluded(p);
+        }
+    }
+    Bound::Unbounded
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    async fn put_many(&self, table: Table, rows: Vec<(Key, Bytes)>) -> Result<(), StoreError> {
+        self.blocking(move |s| {
+            let _g = s.stripes.lock_all(rows.iter().map(|(k, _)| k));
+            s.write(table, rows.into_iter().map(|(k, v)| (encode_key(&k.partition, &k.sort), Some(v))).collect())
+        })
+        .await
+    }
+
+    async fn get_many(&self, table: Table, keys: &[Key]) -> Result<Vec<Option<Bytes>>, StoreError> {
+        let keys: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(&k.partition, &k.sort)).collect();
+        self.blocking(move |s| {
+            let ks = s.ks(table);
+            keys.iter().map(|k| Ok(ks.get(k).map_err(engine("read"))?.map(Bytes::from))).collect()
+        })
+        .await
+    }
+
+    async fn delete_many(&self, table: Table, keys: &[Key]) -> Result<(), StoreError> {
+        let keys = keys.to_vec();
+        self.blocking(move |s| {
+            let _g = s.stripes.lock_all(keys.iter());
+            s.write(table, keys.iter().map(|k| (encode_key(&k.partition, &k.sort), None)).collect())
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        table: Table,
+        partition: &[u8],
+        range: SortRange,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let prefix = encode_key(partition, b"");
+        let mut lo = Bound::Included(encode_key(partition, range.start.as_deref().unwrap_or_default()));
+        if let Some(PageToken(t)) = page {
+            if !t.starts_with(&prefix) {
+                return Err(StoreError::BadPageToken { backend: BACKEND });
+            }
+            lo = Bound::Excluded(t.to_vec());
+        }
+        let hi = match &range.end {
+            Some(e) => Bound::Excluded(encode_key(partition, e)),
+            None => prefix_end(&prefix),
+        };
+        self.blocking(move |s| s.page(table, lo, hi, limit)).await
+    }
+
+    async fn scan_all(&self, table: Table, page: Option<PageToken>, limit: usize) -> Result<Page, StoreError> {
+        let lo = page.map_or(Bound::Unbounded, |PageToken(t)| Bound::Excluded(t.to_vec()));
+        self.blocking(move |s| s.page(table, lo, Bound::Unbounded, limit)).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        table: Table,
+        key: Key,
+        expected: Option<Bytes>,
+        new: Option<Bytes>,
+    ) -> Result<bool, StoreError> {
+        self.blocking(move |s| {
+            let _g = s.stripes.lock_all(std::iter::once(&key));
+            let k = encode_key(&key.partition, &key.sort);
+            let current = s.ks(table).get(&k).map_err(engine("read"))?;
+            if current.as_deref() != expected.as_deref() {
+                return Ok(false);
+            }
+            s.write(table, vec![(k, new)])?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_partition(&self, table: Table, partition: &[u8]) -> Result<(), StoreError> {
+        let prefix = encode_key(partition, b"");
+        self.blocking(move |s| {
+            loop {
+                let keys: Vec<Vec<u8>> = s
+                    .ks(table)
+                    .prefix(&prefix)
+                    .take(1024)
+                    .map(|g| g.key().map(|k| k.to_vec()).map_err(engine("scan")))
+                    .collect::<Result<_, _>>()?;
+                if keys.is_empty() {
+                    return Ok(());
+                }
+                let decoded: Vec<Key> = keys.iter().filter_map(|k| decode_key(k)).collect();
+                let _g = s.stripes.lock_all(decoded.iter());
+                s.write(table, keys.into_iter().map(|k| (k, None)).collect())?;
+            }
+        })
+        .await
+    }
+}
