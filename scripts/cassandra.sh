@@ -295,6 +295,8 @@ jvm_opts() {
         -Dcassandra.skip_wait_for_gossip_to_settle=0
         -Dcassandra.ring_delay_ms=1000
         -Dcassandra.load_ring_state=true
+        # Nobody to tell about our shutdown: skip the 2 s announce sleep.
+        -Dcassandra.shutdown_announce_in_ms=0
         # Test data: skip fsync of the system keyspace, which dominates the
         # first start on slow disks.
         -Dcassandra.unsafesystem=true
@@ -368,14 +370,20 @@ cql_ready() {
     fi
 }
 
+# system.log is appended to across runs; remember where this run begins so
+# a failure shows this run's lines, not the previous shutdown's.
+LOG_START_LINE=0
+
 print_log_tail() {
-    local f
-    for f in "$OUT_LOG" "$SYSTEM_LOG"; do
-        if [[ -s $f ]]; then
-            log "---- last lines of $f ----"
-            tail -n 40 "$f" >&2
-        fi
-    done
+    if [[ -s $OUT_LOG ]]; then
+        log "---- last lines of $OUT_LOG ----"
+        tail -n 20 "$OUT_LOG" >&2
+    fi
+    if [[ -s $SYSTEM_LOG ]]; then
+        log "---- last lines of $SYSTEM_LOG (this run) ----"
+        # Stack frames are dropped so the 40 lines hold the actual messages.
+        tail -n "+$((LOG_START_LINE + 1))" "$SYSTEM_LOG" | { grep -v '^\s*at ' || true; } | tail -n 40 >&2
+    fi
 }
 
 # Waits until CQL answers; fails early if our process dies.
@@ -388,7 +396,7 @@ wait_for_cql() {
         fi
         if ((SECONDS >= deadline)); then
             print_log_tail
-            die "CQL did not answer on $HOST:$CQL_PORT within $START_TIMEOUT s (CASSANDRA_START_TIMEOUT); see $SYSTEM_LOG"
+            die "CQL did not answer on $HOST:$CQL_PORT within $START_TIMEOUT s (CASSANDRA_START_TIMEOUT)${pid:+; pid $pid is left running, end it with '$0 stop'}; see $SYSTEM_LOG"
         fi
         sleep 1
     done
@@ -442,6 +450,7 @@ cmd_start() {
     # The lock fd is closed for the JVM: it would otherwise inherit the flock
     # and hold it for its whole life, blocking every later start/stop.
     : >"$OUT_LOG"
+    LOG_START_LINE=$({ wc -l <"$SYSTEM_LOG"; } 2>/dev/null || echo 0)
     setsid "$JAVA" "${JVM_OPTS[@]}" -cp "$LIB_DIR/*" \
         org.apache.cassandra.service.CassandraDaemon \
         </dev/null >>"$OUT_LOG" 2>&1 8>&- 9>&- &

@@ -1,0 +1,360 @@
+//! Cutouts: read any box of a level as a stream of z-slabs, write any box
+//! with read-patch-write of partly covered chunks. Missing chunks read as
+//! zeros; all-zero chunks are deleted, never stored.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use neurocube_core::blosc::{self, Blosc};
+use neurocube_core::cutout::{copy_region, is_zero};
+use neurocube_core::meta::Level;
+use neurocube_core::{Box3, ChunkGrid, ChunkIndex, DType};
+use neurocube_store::{Key, Store, Table};
+use rayon::prelude::*;
+
+use crate::catalog::{Catalog, ResolvedChannel};
+use crate::error::{Result, ServiceError};
+use crate::keys;
+use crate::locks::ChunkLocks;
+use crate::metrics::Metrics;
+
+/// Chunks written per store batch.
+const WRITE_BATCH: usize = 64;
+/// Slabs or batches in flight per request: one fetching while one decodes.
+const PIPELINE: usize = 2;
+
+/// A cutout being read: what it is, and its voxels as z-slabs in order.
+pub struct CutoutStream {
+    /// Voxel type.
+    pub dtype: DType,
+    /// The box.
+    pub bbox: Box3,
+    /// Total bytes the stream yields.
+    pub len: u64,
+    /// C-ordered voxel bytes, one z-slab per item.
+    pub body: BoxStream<'static, Result<Bytes>>,
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteSummary {
+    /// Chunks stored.
+    pub chunks_written: usize,
+    /// Chunks deleted (all zero after the write).
+    pub chunks_deleted: usize,
+}
+
+/// Cutout reads and writes over a store.
+pub struct Volumes {
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    metrics: Metrics,
+    locks: ChunkLocks,
+    max_cutout_bytes: u64,
+}
+
+/// A checked cutout target.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Channel and dataset.
+    pub rc: ResolvedChannel,
+    /// Level geometry.
+    pub level: Level,
+    /// The box.
+    pub bbox: Box3,
+}
+
+impl Target {
+    /// Voxel type of the channel.
+    #[must_use]
+    pub fn dtype(&self) -> DType {
+        self.rc.channel.meta.dtype
+    }
+
+    /// Bytes the box holds.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.bbox.voxels() * self.dtype().size() as u64
+    }
+
+    fn grid(&self) -> ChunkGrid {
+        self.rc.channel.meta.grid()
+    }
+
+    fn key(&self, idx: ChunkIndex) -> Key {
+        keys::chunk(self.rc.channel.uid, self.level.level, idx)
+    }
+
+    fn chunk_bytes(&self) -> usize {
+        self.grid().chunk_voxels() * self.dtype().size()
+    }
+}
+
+impl Volumes {
+    /// Cutouts over a store and catalog.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>, catalog: Arc<Catalog>, metrics: Metrics, max_cutout_bytes: u64) -> Self {
+        Self { store, catalog, metrics, locks: ChunkLocks::default(), max_cutout_bytes }
+    }
+
+    /// The configured size limit.
+    #[must_use]
+    pub fn max_cutout_bytes(&self) -> u64 {
+        self.max_cutout_bytes
+    }
+
+    /// Resolve and check a cutout: the level exists, the box lies inside it,
+    /// and it is within the size limit.
+    pub async fn target(&self, dataset: &str, channel: &str, level: u8, bbox: Box3) -> Result<Target> {
+        let rc = self.catalog.channel(dataset, channel).await?;
+        if level >= rc.dataset.levels {
+            return Err(ServiceError::NotFound(format!(
+                "level {level} does not exist: dataset '{dataset}' has levels 0 to {}",
+                rc.dataset.levels - 1
+            )));
+        }
+        let lv = rc.dataset.level(level);
+        let bounds = lv.bounds();
+        if !bounds.contains(&bbox) {
+            return Err(ServiceError::InvalidRequest(format!(
+                "box {bbox} is outside level {level} of dataset '{dataset}', which spans {bounds}"
+            )));
+        }
+        let t = Target { rc, level: lv, bbox };
+        if t.bytes() > self.max_cutout_bytes {
+            return Err(ServiceError::TooLarge { bytes: t.bytes(), limit: self.max_cutout_bytes });
+        }
+        Ok(t)
+    }
+
+    /// Read a box as a stream of z-slabs (one chunk layer each): memory stays
+    /// bounded by two slabs however large the cutout.
+    pub fn read(&self, t: Target) -> CutoutStream {
+        let chunk_z = t.grid().chunk[2];
+        let b = t.bbox;
+        let mut slabs = Vec::new();
+        let mut z = b.start[2];
+        while z < b.end[2] {
+            let z1 = ((z / chunk_z + 1) * chunk_z).min(b.end[2]);
+            slabs.push(Box3 { start: [b.start[0], b.start[1], z], end: [b.end[0], b.end[1], z1] });
+            z = z1;
+        }
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        metrics.cutout_bytes.with_label_values(&["read"]).inc_by(t.bytes());
+        let (dtype, len) = (t.dtype(), t.bytes());
+        let t = Arc::new(t);
+        let body = stream::iter(slabs)
+            .map(move |slab| read_slab(store.clone(), metrics.clone(), t.clone(), slab))
+            .buffered(PIPELINE)
+            .boxed();
+        CutoutStream { dtype, bbox: b, len, body }
+    }
+
+    /// Read a box into one buffer.
+    pub async fn read_all(&self, t: Target) -> Result<Vec<u8>> {
+        let started = Instant::now();
+        let s = self.read(t);
+        let mut out = Vec::with_capacity(s.len as usize);
+        let mut body = s.body;
+        while let Some(slab) = body.try_next().await? {
+            out.extend_from_slice(&slab);
+        }
+        self.metrics.cutout_seconds.observe(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    /// Write a box of C-ordered voxel bytes (exactly the box's size).
+    /// Fully covered chunks are replaced; partly covered ones are patched
+    /// under per-chunk locks and stored by compare-and-set.
+    pub async fn write(&self, t: Target, data: Bytes) -> Result<WriteSummary> {
+        if data.len() as u64 != t.bytes() {
+            return Err(ServiceError::InvalidRequest(format!(
+                "body holds {} bytes of voxels but the box {} of {} needs {}",
+                data.len(),
+                t.bbox,
+                t.dtype(),
+                t.bytes()
+            )));
+        }
+        let grid = t.grid();
+        let all = grid.chunks_in(&t.bbox);
+        let partial_keys: Vec<Key> = all.iter().filter(|i| !grid.covers(&t.bbox, **i)).map(|i| t.key(*i)).collect();
+        let _guards = self.locks.lock(&partial_keys).await;
+        self.metrics.cutout_bytes.with_label_values(&["write"]).inc_by(t.bytes());
+        let t = Arc::new(t);
+        let batches: Vec<Vec<ChunkIndex>> = all.chunks(WRITE_BATCH).map(<[ChunkIndex]>::to_vec).collect();
+        let results: Vec<WriteSummary> = stream::iter(batches)
+            .map(|batch| self.write_batch(t.clone(), data.clone(), batch))
+            .buffered(PIPELINE)
+            .try_collect()
+            .await?;
+        Ok(results.into_iter().fold(WriteSummary::default(), |a, b| WriteSummary {
+            chunks_written: a.chunks_written + b.chunks_written,
+            chunks_deleted: a.chunks_deleted + b.chunks_deleted,
+        }))
+    }
+
+    async fn write_batch(&self, t: Arc<Target>, data: Bytes, batch: Vec<ChunkIndex>) -> Result<WriteSummary> {
+        let grid = t.grid();
+        let (full, partial): (Vec<ChunkIndex>, Vec<ChunkIndex>) = batch.into_iter().partition(|i| grid.covers(&t.bbox, *i));
+        let mut summary = WriteSummary::default();
+        if !full.is_empty() {
+            let (tt, d, idxs) = (t.clone(), data.clone(), full.clone());
+            let encoded = tokio::task::spawn_blocking(move || {
+                idxs.par_iter().map(|&i| encode_chunk(&tt, &d, i, None)).collect::<Result<Vec<_>>>()
+            })
+            .await??;
+            let (mut puts, mut dels) = (Vec::new(), Vec::new());
+            for (i, enc) in full.iter().zip(encoded) {
+                match enc {
+                    Some(v) => puts.push((t.key(*i), v)),
+                    None => dels.push(t.key(*i)),
+                }
+            }
+            summary.chunks_written += puts.len();
+            summary.chunks_deleted += dels.len();
+            self.metrics.chunk_writes.inc_by(puts.len() as u64);
+            self.metrics.chunk_deletes.inc_by(dels.len() as u64);
+            let started = Instant::now();
+            if !puts.is_empty() {
+                self.store.put_many(Table::Chunks, puts).await?;
+            }
+            if !dels.is_empty() {
+                self.store.delete_many(Table::Chunks, &dels).await?;
+            }
+            self.metrics.store_seconds.with_label_values(&["put_many"]).observe(started.elapsed().as_secs_f64());
+        }
+        for i in partial {
+            if self.patch_chunk(&t, &data, i).await? {
+                summary.chunks_written += 1;
+            } else {
+                summary.chunks_deleted += 1;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Read, patch and compare-and-set one partly covered chunk, retrying if
+    /// another server instance changed it in between. Returns false if the
+    /// chunk became all zero (and was deleted).
+    async fn patch_chunk(&self, t: &Arc<Target>, data: &Bytes, idx: ChunkIndex) -> Result<bool> {
+        let key = t.key(idx);
+        loop {
+            let started = Instant::now();
+            let old = self.store.get_many(Table::Chunks, std::slice::from_ref(&key)).await?.remove(0);
+            self.metrics.chunk_reads.inc();
+            let (tt, d, o) = (t.clone(), data.clone(), old.clone());
+            let new = tokio::task::spawn_blocking(move || encode_chunk(&tt, &d, idx, o.as_ref())).await??;
+            if old.is_none() && new.is_none() {
+                return Ok(false);
+            }
+            let stored = new.is_some();
+            if self.store.compare_and_set(Table::Chunks, key.clone(), old, new).await? {
+                self.metrics.store_seconds.with_label_values(&["patch"]).observe(started.elapsed().as_secs_f64());
+                if stored {
+                    self.metrics.chunk_writes.inc();
+                } else {
+                    self.metrics.chunk_deletes.inc();
+                }
+                return Ok(stored);
+            }
+            self.metrics.cas_retries.inc();
+        }
+    }
+
+    /// Delete every chunk of a channel at every level (after its record is gone).
+    pub async fn purge(&self, rc: &ResolvedChannel) -> Result<()> {
+        let grid = rc.channel.meta.grid();
+        let sb = 1u64 << keys::SUPER_BLOCK_BITS;
+        for level in rc.dataset.all_levels() {
+            let (lo, hi) = grid.chunk_range(&level.bounds());
+            for z in lo[2] / sb..hi[2].div_ceil(sb) {
+                for y in lo[1] / sb..hi[1].div_ceil(sb) {
+                    for x in lo[0] / sb..hi[0].div_ceil(sb) {
+                        let code = neurocube_core::morton::encode([x, y, z]);
+                        let p = keys::chunk_partition(rc.channel.uid, level.level, code);
+                        self.store.delete_partition(Table::Chunks, &p).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Build the new content of a chunk from the cutout (over the old content
+/// for partial chunks) and compress it; `None` if it is all zero.
+fn encode_chunk(t: &Target, data: &[u8], idx: ChunkIndex, old: Option<&Bytes>) -> Result<Option<Bytes>> {
+    let grid = t.grid();
+    let elem = t.dtype().size();
+    let cb = grid.chunk_box(idx);
+    let mut chunk = vec![0u8; t.chunk_bytes()];
+    if let Some(old) = old {
+        decode_chunk(t, idx, old, &mut chunk)?;
+    }
+    let region = cb.overlap(&t.bbox).expect("chunk listed for the box overlaps it");
+    copy_region(data, &t.bbox, &mut chunk, &cb, &region, elem);
+    if is_zero(&chunk) {
+        return Ok(None);
+    }
+    let codec = Blosc::new(t.rc.channel.meta.compression.compressor(), 5, elem)
+        .map_err(|e| ServiceError::Task(e.to_string()))?;
+    let z = codec.compress(&chunk).map_err(|e| ServiceError::Task(e.to_string()))?;
+    Ok(Some(Bytes::from(z)))
+}
+
+fn decode_chunk(t: &Target, idx: ChunkIndex, stored: &[u8], out: &mut [u8]) -> Result<()> {
+    blosc::decompress_into(stored, out).map_err(|e| ServiceError::CorruptChunk {
+        key: format!("{}/{} level {} chunk {:?}", t.rc.dataset.name, t.rc.channel.meta.name, t.level.level, idx),
+        reason: e.to_string(),
+    })
+}
+
+async fn read_slab(store: Arc<dyn Store>, metrics: Metrics, t: Arc<Target>, slab: Box3) -> Result<Bytes> {
+    let grid = t.grid();
+    let idxs = grid.chunks_in(&slab);
+    let keys: Vec<Key> = idxs.iter().map(|i| t.key(*i)).collect();
+    let started = Instant::now();
+    let stored = store.get_many(Table::Chunks, &keys).await?;
+    metrics.store_seconds.with_label_values(&["get_many"]).observe(started.elapsed().as_secs_f64());
+    metrics.chunk_reads.inc_by(keys.len() as u64);
+    let out = tokio::task::spawn_blocking(move || assemble(&t, slab, &idxs, &stored)).await??;
+    Ok(Bytes::from(out))
+}
+
+/// Decode the slab's chunks in parallel, then fill its z-planes in parallel.
+fn assemble(t: &Target, slab: Box3, idxs: &[ChunkIndex], stored: &[Option<Bytes>]) -> Result<Vec<u8>> {
+    let grid = t.grid();
+    let elem = t.dtype().size();
+    let decoded: Vec<Option<Vec<u8>>> = idxs
+        .par_iter()
+        .zip(stored.par_iter())
+        .map(|(&idx, s)| {
+            s.as_ref()
+                .map(|bytes| {
+                    let mut d = vec![0u8; t.chunk_bytes()];
+                    decode_chunk(t, idx, bytes, &mut d).map(|()| d)
+                })
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let shape = slab.shape();
+    let plane = (shape[0] * shape[1]) as usize * elem;
+    let mut out = vec![0u8; plane * shape[2] as usize];
+    out.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
+        let z = slab.start[2] + i as u64;
+        let pb = Box3 { start: [slab.start[0], slab.start[1], z], end: [slab.end[0], slab.end[1], z + 1] };
+        for (idx, d) in idxs.iter().zip(&decoded) {
+            if let Some(d) = d {
+                let cb = grid.chunk_box(*idx);
+                if let Some(region) = cb.overlap(&pb) {
+                    copy_region(d, &cb, dst, &pb, &region, elem);
+                }
+            }
+        }
+    });
+    Ok(out)
+}
