@@ -12,6 +12,7 @@
 #   scripts/cassandra.sh reset    stop, then delete the data directory
 #   scripts/cassandra.sh fetch    only download the jars into the cache
 #   scripts/cassandra.sh env      print the effective settings
+#   scripts/cassandra.sh nodetool ARGS...   (needs CASSANDRA_JMX_PORT, see below)
 #
 # Environment (all optional):
 #   NEUROCUBE_CASSANDRA_HOME  cache for jars            (~/.cache/neurocube/cassandra)
@@ -45,6 +46,13 @@ JMX_PORT=${CASSANDRA_JMX_PORT:-}
 MAVEN_REPO=${CASSANDRA_MAVEN_REPO:-$CACHE_DIR/m2}
 HOST=127.0.0.1
 
+# Paths end up in file:// URLs and in the JVM, which runs in the data dir:
+# make them absolute so a relative env var still means what the caller meant.
+abspath() { if [[ $1 == /* ]]; then echo "$1"; else echo "$PWD/$1"; fi; }
+CACHE_DIR=$(abspath "$CACHE_DIR")
+DATA_DIR=$(abspath "$DATA_DIR")
+MAVEN_REPO=$(abspath "$MAVEN_REPO")
+
 # Jars live per version so that changing CASSANDRA_VERSION never mixes jars.
 DIST_DIR=$CACHE_DIR/cassandra-$CASSANDRA_VERSION
 LIB_DIR=$DIST_DIR/lib
@@ -58,6 +66,10 @@ OUT_LOG=$LOG_DIR/output.log
 YAML=$CONF_DIR/cassandra.yaml
 
 log() { printf '[cassandra] %s\n' "$*" >&2; }
+# Wall-clock seconds with sub-second precision (EPOCHREALTIME is bash 5;
+# some locales write it with a comma).
+now() { local t=${EPOCHREALTIME:-$SECONDS}; echo "${t/,/.}"; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 die() { printf '[cassandra] error: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------------------
@@ -104,7 +116,8 @@ fetch() {
         exec 8>&-
         return 0
     fi
-    local t0=$SECONDS
+    local t0
+    t0=$(now)
     log "fetching org.apache.cassandra:cassandra-all:$CASSANDRA_VERSION and its runtime dependencies from Maven Central into $LIB_DIR (first run only, ~80 MB)"
     cat >"$DIST_DIR/pom.xml" <<EOF
 <?xml version="1.0" encoding="UTF-8"?>
@@ -126,10 +139,13 @@ fetch() {
 EOF
     rm -rf "$LIB_DIR.tmp"
     # The plugin version is pinned so the result does not depend on Maven's
-    # built-in default; -B/-q keep CI logs short (errors still print).
-    if ! mvn -B -q -Dstyle.color=never -f "$DIST_DIR/pom.xml" -Dmaven.repo.local="$MAVEN_REPO" \
+    # built-in default; -B/-q keep CI logs short (errors still print). The
+    # sed drops the bare colour resets Debian's Maven 3.8 prints even with
+    # -B -q; pipefail keeps mvn's exit status.
+    if ! mvn -B -q -f "$DIST_DIR/pom.xml" -Dmaven.repo.local="$MAVEN_REPO" \
         org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$LIB_DIR.tmp" >&2; then
+        -DincludeScope=runtime -DoutputDirectory="$LIB_DIR.tmp" 2>&1 \
+        | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2; then
         rm -rf "$LIB_DIR.tmp"
         die "mvn could not fetch cassandra-all:$CASSANDRA_VERSION (is Maven Central reachable?)"
     fi
@@ -139,7 +155,7 @@ EOF
     mv "$LIB_DIR.tmp" "$LIB_DIR"
     touch "$DIST_DIR/.complete"
     exec 8>&-
-    log "fetched $(find "$LIB_DIR" -name '*.jar' | wc -l) jars ($(du -sh "$LIB_DIR" | cut -f1)) in $((SECONDS - t0)) s"
+    log "fetched $(find "$LIB_DIR" -name '*.jar' | wc -l) jars ($(du -sh "$LIB_DIR" | cut -f1)) in $(since "$t0") s"
 }
 
 # ---------------------------------------------------------------------------
@@ -231,10 +247,53 @@ EOF
   </root>
 </configuration>
 EOF
+    # For `nodetool`: warnings only, to stderr, never into the node's log.
+    cat >"$CONF_DIR/logback-tools.xml" <<'EOF'
+<configuration scan="false">
+  <appender name="STDERR" class="ch.qos.logback.core.ConsoleAppender">
+    <target>System.err</target>
+    <encoder><pattern>%-5level %msg%n</pattern></encoder>
+  </appender>
+  <root level="WARN"><appender-ref ref="STDERR"/></root>
+</configuration>
+EOF
 }
 
 # ---------------------------------------------------------------------------
 # JVM flags.
+
+# The module-system flags of the distribution's conf/jvm17-server.options
+# (that file is in the tarball, not in the jar). Without them Java 17 stops
+# the node at startup: java.base/sun.nio.ch, jdk.internal.ref and java.io
+# are needed before CQL comes up (FileUtils, the commit log); the rest serve
+# code paths tests may reach later (Netty/Chronicle internals, UDF
+# compilation, JMX/nodetool), so the whole list is kept as shipped.
+JPMS_OPTS=(
+    -Djdk.attach.allowAttachSelf=true
+    --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
+    --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
+    --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
+    --add-exports java.sql/java.sql=ALL-UNNAMED
+    --add-exports java.base/java.lang.ref=ALL-UNNAMED
+    --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
+    --add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
+    --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
+    --add-opens java.base/java.lang.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.loader=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.ref=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.math=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.module=ALL-UNNAMED
+    --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
+    --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
+    --add-opens java.base/sun.nio.ch=ALL-UNNAMED
+    --add-opens java.base/java.io=ALL-UNNAMED
+    --add-opens java.base/java.lang.reflect=ALL-UNNAMED
+    --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
+    --add-opens java.base/java.lang=ALL-UNNAMED
+    --add-opens java.base/java.util=ALL-UNNAMED
+)
 
 jvm_opts() {
     JVM_OPTS=(
@@ -244,41 +303,17 @@ jvm_opts() {
         -ea -da:net.openhft...
         -XX:+UseThreadPriorities
         -XX:+ExitOnOutOfMemoryError
+        "-XX:ErrorFile=$LOG_DIR/hs_err_pid%p.log"
         -XX:+UseTLAB -XX:+ResizeTLAB
         -XX:+PerfDisableSharedMem
         -Djava.net.preferIPv4Stack=true
-        # From jvm17-server.options: G1 plus the JPMS exports/opens that
-        # Cassandra, Netty, Chronicle and jamm need on Java 17 (the node
-        # fails with InaccessibleObjectException without them).
+        # GC settings from the distribution's jvm17-server.options.
         -XX:+UseG1GC
         -XX:+ParallelRefProcEnabled
         -XX:MaxTenuringThreshold=1
         -XX:MaxGCPauseMillis=300
         -XX:InitiatingHeapOccupancyPercent=70
-        -Djdk.attach.allowAttachSelf=true
-        --add-exports java.base/jdk.internal.misc=ALL-UNNAMED
-        --add-exports java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED
-        --add-exports java.rmi/sun.rmi.registry=ALL-UNNAMED
-        --add-exports java.rmi/sun.rmi.server=ALL-UNNAMED
-        --add-exports java.sql/java.sql=ALL-UNNAMED
-        --add-exports java.base/java.lang.ref=ALL-UNNAMED
-        --add-exports jdk.unsupported/sun.misc=ALL-UNNAMED
-        --add-exports jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED
-        --add-exports jdk.attach/sun.tools.attach=ALL-UNNAMED
-        --add-opens java.base/java.lang.module=ALL-UNNAMED
-        --add-opens java.base/jdk.internal.loader=ALL-UNNAMED
-        --add-opens java.base/jdk.internal.ref=ALL-UNNAMED
-        --add-opens java.base/jdk.internal.reflect=ALL-UNNAMED
-        --add-opens java.base/jdk.internal.math=ALL-UNNAMED
-        --add-opens java.base/jdk.internal.module=ALL-UNNAMED
-        --add-opens java.base/jdk.internal.util.jar=ALL-UNNAMED
-        --add-opens jdk.management/com.sun.management.internal=ALL-UNNAMED
-        --add-opens java.base/sun.nio.ch=ALL-UNNAMED
-        --add-opens java.base/java.io=ALL-UNNAMED
-        --add-opens java.base/java.lang.reflect=ALL-UNNAMED
-        --add-opens jdk.compiler/com.sun.tools.javac=ALL-UNNAMED
-        --add-opens java.base/java.lang=ALL-UNNAMED
-        --add-opens java.base/java.util=ALL-UNNAMED
+        "${JPMS_OPTS[@]}"
         -Dio.netty.tryReflectionSetAccessible=true
         -Dio.netty.allocator.useCacheForAllThreads=true
         -Dio.netty.allocator.maxOrder=11
@@ -294,11 +329,10 @@ jvm_opts() {
         # One node, its own seed: nothing to gossip with, nothing to wait for.
         -Dcassandra.skip_wait_for_gossip_to_settle=0
         -Dcassandra.ring_delay_ms=1000
-        -Dcassandra.load_ring_state=true
         # Nobody to tell about our shutdown: skip the 2 s announce sleep.
         -Dcassandra.shutdown_announce_in_ms=0
-        # Test data: skip fsync of the system keyspace, which dominates the
-        # first start on slow disks.
+        # Test data: no fsync for system keyspace writes (schema changes,
+        # local state), as Cassandra's own test setups do.
         -Dcassandra.unsafesystem=true
     )
     # jamm measures object sizes for memtable accounting; the distribution
@@ -311,7 +345,9 @@ jvm_opts() {
     # No JMX unless asked for: without cassandra.jmx.local.port the daemon
     # starts no JMX/RMI listener at all. When asked, local-only.
     if [[ -n $JMX_PORT ]]; then
-        JVM_OPTS+=("-Dcassandra.jmx.local.port=$JMX_PORT" -Djava.rmi.server.hostname=127.0.0.1)
+        JVM_OPTS+=("-Dcassandra.jmx.local.port=$JMX_PORT"
+            "-Dcom.sun.management.jmxremote.rmi.port=$JMX_PORT"
+            -Djava.rmi.server.hostname=127.0.0.1)
     fi
     if [[ -n ${CASSANDRA_JVM_EXTRA_OPTS:-} ]]; then
         local -a extra
@@ -379,7 +415,9 @@ print_log_tail() {
         log "---- last lines of $OUT_LOG ----"
         tail -n 20 "$OUT_LOG" >&2
     fi
-    if [[ -s $SYSTEM_LOG ]]; then
+    local total
+    total=$({ wc -l <"$SYSTEM_LOG"; } 2>/dev/null || echo 0)
+    if ((total > LOG_START_LINE)); then
         log "---- last lines of $SYSTEM_LOG (this run) ----"
         # Stack frames are dropped so the 40 lines hold the actual messages.
         tail -n "+$((LOG_START_LINE + 1))" "$SYSTEM_LOG" | { grep -v '^\s*at ' || true; } | tail -n 40 >&2
@@ -396,7 +434,7 @@ wait_for_cql() {
         fi
         if ((SECONDS >= deadline)); then
             print_log_tail
-            die "CQL did not answer on $HOST:$CQL_PORT within $START_TIMEOUT s (CASSANDRA_START_TIMEOUT)${pid:+; pid $pid is left running, end it with '$0 stop'}; see $SYSTEM_LOG"
+            die "CQL did not answer on $HOST:$CQL_PORT within $START_TIMEOUT s (CASSANDRA_START_TIMEOUT)${pid:+; pid $pid is left running, end it with \"$0 stop\"}; see $SYSTEM_LOG"
         fi
         sleep 1
     done
@@ -406,7 +444,8 @@ wait_for_cql() {
 # Commands.
 
 cmd_start() {
-    local t0=$SECONDS pid
+    local t0 pid
+    t0=$(now)
     mkdir -p "$DATA_DIR"
     # Serialise concurrent starts/stops on one data dir (parallel test jobs).
     exec 9>"$DATA_DIR/.lock"
@@ -419,7 +458,7 @@ cmd_start() {
         fi
         log "already starting (pid $pid); waiting for CQL on $HOST:$CQL_PORT"
         wait_for_cql "$pid"
-        log "ready after $((SECONDS - t0)) s (pid $pid)"
+        log "ready after $(since "$t0") s (pid $pid)"
         return 0
     fi
     rm -f "$PID_FILE"
@@ -451,14 +490,16 @@ cmd_start() {
     # and hold it for its whole life, blocking every later start/stop.
     : >"$OUT_LOG"
     LOG_START_LINE=$({ wc -l <"$SYSTEM_LOG"; } 2>/dev/null || echo 0)
-    setsid "$JAVA" "${JVM_OPTS[@]}" -cp "$LIB_DIR/*" \
+    # The JVM runs in the data dir so nothing it writes lands in the
+    # caller's working directory (the subshell execs, so $! stays the JVM).
+    (cd "$DATA_DIR" && exec setsid "$JAVA" "${JVM_OPTS[@]}" -cp "$LIB_DIR/*" \
         org.apache.cassandra.service.CassandraDaemon \
-        </dev/null >>"$OUT_LOG" 2>&1 8>&- 9>&- &
+        </dev/null >>"$OUT_LOG" 2>&1 8>&- 9>&-) &
     pid=$!
     echo "$pid" >"$PID_FILE"
 
     wait_for_cql "$pid"
-    log "started in $((SECONDS - t0)) s (pid $pid, CQL on $HOST:$CQL_PORT, logs in $LOG_DIR)"
+    log "started in $(since "$t0") s (pid $pid, CQL on $HOST:$CQL_PORT, logs in $LOG_DIR)"
 }
 
 cmd_stop() {
@@ -471,7 +512,8 @@ cmd_stop() {
         log "not running"
         return 0
     fi
-    local t0=$SECONDS
+    local t0
+    t0=$(now)
     log "stopping pid $pid (SIGTERM; SIGKILL after $STOP_TIMEOUT s)"
     # SIGTERM runs Cassandra's shutdown hook, which drains memtables and the
     # commit log, so the next start has nothing to replay.
@@ -487,7 +529,7 @@ cmd_stop() {
         sleep 0.2
     done
     rm -f "$PID_FILE"
-    log "stopped in $((SECONDS - t0)) s"
+    log "stopped in $(since "$t0") s"
 }
 
 cmd_status() {
@@ -510,13 +552,14 @@ cmd_status() {
 }
 
 cmd_wait() {
-    local t0=$SECONDS pid=""
+    local t0 pid=""
+    t0=$(now)
     pid=$(node_pid) || pid=""
     if [[ -z $pid ]] && ! tcp_open "$CQL_PORT"; then
         log "no node running from $DATA_DIR; waiting for anything to answer CQL on $HOST:$CQL_PORT"
     fi
     wait_for_cql "$pid"
-    log "CQL answers on $HOST:$CQL_PORT (waited $((SECONDS - t0)) s)"
+    log "CQL answers on $HOST:$CQL_PORT (waited $(since "$t0") s)"
 }
 
 cmd_reset() {
@@ -525,6 +568,16 @@ cmd_reset() {
     [[ -n $DATA_DIR && $DATA_DIR != / && $DATA_DIR != "$HOME" ]] || die "refusing to delete '$DATA_DIR'"
     rm -rf "$DATA_DIR"
     log "deleted $DATA_DIR"
+}
+
+# nodetool talks JMX, so it only works when the node was started with
+# CASSANDRA_JMX_PORT set. Useful for flush, tablestats, compactionstats.
+cmd_nodetool() {
+    [[ -n $JMX_PORT ]] || die "nodetool needs JMX: start the node with CASSANDRA_JMX_PORT=7199 (loopback only) and pass the same here"
+    [[ -f $DIST_DIR/.complete ]] || die "Cassandra $CASSANDRA_VERSION is not fetched yet; run '$0 start' first"
+    find_java
+    "$JAVA" -Xmx256m "${JPMS_OPTS[@]}" "-Dlogback.configurationFile=file://$CONF_DIR/logback-tools.xml" \
+        -cp "$LIB_DIR/*" org.apache.cassandra.tools.NodeTool -h "$HOST" -p "$JMX_PORT" "$@"
 }
 
 cmd_env() {
@@ -559,6 +612,7 @@ main() {
         wait) cmd_wait ;;
         reset) cmd_reset ;;
         fetch) find_java; fetch ;;
+        nodetool) shift; cmd_nodetool "$@" ;;
         env) cmd_env ;;
         -h|--help|help) usage ;;
         *) usage >&2; exit 2 ;;

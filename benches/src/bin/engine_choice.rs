@@ -82,7 +82,9 @@ impl Engine for Redb {
         use redb::ReadableDatabase;
         let tx = self.db.begin_read().expect("redb read");
         let t = tx.open_table(TABLE).expect("redb table");
-        t.get(&k[..]).expect("redb get").map_or(0, |v| v.value().len())
+        t.get(&k[..])
+            .expect("redb get")
+            .map_or(0, |v| v.value().len())
     }
 }
 
@@ -99,7 +101,13 @@ fn run(engine: Arc<dyn Engine>, n: usize, vals: &[Vec<u8>]) {
     }
     let w = t.elapsed().as_secs_f64();
     let bytes = (n * VALUE) as f64;
-    println!("{:<40} write {:>7.0} MB/s ({:.1} s for {:.2} GiB)", engine.name(), bytes / w / 1e6, w, bytes / (1u64 << 30) as f64);
+    println!(
+        "{:<40} write {:>7.0} MB/s ({:.1} s for {:.2} GiB)",
+        engine.name(),
+        bytes / w / 1e6,
+        w,
+        bytes / (1u64 << 30) as f64
+    );
     for threads in [1usize, 2] {
         let reads = 4096;
         let t = Instant::now();
@@ -127,7 +135,10 @@ fn run(engine: Arc<dyn Engine>, n: usize, vals: &[Vec<u8>]) {
 }
 
 fn open_fjall(dir: &Path, mode: fjall::PersistMode) -> Arc<dyn Engine> {
-    let db = fjall::Database::builder(dir).cache_size(256 << 20).open().expect("open fjall");
+    let db = fjall::Database::builder(dir)
+        .cache_size(256 << 20)
+        .open()
+        .expect("open fjall");
     let ks = db
         .keyspace("chunks", || {
             fjall::KeyspaceCreateOptions::default().with_kv_separation(Some(
@@ -146,14 +157,21 @@ fn main() {
     let n = ((gib * (1u64 << 30) as f64) as usize / VALUE) / BATCH * BATCH;
     let vals = values(n);
     println!("engine choice: {n} values of 256 KiB, batches of {BATCH}");
-    let base = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into())).expect("tempdir");
+    let base = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| ".".into()))
+        .expect("tempdir");
     {
-        let e = open_fjall(&base.path().join("fjall-buffer"), fjall::PersistMode::Buffer);
+        let e = open_fjall(
+            &base.path().join("fjall-buffer"),
+            fjall::PersistMode::Buffer,
+        );
         run(e, n, &vals);
     }
     std::fs::remove_dir_all(base.path().join("fjall-buffer")).ok();
     {
-        let e = open_fjall(&base.path().join("fjall-sync"), fjall::PersistMode::SyncData);
+        let e = open_fjall(
+            &base.path().join("fjall-sync"),
+            fjall::PersistMode::SyncData,
+        );
         run(e, n, &vals);
     }
     std::fs::remove_dir_all(base.path().join("fjall-sync")).ok();

@@ -50,7 +50,12 @@ impl Blosc {
         if typesize == 0 || typesize > blosc_src::BLOSC_MAX_TYPESIZE as usize {
             return Err(BloscError::BadTypesize { typesize });
         }
-        Ok(Self { compressor, level, typesize, shuffle: true })
+        Ok(Self {
+            compressor,
+            level,
+            typesize,
+            shuffle: true,
+        })
     }
 
     /// LZ4 at level 5 with byte shuffle: the default for chunks and responses.
@@ -61,7 +66,10 @@ impl Blosc {
     /// Compress `src` into a new frame (single-threaded; callers parallelise over chunks).
     pub fn compress(&self, src: &[u8]) -> Result<Vec<u8>, BloscError> {
         if src.len() > MAX_BUFFER {
-            return Err(BloscError::TooLarge { len: src.len(), max: MAX_BUFFER });
+            return Err(BloscError::TooLarge {
+                len: src.len(),
+                max: MAX_BUFFER,
+            });
         }
         let cap = src.len() + OVERHEAD;
         let mut dst: Vec<u8> = Vec::with_capacity(cap);
@@ -83,7 +91,11 @@ impl Blosc {
             )
         };
         if n <= 0 {
-            return Err(BloscError::CompressFailed { code: n, len: src.len(), typesize: self.typesize });
+            return Err(BloscError::CompressFailed {
+                code: n,
+                len: src.len(),
+                typesize: self.typesize,
+            });
         }
         // SAFETY: c-blosc wrote exactly `n` (≤ cap) initialised bytes.
         unsafe { dst.set_len(n as usize) };
@@ -99,7 +111,9 @@ pub fn decompressed_len(src: &[u8]) -> Result<usize, BloscError> {
     }
     let mut nbytes = 0usize;
     // SAFETY: c-blosc reads at most `src.len()` bytes of `src` and writes one usize.
-    let rc = unsafe { blosc_src::blosc_cbuffer_validate(src.as_ptr().cast(), src.len(), &raw mut nbytes) };
+    let rc = unsafe {
+        blosc_src::blosc_cbuffer_validate(src.as_ptr().cast(), src.len(), &raw mut nbytes)
+    };
     if rc != 0 {
         return Err(BloscError::NotBlosc { len: src.len() });
     }
@@ -110,7 +124,10 @@ pub fn decompressed_len(src: &[u8]) -> Result<usize, BloscError> {
 pub fn decompress_into(src: &[u8], dst: &mut [u8]) -> Result<(), BloscError> {
     let declared = decompressed_len(src)?;
     if declared != dst.len() {
-        return Err(BloscError::WrongSize { declared, expected: dst.len() });
+        return Err(BloscError::WrongSize {
+            declared,
+            expected: dst.len(),
+        });
     }
     if declared == 0 {
         return Ok(());
@@ -121,7 +138,10 @@ pub fn decompress_into(src: &[u8], dst: &mut [u8]) -> Result<(), BloscError> {
         blosc_src::blosc_decompress_ctx(src.as_ptr().cast(), dst.as_mut_ptr().cast(), dst.len(), 1)
     };
     if n < 0 || n as usize != declared {
-        return Err(BloscError::Corrupt { code: n, len: src.len() });
+        return Err(BloscError::Corrupt {
+            code: n,
+            len: src.len(),
+        });
     }
     Ok(())
 }
@@ -130,7 +150,10 @@ pub fn decompress_into(src: &[u8], dst: &mut [u8]) -> Result<(), BloscError> {
 pub fn decompress(src: &[u8], max: usize) -> Result<Vec<u8>, BloscError> {
     let declared = decompressed_len(src)?;
     if declared > max {
-        return Err(BloscError::WrongSize { declared, expected: max });
+        return Err(BloscError::WrongSize {
+            declared,
+            expected: max,
+        });
     }
     let mut out = vec![0u8; declared];
     decompress_into(src, &mut out)?;
@@ -166,7 +189,10 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_not_crashed() {
-        assert!(matches!(decompress(b"hello", 100), Err(BloscError::NotBlosc { len: 5 })));
+        assert!(matches!(
+            decompress(b"hello", 100),
+            Err(BloscError::NotBlosc { len: 5 })
+        ));
         let junk: Vec<u8> = (0..1000).map(|i| (i * 31) as u8).collect();
         assert!(decompress(&junk, 1 << 20).is_err());
         // A valid frame with its payload damaged.
@@ -182,7 +208,13 @@ mod tests {
         let z = Blosc::lz4(1).unwrap().compress(&sample(100)).unwrap();
         let mut out = vec![0; 50];
         let e = decompress_into(&z, &mut out).unwrap_err();
-        assert_eq!(e, BloscError::WrongSize { declared: 100, expected: 50 });
+        assert_eq!(
+            e,
+            BloscError::WrongSize {
+                declared: 100,
+                expected: 50
+            }
+        );
     }
 
     #[test]

@@ -10,8 +10,18 @@ use crate::geometry::Box3;
 ///
 /// # Panics
 /// If a buffer is shorter than its box, or `region` is outside either box.
-pub fn copy_region(src: &[u8], src_box: &Box3, dst: &mut [u8], dst_box: &Box3, region: &Box3, elem: usize) {
-    assert!(src_box.contains(region) && dst_box.contains(region), "region {region} outside {src_box} or {dst_box}");
+pub fn copy_region(
+    src: &[u8],
+    src_box: &Box3,
+    dst: &mut [u8],
+    dst_box: &Box3,
+    region: &Box3,
+    elem: usize,
+) {
+    assert!(
+        src_box.contains(region) && dst_box.contains(region),
+        "region {region} outside {src_box} or {dst_box}"
+    );
     let ss = src_box.shape().map(|v| v as usize);
     let ds = dst_box.shape().map(|v| v as usize);
     assert!(src.len() >= ss[0] * ss[1] * ss[2] * elem && dst.len() >= ds[0] * ds[1] * ds[2] * elem);
@@ -49,7 +59,12 @@ pub fn zero_region(dst: &mut [u8], dst_box: &Box3, region: &Box3, elem: usize) {
 /// Split the array of `b` into disjoint z-slabs of at most `slab` planes,
 /// aligned to multiples of `slab` in absolute z, so each slab can be filled
 /// by its own thread from the chunks of one chunk layer.
-pub fn split_z_slabs<'a>(buf: &'a mut [u8], b: &Box3, slab: u64, elem: usize) -> Vec<(Box3, &'a mut [u8])> {
+pub fn split_z_slabs<'a>(
+    buf: &'a mut [u8],
+    b: &Box3,
+    slab: u64,
+    elem: usize,
+) -> Vec<(Box3, &'a mut [u8])> {
     let plane = (b.shape()[0] * b.shape()[1]) as usize * elem;
     let mut out = Vec::new();
     let mut rest = buf;
@@ -57,7 +72,13 @@ pub fn split_z_slabs<'a>(buf: &'a mut [u8], b: &Box3, slab: u64, elem: usize) ->
     while z < b.end[2] {
         let z1 = ((z / slab + 1) * slab).min(b.end[2]);
         let (head, tail) = rest.split_at_mut((z1 - z) as usize * plane);
-        out.push((Box3 { start: [b.start[0], b.start[1], z], end: [b.end[0], b.end[1], z1] }, head));
+        out.push((
+            Box3 {
+                start: [b.start[0], b.start[1], z],
+                end: [b.end[0], b.end[1], z1],
+            },
+            head,
+        ));
         rest = tail;
         z = z1;
     }
@@ -69,7 +90,9 @@ pub fn split_z_slabs<'a>(buf: &'a mut [u8], b: &Box3, slab: u64, elem: usize) ->
 pub fn is_zero(buf: &[u8]) -> bool {
     // 16 bytes per comparison; stops at the first non-zero word.
     let mut words = buf.chunks_exact(16);
-    let all = words.by_ref().all(|w| w.iter().fold(0u8, |acc, &b| acc | b) == 0);
+    let all = words
+        .by_ref()
+        .all(|w| w.iter().fold(0u8, |acc, &b| acc | b) == 0);
     all && words.remainder().iter().all(|&b| b == 0)
 }
 
@@ -121,7 +144,10 @@ mod tests {
         let b = Box3::new([0, 0, 5], [2, 2, 40]).unwrap();
         let mut buf = vec![0u8; 2 * 2 * 35];
         let slabs = split_z_slabs(&mut buf, &b, 16, 1);
-        let zs: Vec<_> = slabs.iter().map(|(s, d)| (s.start[2], s.end[2], d.len())).collect();
+        let zs: Vec<_> = slabs
+            .iter()
+            .map(|(s, d)| (s.start[2], s.end[2], d.len()))
+            .collect();
         assert_eq!(zs, vec![(5, 16, 44), (16, 32, 64), (32, 40, 32)]);
     }
 

@@ -21,7 +21,13 @@ pub enum DType {
 
 impl DType {
     /// All types, in order of size.
-    pub const ALL: [DType; 5] = [DType::Uint8, DType::Uint16, DType::Uint32, DType::Uint64, DType::Float32];
+    pub const ALL: [DType; 5] = [
+        DType::Uint8,
+        DType::Uint16,
+        DType::Uint32,
+        DType::Uint64,
+        DType::Float32,
+    ];
 
     /// Bytes per voxel.
     #[must_use]

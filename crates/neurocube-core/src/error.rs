@@ -100,7 +100,9 @@ pub enum NpyError {
     #[error("npy header is malformed: {0}")]
     BadHeader(String),
     /// Unsupported element type.
-    #[error("npy dtype '{0}' is not supported; use uint8, uint16, uint32, uint64 or float32, little-endian")]
+    #[error(
+        "npy dtype '{0}' is not supported; use uint8, uint16, uint32, uint64 or float32, little-endian"
+    )]
     DType(String),
     /// Fortran-ordered arrays.
     #[error("npy array is in Fortran order; send a C-ordered array (numpy.ascontiguousarray)")]

@@ -31,13 +31,24 @@ impl Box3 {
 
     /// A box from a corner and a shape (all positive).
     pub fn with_shape(start: [u64; 3], shape: [u64; 3]) -> Result<Self, GeometryError> {
-        Self::new(start, [start[0] + shape[0], start[1] + shape[1], start[2] + shape[2]])
+        Self::new(
+            start,
+            [
+                start[0] + shape[0],
+                start[1] + shape[1],
+                start[2] + shape[2],
+            ],
+        )
     }
 
     /// Edge lengths `[x, y, z]`.
     #[must_use]
     pub fn shape(&self) -> [u64; 3] {
-        [self.end[0] - self.start[0], self.end[1] - self.start[1], self.end[2] - self.start[2]]
+        [
+            self.end[0] - self.start[0],
+            self.end[1] - self.start[1],
+            self.end[2] - self.start[2],
+        ]
     }
 
     /// Number of voxels.
@@ -72,8 +83,16 @@ impl Box3 {
     #[must_use]
     pub fn relative_to(&self, origin: [u64; 3]) -> Box3 {
         Box3 {
-            start: [self.start[0] - origin[0], self.start[1] - origin[1], self.start[2] - origin[2]],
-            end: [self.end[0] - origin[0], self.end[1] - origin[1], self.end[2] - origin[2]],
+            start: [
+                self.start[0] - origin[0],
+                self.start[1] - origin[1],
+                self.start[2] - origin[2],
+            ],
+            end: [
+                self.end[0] - origin[0],
+                self.end[1] - origin[1],
+                self.end[2] - origin[2],
+            ],
         }
     }
 }
@@ -119,17 +138,29 @@ impl ChunkGrid {
     /// The box a chunk covers.
     #[must_use]
     pub fn chunk_box(&self, idx: ChunkIndex) -> Box3 {
-        let start = [idx[0] * self.chunk[0], idx[1] * self.chunk[1], idx[2] * self.chunk[2]];
+        let start = [
+            idx[0] * self.chunk[0],
+            idx[1] * self.chunk[1],
+            idx[2] * self.chunk[2],
+        ];
         Box3 {
             start,
-            end: [start[0] + self.chunk[0], start[1] + self.chunk[1], start[2] + self.chunk[2]],
+            end: [
+                start[0] + self.chunk[0],
+                start[1] + self.chunk[1],
+                start[2] + self.chunk[2],
+            ],
         }
     }
 
     /// First and one-past-last chunk index touched by a box, per axis.
     #[must_use]
     pub fn chunk_range(&self, b: &Box3) -> ([u64; 3], [u64; 3]) {
-        let lo = [b.start[0] / self.chunk[0], b.start[1] / self.chunk[1], b.start[2] / self.chunk[2]];
+        let lo = [
+            b.start[0] / self.chunk[0],
+            b.start[1] / self.chunk[1],
+            b.start[2] / self.chunk[2],
+        ];
         let hi = [
             b.end[0].div_ceil(self.chunk[0]),
             b.end[1].div_ceil(self.chunk[1]),
@@ -142,7 +173,8 @@ impl ChunkGrid {
     #[must_use]
     pub fn chunks_in(&self, b: &Box3) -> Vec<ChunkIndex> {
         let (lo, hi) = self.chunk_range(b);
-        let mut out = Vec::with_capacity(((hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2])) as usize);
+        let mut out =
+            Vec::with_capacity(((hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2])) as usize);
         for z in lo[2]..hi[2] {
             for y in lo[1]..hi[1] {
                 for x in lo[0]..hi[0] {
@@ -168,7 +200,10 @@ mod tests {
     fn empty_and_inverted_ranges_are_refused() {
         assert!(Box3::new([0, 0, 0], [1, 1, 1]).is_ok());
         let e = Box3::new([5, 0, 0], [5, 1, 1]).unwrap_err();
-        assert_eq!(e.to_string(), "empty or inverted x range 5,5: the end must be greater than the start");
+        assert_eq!(
+            e.to_string(),
+            "empty or inverted x range 5,5: the end must be greater than the start"
+        );
         assert!(Box3::new([0, 9, 0], [1, 3, 1]).is_err());
     }
 
@@ -179,7 +214,10 @@ mod tests {
         let o = a.overlap(&b).unwrap();
         assert_eq!(o, Box3::new([5, 8, 9], [10, 10, 10]).unwrap());
         assert_eq!(o.relative_to([5, 8, 9]).shape(), [5, 2, 1]);
-        assert!(a.overlap(&Box3::new([10, 0, 0], [11, 1, 1]).unwrap()).is_none());
+        assert!(
+            a.overlap(&Box3::new([10, 0, 0], [11, 1, 1]).unwrap())
+                .is_none()
+        );
         assert!(a.contains(&o));
         assert!(!o.contains(&a));
     }

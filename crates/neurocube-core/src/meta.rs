@@ -11,8 +11,27 @@ use crate::morton;
 /// Words that cannot name a dataset or channel: they are the first segment
 /// of other URLs, now or planned.
 pub const RESERVED: &[&str] = &[
-    "v1", "ocp", "ca", "sd", "nd", "metrics", "health", "viewer", "catmaid", "api", "static", "tiles", "tile",
-    "info", "jobs", "graph", "neuroglancer", "boss", "docs", "admin", "favicon.ico",
+    "v1",
+    "ocp",
+    "ca",
+    "sd",
+    "nd",
+    "metrics",
+    "health",
+    "viewer",
+    "catmaid",
+    "api",
+    "static",
+    "tiles",
+    "tile",
+    "info",
+    "jobs",
+    "graph",
+    "neuroglancer",
+    "boss",
+    "docs",
+    "admin",
+    "favicon.ico",
 ];
 
 /// How levels shrink.
@@ -93,17 +112,28 @@ impl Dataset {
     pub fn validate(&self) -> Result<(), String> {
         validate_name(&self.name, "dataset")?;
         if self.voxel_size.iter().any(|v| !v.is_finite() || *v <= 0.0) {
-            return Err(format!("voxel_size {:?} must be three positive numbers (nm)", self.voxel_size));
+            return Err(format!(
+                "voxel_size {:?} must be three positive numbers (nm)",
+                self.voxel_size
+            ));
         }
         if self.extent.contains(&0) {
-            return Err(format!("extent {:?} must be three positive voxel counts", self.extent));
+            return Err(format!(
+                "extent {:?} must be three positive voxel counts",
+                self.extent
+            ));
         }
         if self.levels == 0 || self.levels > MAX_LEVELS {
-            return Err(format!("levels {} must be between 1 and {MAX_LEVELS}", self.levels));
+            return Err(format!(
+                "levels {} must be between 1 and {MAX_LEVELS}",
+                self.levels
+            ));
         }
         let limit = 1u64 << 40;
         if (0..3).any(|a| self.offset[a].saturating_add(self.extent[a]) > limit) {
-            return Err(format!("offset + extent must stay below {limit} voxels per axis"));
+            return Err(format!(
+                "offset + extent must stay below {limit} voxels per axis"
+            ));
         }
         Ok(())
     }
@@ -143,7 +173,11 @@ impl Dataset {
         }
         Level {
             level: l,
-            voxel_size: [self.voxel_size[0] * f[0] as f64, self.voxel_size[1] * f[1] as f64, self.voxel_size[2] * f[2] as f64],
+            voxel_size: [
+                self.voxel_size[0] * f[0] as f64,
+                self.voxel_size[1] * f[1] as f64,
+                self.voxel_size[2] * f[2] as f64,
+            ],
             extent,
             offset,
             factor: f,
@@ -226,18 +260,31 @@ impl Channel {
     pub fn validate(&self, ds: &Dataset) -> Result<(), String> {
         validate_name(&self.name, "channel")?;
         if self.kind == ChannelType::Segmentation && self.dtype == DType::Float32 {
-            return Err("a segmentation channel needs an integer dtype (uint8, uint16, uint32 or uint64)".into());
+            return Err(
+                "a segmentation channel needs an integer dtype (uint8, uint16, uint32 or uint64)"
+                    .into(),
+            );
         }
         if self.chunk_size.contains(&0) {
-            return Err(format!("chunk_size {:?} must be three positive edge lengths", self.chunk_size));
+            return Err(format!(
+                "chunk_size {:?} must be three positive edge lengths",
+                self.chunk_size
+            ));
         }
         let bytes = self.chunk_size.iter().product::<u64>() * self.dtype.size() as u64;
         if bytes > MAX_CHUNK_BYTES {
-            return Err(format!("chunk_size {:?} of {} is {bytes} bytes; at most {MAX_CHUNK_BYTES} are allowed", self.chunk_size, self.dtype));
+            return Err(format!(
+                "chunk_size {:?} of {} is {bytes} bytes; at most {MAX_CHUNK_BYTES} are allowed",
+                self.chunk_size, self.dtype
+            ));
         }
         let end = ds.level(0).bounds().end;
         if (0..3).any(|a| end[a].div_ceil(self.chunk_size[a]) > morton::MAX_INDEX) {
-            return Err(format!("the dataset spans more than {} chunks of {:?} on an axis; use larger chunks", morton::MAX_INDEX, self.chunk_size));
+            return Err(format!(
+                "the dataset spans more than {} chunks of {:?} on an axis; use larger chunks",
+                morton::MAX_INDEX,
+                self.chunk_size
+            ));
         }
         Ok(())
     }
@@ -245,21 +292,30 @@ impl Channel {
     /// The chunk grid (the same at every level).
     #[must_use]
     pub fn grid(&self) -> ChunkGrid {
-        ChunkGrid { chunk: self.chunk_size }
+        ChunkGrid {
+            chunk: self.chunk_size,
+        }
     }
 }
 
 /// Names: 1–64 of `A-Z a-z 0-9 _ -`, starting with a letter or digit, not reserved.
 pub fn validate_name(name: &str, what: &str) -> Result<(), String> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > 64 || !ok_chars || !first_ok {
         return Err(format!(
             "{what} name '{name}' is invalid: use 1 to 64 letters, digits, '_' or '-', starting with a letter or digit"
         ));
     }
     if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(format!("{what} name '{name}' is reserved (it starts other URLs); choose another"));
+        return Err(format!(
+            "{what} name '{name}' is reserved (it starts other URLs); choose another"
+        ));
     }
     Ok(())
 }
@@ -284,7 +340,17 @@ mod tests {
     fn anisotropic_levels_halve_xy_until_z_is_not_coarser() {
         let d = kasthuri();
         let f: Vec<_> = d.all_levels().iter().map(|l| l.factor).collect();
-        assert_eq!(f, vec![[1, 1, 1], [2, 2, 1], [4, 4, 1], [8, 8, 1], [16, 16, 1], [32, 32, 2]]);
+        assert_eq!(
+            f,
+            vec![
+                [1, 1, 1],
+                [2, 2, 1],
+                [4, 4, 1],
+                [8, 8, 1],
+                [16, 16, 1],
+                [32, 32, 2]
+            ]
+        );
         let l1 = d.level(1);
         assert_eq!(l1.extent, [10752, 13312, 1850]);
         assert_eq!(l1.voxel_size, [6.0, 6.0, 30.0]);
@@ -295,7 +361,13 @@ mod tests {
 
     #[test]
     fn isotropic_levels_halve_everything() {
-        let d = Dataset { scaling: Scaling::Isotropic, voxel_size: [4.0; 3], extent: [100, 100, 100], levels: 3, ..kasthuri() };
+        let d = Dataset {
+            scaling: Scaling::Isotropic,
+            voxel_size: [4.0; 3],
+            extent: [100, 100, 100],
+            levels: 3,
+            ..kasthuri()
+        };
         assert_eq!(d.level(2).factor, [4, 4, 4]);
         assert_eq!(d.level(2).extent, [25, 25, 26]);
     }
@@ -304,7 +376,18 @@ mod tests {
     fn names() {
         assert!(validate_name("kasthuri11", "dataset").is_ok());
         assert!(validate_name("a-b_c", "dataset").is_ok());
-        for bad in ["", "../etc", "a/b", "a b", "_x", "x.y", "v1", "Metrics", "viewer", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "../etc",
+            "a/b",
+            "a b",
+            "_x",
+            "x.y",
+            "v1",
+            "Metrics",
+            "viewer",
+            &"x".repeat(65),
+        ] {
             assert!(validate_name(bad, "dataset").is_err(), "{bad}");
         }
         assert_eq!(
@@ -316,9 +399,30 @@ mod tests {
     #[test]
     fn dataset_validation() {
         assert!(kasthuri().validate().is_ok());
-        assert!(Dataset { voxel_size: [0.0, 1.0, 1.0], ..kasthuri() }.validate().is_err());
-        assert!(Dataset { extent: [0, 1, 1], ..kasthuri() }.validate().is_err());
-        assert!(Dataset { levels: 0, ..kasthuri() }.validate().is_err());
+        assert!(
+            Dataset {
+                voxel_size: [0.0, 1.0, 1.0],
+                ..kasthuri()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Dataset {
+                extent: [0, 1, 1],
+                ..kasthuri()
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Dataset {
+                levels: 0,
+                ..kasthuri()
+            }
+            .validate()
+            .is_err()
+        );
         let ch = Channel {
             name: "image".into(),
             kind: ChannelType::Segmentation,
@@ -327,18 +431,47 @@ mod tests {
             compression: Compression::BloscLz4,
             description: String::new(),
         };
-        assert!(ch.validate(&kasthuri()).unwrap_err().contains("integer dtype"));
-        assert!(Channel { kind: ChannelType::Image, ..ch.clone() }.validate(&kasthuri()).is_ok());
-        assert!(Channel { kind: ChannelType::Image, chunk_size: [4096, 4096, 16], ..ch }.validate(&kasthuri()).is_err());
+        assert!(
+            ch.validate(&kasthuri())
+                .unwrap_err()
+                .contains("integer dtype")
+        );
+        assert!(
+            Channel {
+                kind: ChannelType::Image,
+                ..ch.clone()
+            }
+            .validate(&kasthuri())
+            .is_ok()
+        );
+        assert!(
+            Channel {
+                kind: ChannelType::Image,
+                chunk_size: [4096, 4096, 16],
+                ..ch
+            }
+            .validate(&kasthuri())
+            .is_err()
+        );
     }
 
     #[test]
     fn json_defaults() {
-        let d: Dataset = serde_json::from_str(r#"{"voxel_size":[4,4,40],"extent":[1024,1024,64]}"#).unwrap();
-        assert_eq!((d.levels, d.offset, d.scaling), (1, [0, 0, 0], Scaling::Anisotropic));
+        let d: Dataset =
+            serde_json::from_str(r#"{"voxel_size":[4,4,40],"extent":[1024,1024,64]}"#).unwrap();
+        assert_eq!(
+            (d.levels, d.offset, d.scaling),
+            (1, [0, 0, 0], Scaling::Anisotropic)
+        );
         let c: Channel = serde_json::from_str(r#"{"type":"image","dtype":"uint8"}"#).unwrap();
-        assert_eq!((c.chunk_size, c.compression), ([128, 128, 16], Compression::BloscLz4));
+        assert_eq!(
+            (c.chunk_size, c.compression),
+            ([128, 128, 16], Compression::BloscLz4)
+        );
         assert!(serde_json::from_str::<Channel>(r#"{"type":"image","dtype":"int8"}"#).is_err());
-        assert!(serde_json::from_str::<Channel>(r#"{"type":"image","dtype":"uint8","bogus":1}"#).is_err());
+        assert!(
+            serde_json::from_str::<Channel>(r#"{"type":"image","dtype":"uint8","bogus":1}"#)
+                .is_err()
+        );
     }
 }

@@ -19,8 +19,16 @@ pub struct NpyHeader {
 #[must_use]
 pub fn header(dtype: DType, shape: &[u64]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(u64::to_string).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", dtype.npy_descr(), shape_txt);
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}",
+        dtype.npy_descr(),
+        shape_txt
+    );
     // The whole header (10 bytes of preamble + dict + '\n') is padded to 64 bytes.
     let total = (10 + dict.len() + 1).div_ceil(64) * 64;
     while 10 + dict.len() + 1 < total {
@@ -42,11 +50,18 @@ pub fn parse(buf: &[u8]) -> Result<(NpyHeader, usize), NpyError> {
     }
     let (len, start): (usize, usize) = match buf[6] {
         1 => (u16::from_le_bytes([buf[8], buf[9]]) as usize, 10),
-        2 | 3 if buf.len() >= 12 => (u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize, 12),
+        2 | 3 if buf.len() >= 12 => (
+            u32::from_le_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize,
+            12,
+        ),
         v => return Err(NpyError::Version { major: v }),
     };
-    let end = start.checked_add(len).filter(|&e| e <= buf.len()).ok_or(NpyError::Truncated)?;
-    let text = std::str::from_utf8(&buf[start..end]).map_err(|_| NpyError::BadHeader("not text".into()))?;
+    let end = start
+        .checked_add(len)
+        .filter(|&e| e <= buf.len())
+        .ok_or(NpyError::Truncated)?;
+    let text = std::str::from_utf8(&buf[start..end])
+        .map_err(|_| NpyError::BadHeader("not text".into()))?;
     let descr = dict_value(text, "descr")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     let dtype = DType::from_npy_descr(descr).ok_or_else(|| NpyError::DType(descr.to_string()))?;
@@ -73,7 +88,10 @@ pub fn parse(buf: &[u8]) -> Result<(NpyHeader, usize), NpyError> {
 /// The text of one value of the header dict (`'key': value`), up to its delimiter.
 fn dict_value<'a>(text: &'a str, key: &str) -> Result<&'a str, NpyError> {
     let missing = || NpyError::BadHeader(format!("no '{key}' in header"));
-    let at = text.find(&format!("'{key}'")).or_else(|| text.find(&format!("\"{key}\""))).ok_or_else(missing)?;
+    let at = text
+        .find(&format!("'{key}'"))
+        .or_else(|| text.find(&format!("\"{key}\"")))
+        .ok_or_else(missing)?;
     let rest = text[at + key.len() + 2..].trim_start();
     let rest = rest.strip_prefix(':').ok_or_else(missing)?.trim_start();
     let end = if rest.starts_with('(') {
@@ -97,7 +115,13 @@ mod tests {
             assert_eq!(h[h.len() - 1], b'\n');
             let (p, off) = parse(&h).unwrap();
             assert_eq!(off, h.len());
-            assert_eq!(p, NpyHeader { dtype: t, shape: vec![16, 128, 128] });
+            assert_eq!(
+                p,
+                NpyHeader {
+                    dtype: t,
+                    shape: vec![16, 128, 128]
+                }
+            );
         }
     }
 
@@ -123,7 +147,10 @@ mod tests {
         h.truncate(20);
         assert_eq!(parse(&h), Err(NpyError::Truncated));
         let replace = |h: Vec<u8>, from: &str, to: &str| -> Vec<u8> {
-            let at = h.windows(from.len()).position(|w| w == from.as_bytes()).unwrap();
+            let at = h
+                .windows(from.len())
+                .position(|w| w == from.as_bytes())
+                .unwrap();
             let mut out = h.clone();
             out[at..at + from.len()].copy_from_slice(to.as_bytes());
             out

@@ -89,7 +89,12 @@ pub fn label_color(label: u64) -> [u8; 4] {
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
     // Keep colours bright enough to see over dark EM.
-    [(z as u8) | 0x40, ((z >> 8) as u8) | 0x40, ((z >> 16) as u8) | 0x40, 255]
+    [
+        (z as u8) | 0x40,
+        ((z >> 8) as u8) | 0x40,
+        ((z >> 16) as u8) | 0x40,
+        255,
+    ]
 }
 
 enum Pixels {
@@ -101,31 +106,59 @@ enum Pixels {
 fn shade(slice: &Slice<'_>, shading: Shading) -> Result<Pixels, RenderError> {
     Ok(match shading {
         Shading::Pseudocolor => Pixels::Rgba(slice.labels().flat_map(label_color).collect()),
-        Shading::Gray { window: Some((lo, hi)) } => {
+        Shading::Gray {
+            window: Some((lo, hi)),
+        } => {
             if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
                 return Err(RenderError::BadWindow { lo, hi });
             }
             let span = hi - lo;
-            Pixels::Gray8(slice.values().map(|v| ((v - lo) * 255.0 / span).clamp(0.0, 255.0).round() as u8).collect())
+            Pixels::Gray8(
+                slice
+                    .values()
+                    .map(|v| ((v - lo) * 255.0 / span).clamp(0.0, 255.0).round() as u8)
+                    .collect(),
+            )
         }
         Shading::Gray { window: None } => match slice.dtype {
             DType::Uint8 => Pixels::Gray8(slice.data.to_vec()),
             // PNG stores 16-bit samples big-endian.
-            DType::Uint16 => Pixels::Gray16(slice.data.chunks_exact(2).flat_map(|c| [c[1], c[0]]).collect()),
+            DType::Uint16 => Pixels::Gray16(
+                slice
+                    .data
+                    .chunks_exact(2)
+                    .flat_map(|c| [c[1], c[0]])
+                    .collect(),
+            ),
             _ => {
                 let (lo, hi) = slice
                     .values()
                     .filter(|v| v.is_finite())
-                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-                let (lo, hi) = if hi > lo { (lo, hi) } else { (lo.min(0.0), lo.max(0.0) + 1.0) };
-                return shade(slice, Shading::Gray { window: Some((lo, hi)) });
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                        (a.min(v), b.max(v))
+                    });
+                let (lo, hi) = if hi > lo {
+                    (lo, hi)
+                } else {
+                    (lo.min(0.0), lo.max(0.0) + 1.0)
+                };
+                return shade(
+                    slice,
+                    Shading::Gray {
+                        window: Some((lo, hi)),
+                    },
+                );
             }
         },
     })
 }
 
 /// Render a slice to an encoded image.
-pub fn render(slice: &Slice<'_>, shading: Shading, format: ImageFormat) -> Result<Vec<u8>, RenderError> {
+pub fn render(
+    slice: &Slice<'_>,
+    shading: Shading,
+    format: ImageFormat,
+) -> Result<Vec<u8>, RenderError> {
     let pixels = shade(slice, shading)?;
     match format {
         ImageFormat::Png => encode_png(&pixels, slice.width, slice.height),
@@ -139,7 +172,12 @@ fn encode_png(pixels: &Pixels, width: u32, height: u32) -> Result<Vec<u8>, Rende
         Pixels::Gray16(d) => (png::ColorType::Grayscale, png::BitDepth::Sixteen, d),
         Pixels::Rgba(d) => (png::ColorType::Rgba, png::BitDepth::Eight, d),
     };
-    let err = |e: png::EncodingError| RenderError::Encode { format: "PNG", width, height, reason: e.to_string() };
+    let err = |e: png::EncodingError| RenderError::Encode {
+        format: "PNG",
+        width,
+        height,
+        reason: e.to_string(),
+    };
     let mut out = Vec::with_capacity(data.len() / 2 + 1024);
     let mut enc = png::Encoder::new(&mut out, width, height);
     enc.set_color(color);
@@ -151,21 +189,40 @@ fn encode_png(pixels: &Pixels, width: u32, height: u32) -> Result<Vec<u8>, Rende
     Ok(out)
 }
 
-fn encode_jpeg(pixels: Pixels, width: u32, height: u32, quality: u8) -> Result<Vec<u8>, RenderError> {
+fn encode_jpeg(
+    pixels: Pixels,
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, RenderError> {
     let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
         (Ok(w), Ok(h)) => (w, h),
-        _ => return Err(RenderError::TooLarge { format: "JPEG", width: width.into(), height: height.into() }),
+        _ => {
+            return Err(RenderError::TooLarge {
+                format: "JPEG",
+                width: width.into(),
+                height: height.into(),
+            });
+        }
     };
     let (data, color) = match pixels {
         Pixels::Gray8(d) => (d, jpeg_encoder::ColorType::Luma),
         // JPEG has no 16-bit baseline: keep the high byte.
-        Pixels::Gray16(d) => (d.chunks_exact(2).map(|c| c[0]).collect(), jpeg_encoder::ColorType::Luma),
+        Pixels::Gray16(d) => (
+            d.chunks_exact(2).map(|c| c[0]).collect(),
+            jpeg_encoder::ColorType::Luma,
+        ),
         Pixels::Rgba(d) => (d, jpeg_encoder::ColorType::Rgba),
     };
     let mut out = Vec::new();
     jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100))
         .encode(&data, w, h, color)
-        .map_err(|e| RenderError::Encode { format: "JPEG", width, height, reason: e.to_string() })?;
+        .map_err(|e| RenderError::Encode {
+            format: "JPEG",
+            width,
+            height,
+            reason: e.to_string(),
+        })?;
     Ok(out)
 }
 
@@ -174,7 +231,9 @@ mod tests {
     use super::*;
 
     fn decode_png(bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
-        let mut r = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+        let mut r = png::Decoder::new(std::io::Cursor::new(bytes))
+            .read_info()
+            .unwrap();
         let mut buf = vec![0; r.output_buffer_size().unwrap()];
         let info = r.next_frame(&mut buf).unwrap();
         buf.truncate(info.buffer_size());
@@ -184,9 +243,18 @@ mod tests {
     #[test]
     fn gray8_png_round_trips() {
         let data: Vec<u8> = (0..=255).collect();
-        let s = Slice { data: &data, dtype: DType::Uint8, width: 16, height: 16 };
-        let (info, px) = decode_png(&render(&s, Shading::Gray { window: None }, ImageFormat::Png).unwrap());
-        assert_eq!((info.width, info.height, info.color_type, info.bit_depth), (16, 16, png::ColorType::Grayscale, png::BitDepth::Eight));
+        let s = Slice {
+            data: &data,
+            dtype: DType::Uint8,
+            width: 16,
+            height: 16,
+        };
+        let (info, px) =
+            decode_png(&render(&s, Shading::Gray { window: None }, ImageFormat::Png).unwrap());
+        assert_eq!(
+            (info.width, info.height, info.color_type, info.bit_depth),
+            (16, 16, png::ColorType::Grayscale, png::BitDepth::Eight)
+        );
         assert_eq!(px, data);
     }
 
@@ -194,26 +262,69 @@ mod tests {
     fn gray16_png_is_big_endian_sixteen_bit() {
         let vals: [u16; 4] = [0, 1, 0x1234, 65535];
         let data: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let s = Slice { data: &data, dtype: DType::Uint16, width: 2, height: 2 };
-        let (info, px) = decode_png(&render(&s, Shading::Gray { window: None }, ImageFormat::Png).unwrap());
+        let s = Slice {
+            data: &data,
+            dtype: DType::Uint16,
+            width: 2,
+            height: 2,
+        };
+        let (info, px) =
+            decode_png(&render(&s, Shading::Gray { window: None }, ImageFormat::Png).unwrap());
         assert_eq!(info.bit_depth, png::BitDepth::Sixteen);
-        let back: Vec<u16> = px.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+        let back: Vec<u16> = px
+            .chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect();
         assert_eq!(back, vals);
     }
 
     #[test]
     fn window_maps_and_clamps() {
-        let data: Vec<u8> = [100u16, 200, 300, 50].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let s = Slice { data: &data, dtype: DType::Uint16, width: 4, height: 1 };
-        let (_, px) = decode_png(&render(&s, Shading::Gray { window: Some((100.0, 300.0)) }, ImageFormat::Png).unwrap());
+        let data: Vec<u8> = [100u16, 200, 300, 50]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let s = Slice {
+            data: &data,
+            dtype: DType::Uint16,
+            width: 4,
+            height: 1,
+        };
+        let (_, px) = decode_png(
+            &render(
+                &s,
+                Shading::Gray {
+                    window: Some((100.0, 300.0)),
+                },
+                ImageFormat::Png,
+            )
+            .unwrap(),
+        );
         assert_eq!(px, vec![0, 128, 255, 0]);
-        assert!(render(&s, Shading::Gray { window: Some((5.0, 5.0)) }, ImageFormat::Png).is_err());
+        assert!(
+            render(
+                &s,
+                Shading::Gray {
+                    window: Some((5.0, 5.0))
+                },
+                ImageFormat::Png
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn pseudocolor_is_transparent_for_background() {
-        let data: Vec<u8> = [0u64, 7, 7, 9].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let s = Slice { data: &data, dtype: DType::Uint64, width: 2, height: 2 };
+        let data: Vec<u8> = [0u64, 7, 7, 9]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let s = Slice {
+            data: &data,
+            dtype: DType::Uint64,
+            width: 2,
+            height: 2,
+        };
         let (info, px) = decode_png(&render(&s, Shading::Pseudocolor, ImageFormat::Png).unwrap());
         assert_eq!(info.color_type, png::ColorType::Rgba);
         assert_eq!(&px[0..4], &[0, 0, 0, 0]);
@@ -225,7 +336,12 @@ mod tests {
     #[test]
     fn jpeg_has_soi_marker() {
         let data = vec![128u8; 64 * 64];
-        let s = Slice { data: &data, dtype: DType::Uint8, width: 64, height: 64 };
+        let s = Slice {
+            data: &data,
+            dtype: DType::Uint8,
+            width: 64,
+            height: 64,
+        };
         let j = render(&s, Shading::Gray { window: None }, ImageFormat::Jpeg(85)).unwrap();
         assert_eq!(&j[..2], &[0xFF, 0xD8]);
     }

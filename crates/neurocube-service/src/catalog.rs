@@ -54,21 +54,34 @@ fn json<T: Serialize>(v: &T) -> Bytes {
 }
 
 fn corrupt(what: &str, e: &serde_json::Error) -> ServiceError {
-    ServiceError::CorruptChunk { key: what.to_string(), reason: e.to_string() }
+    ServiceError::CorruptChunk {
+        key: what.to_string(),
+        reason: e.to_string(),
+    }
 }
 
 impl Catalog {
     /// A catalog over a store.
     #[must_use]
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, channels: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(Duration::from_secs(5)).build() }
+        Self {
+            store,
+            channels: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+        }
     }
 
     /// Create a dataset; identical re-creation is a no-op, a different one a conflict.
     pub async fn create_dataset(&self, ds: Dataset) -> Result<Created> {
         ds.validate().map_err(ServiceError::InvalidRequest)?;
         let key = keys::dataset(&ds.name);
-        if self.store.compare_and_set(Table::Meta, key, None, Some(json(&ds))).await? {
+        if self
+            .store
+            .compare_and_set(Table::Meta, key, None, Some(json(&ds)))
+            .await?
+        {
             return Ok(Created::New);
         }
         let existing = self.dataset(&ds.name).await?;
@@ -84,11 +97,19 @@ impl Catalog {
 
     /// A dataset by name.
     pub async fn dataset(&self, name: &str) -> Result<Arc<Dataset>> {
-        let got = self.store.get_many(Table::Meta, &[keys::dataset(name)]).await?.remove(0);
+        let got = self
+            .store
+            .get_many(Table::Meta, &[keys::dataset(name)])
+            .await?
+            .remove(0);
         let bytes = got.ok_or_else(|| {
-            ServiceError::NotFound(format!("dataset '{name}' does not exist; GET /v1/datasets lists the datasets"))
+            ServiceError::NotFound(format!(
+                "dataset '{name}' does not exist; GET /v1/datasets lists the datasets"
+            ))
         })?;
-        serde_json::from_slice(&bytes).map(Arc::new).map_err(|e| corrupt(&format!("dataset {name}"), &e))
+        serde_json::from_slice(&bytes)
+            .map(Arc::new)
+            .map_err(|e| corrupt(&format!("dataset {name}"), &e))
     }
 
     /// All datasets, by name.
@@ -96,9 +117,15 @@ impl Catalog {
         let mut out = Vec::new();
         let mut token = None;
         loop {
-            let page = self.store.scan(Table::Meta, keys::DATASETS, SortRange::all(), token, 1000).await?;
+            let page = self
+                .store
+                .scan(Table::Meta, keys::DATASETS, SortRange::all(), token, 1000)
+                .await?;
             for (k, v) in page.rows {
-                out.push(serde_json::from_slice(&v).map_err(|e| corrupt(&String::from_utf8_lossy(&k.sort), &e))?);
+                out.push(
+                    serde_json::from_slice(&v)
+                        .map_err(|e| corrupt(&String::from_utf8_lossy(&k.sort), &e))?,
+                );
             }
             token = page.next;
             if token.is_none() {
@@ -120,10 +147,15 @@ impl Catalog {
             )));
         }
         for c in &channels {
-            self.store.delete_many(Table::Meta, &[keys::channel(name, &c.meta.name)]).await?;
-            self.channels.invalidate(&(name.to_string(), c.meta.name.clone()));
+            self.store
+                .delete_many(Table::Meta, &[keys::channel(name, &c.meta.name)])
+                .await?;
+            self.channels
+                .invalidate(&(name.to_string(), c.meta.name.clone()));
         }
-        self.store.delete_many(Table::Meta, &[keys::dataset(name)]).await?;
+        self.store
+            .delete_many(Table::Meta, &[keys::dataset(name)])
+            .await?;
         Ok(channels)
     }
 
@@ -132,8 +164,20 @@ impl Catalog {
         let ds = self.dataset(dataset).await?;
         ch.validate(&ds).map_err(ServiceError::InvalidRequest)?;
         let uid = uuid::Uuid::new_v4().as_u64_pair().0;
-        let rec = ChannelRecord { meta: ch.clone(), uid };
-        if self.store.compare_and_set(Table::Meta, keys::channel(dataset, &ch.name), None, Some(json(&rec))).await? {
+        let rec = ChannelRecord {
+            meta: ch.clone(),
+            uid,
+        };
+        if self
+            .store
+            .compare_and_set(
+                Table::Meta,
+                keys::channel(dataset, &ch.name),
+                None,
+                Some(json(&rec)),
+            )
+            .await?
+        {
             return Ok(Created::New);
         }
         let existing = self.channel(dataset, &ch.name).await?;
@@ -154,14 +198,22 @@ impl Catalog {
             return Ok(hit);
         }
         let ds = self.dataset(dataset).await?;
-        let got = self.store.get_many(Table::Meta, &[keys::channel(dataset, name)]).await?.remove(0);
+        let got = self
+            .store
+            .get_many(Table::Meta, &[keys::channel(dataset, name)])
+            .await?
+            .remove(0);
         let bytes = got.ok_or_else(|| {
             ServiceError::NotFound(format!(
                 "channel '{name}' does not exist in dataset '{dataset}'; GET /v1/datasets/{dataset}/channels lists them"
             ))
         })?;
-        let rec: ChannelRecord = serde_json::from_slice(&bytes).map_err(|e| corrupt(&format!("channel {dataset}/{name}"), &e))?;
-        let resolved = ResolvedChannel { dataset: ds, channel: Arc::new(rec) };
+        let rec: ChannelRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(&format!("channel {dataset}/{name}"), &e))?;
+        let resolved = ResolvedChannel {
+            dataset: ds,
+            channel: Arc::new(rec),
+        };
         self.channels.insert(cache_key, resolved.clone());
         Ok(resolved)
     }
@@ -172,9 +224,15 @@ impl Catalog {
         let mut token = None;
         let partition = keys::channels_partition(dataset);
         loop {
-            let page = self.store.scan(Table::Meta, &partition, SortRange::all(), token, 1000).await?;
+            let page = self
+                .store
+                .scan(Table::Meta, &partition, SortRange::all(), token, 1000)
+                .await?;
             for (k, v) in page.rows {
-                out.push(serde_json::from_slice(&v).map_err(|e| corrupt(&String::from_utf8_lossy(&k.sort), &e))?);
+                out.push(
+                    serde_json::from_slice(&v)
+                        .map_err(|e| corrupt(&String::from_utf8_lossy(&k.sort), &e))?,
+                );
             }
             token = page.next;
             if token.is_none() {
@@ -186,8 +244,11 @@ impl Catalog {
     /// Delete a channel's record; returns it so its chunks can be purged.
     pub async fn delete_channel(&self, dataset: &str, name: &str) -> Result<ChannelRecord> {
         let rc = self.channel(dataset, name).await?;
-        self.store.delete_many(Table::Meta, &[keys::channel(dataset, name)]).await?;
-        self.channels.invalidate(&(dataset.to_string(), name.to_string()));
+        self.store
+            .delete_many(Table::Meta, &[keys::channel(dataset, name)])
+            .await?;
+        self.channels
+            .invalidate(&(dataset.to_string(), name.to_string()));
         Ok((*rc.channel).clone())
     }
 }

@@ -56,11 +56,17 @@ pub struct Encoded {
 /// whole array for its single frame.
 pub async fn encode(enc: Encoding, s: CutoutStream) -> Result<Encoded> {
     match enc {
-        Encoding::Raw => Ok(Encoded { len: s.len, body: s.body }),
+        Encoding::Raw => Ok(Encoded {
+            len: s.len,
+            body: s.body,
+        }),
         Encoding::Npy => {
             let shape = s.bbox.shape();
             let head = Bytes::from(npy::header(s.dtype, &[shape[2], shape[1], shape[0]]));
-            Ok(Encoded { len: s.len + head.len() as u64, body: stream::once(async { Ok(head) }).chain(s.body).boxed() })
+            Ok(Encoded {
+                len: s.len + head.len() as u64,
+                body: stream::once(async { Ok(head) }).chain(s.body).boxed(),
+            })
         }
         Encoding::Blosc => {
             let elem = s.dtype.size();
@@ -69,11 +75,16 @@ pub async fn encode(enc: Encoding, s: CutoutStream) -> Result<Encoded> {
             while let Some(slab) = body.next().await {
                 raw.extend_from_slice(&slab?);
             }
-            let z = tokio::task::spawn_blocking(move || Blosc::lz4(elem).and_then(|c| c.compress(&raw)))
-                .await?
-                .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+            let z = tokio::task::spawn_blocking(move || {
+                Blosc::lz4(elem).and_then(|c| c.compress(&raw))
+            })
+            .await?
+            .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
             let z = Bytes::from(z);
-            Ok(Encoded { len: z.len() as u64, body: stream::once(async { Ok(z) }).boxed() })
+            Ok(Encoded {
+                len: z.len() as u64,
+                body: stream::once(async { Ok(z) }).boxed(),
+            })
         }
     }
 }
@@ -96,7 +107,8 @@ pub async fn decode(enc: Encoding, body: Bytes, t: &Target) -> Result<Bytes> {
             Ok(body)
         }
         Encoding::Npy => {
-            let (h, offset) = npy::parse(&body).map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+            let (h, offset) =
+                npy::parse(&body).map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
             if h.dtype != dtype {
                 return Err(ServiceError::InvalidRequest(format!(
                     "npy array is {} but channel '{}' is {dtype}; convert with arr.astype(numpy.{dtype})",
@@ -118,7 +130,8 @@ pub async fn decode(enc: Encoding, body: Bytes, t: &Target) -> Result<Bytes> {
             Ok(body.slice(offset..))
         }
         Encoding::Blosc => {
-            let declared = blosc::decompressed_len(&body).map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+            let declared = blosc::decompressed_len(&body)
+                .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
             if declared as u64 != want {
                 return Err(ServiceError::InvalidRequest(format!(
                     "Blosc body decompresses to {declared} bytes but box {} of {dtype} (z,y,x shape {zyx:?}) needs exactly {want}",

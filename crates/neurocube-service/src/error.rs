@@ -17,7 +17,9 @@ pub enum ServiceError {
     #[error("{0}")]
     Conflict(String),
     /// The request is larger than the configured limit (413).
-    #[error("the cutout is {bytes} bytes, over the limit of {limit} bytes (server setting limits.max_cutout_bytes); request smaller boxes")]
+    #[error(
+        "the cutout is {bytes} bytes, over the limit of {limit} bytes (server setting limits.max_cutout_bytes); request smaller boxes"
+    )]
     TooLarge {
         /// Requested size.
         bytes: u64,
@@ -38,6 +40,12 @@ pub enum ServiceError {
     /// A worker task died (500).
     #[error("internal task failed: {0}")]
     Task(String),
+}
+
+impl From<neurocube_core::error::GeometryError> for ServiceError {
+    fn from(e: neurocube_core::error::GeometryError) -> Self {
+        ServiceError::InvalidRequest(e.to_string())
+    }
 }
 
 impl From<tokio::task::JoinError> for ServiceError {

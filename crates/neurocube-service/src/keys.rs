@@ -17,7 +17,10 @@ pub const SUPER_BLOCK_BITS: u32 = 2;
 #[must_use]
 pub fn chunk(uid: u64, level: u8, idx: ChunkIndex) -> Key {
     let code = morton::encode(idx);
-    Key::new(chunk_partition(uid, level, morton::super_block(code, SUPER_BLOCK_BITS)), code.to_be_bytes().to_vec())
+    Key::new(
+        chunk_partition(uid, level, morton::super_block(code, SUPER_BLOCK_BITS)),
+        code.to_be_bytes().to_vec(),
+    )
 }
 
 /// Partition key of a super-block.

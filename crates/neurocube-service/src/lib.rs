@@ -7,6 +7,7 @@ use std::sync::Arc;
 use neurocube_store::Store;
 
 pub mod catalog;
+pub mod demo;
 pub mod encoding;
 pub mod error;
 pub mod keys;
@@ -26,7 +27,9 @@ pub struct ServiceConfig {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        Self { max_cutout_bytes: 1 << 30 }
+        Self {
+            max_cutout_bytes: 1 << 30,
+        }
     }
 }
 
@@ -48,8 +51,18 @@ impl Services {
     pub fn new(config: &ServiceConfig, store: Arc<dyn Store>) -> Self {
         let metrics = metrics::Metrics::new();
         let catalog = Arc::new(catalog::Catalog::new(store.clone()));
-        let volumes = Arc::new(volume::Volumes::new(store.clone(), catalog.clone(), metrics.clone(), config.max_cutout_bytes));
-        Self { store, catalog, volumes, metrics }
+        let volumes = Arc::new(volume::Volumes::new(
+            store.clone(),
+            catalog.clone(),
+            metrics.clone(),
+            config.max_cutout_bytes,
+        ));
+        Self {
+            store,
+            catalog,
+            volumes,
+            metrics,
+        }
     }
 
     /// Delete a channel: its record now, its chunks in the background.
@@ -64,7 +77,10 @@ impl Services {
     pub async fn delete_dataset(&self, name: &str, recursive: bool) -> Result<()> {
         let ds = self.catalog.dataset(name).await?;
         for rec in self.catalog.delete_dataset(name, recursive).await? {
-            self.spawn_purge(catalog::ResolvedChannel { dataset: ds.clone(), channel: Arc::new(rec) });
+            self.spawn_purge(catalog::ResolvedChannel {
+                dataset: ds.clone(),
+                channel: Arc::new(rec),
+            });
         }
         Ok(())
     }
@@ -75,7 +91,9 @@ impl Services {
             let name = format!("{}/{}", rc.dataset.name, rc.channel.meta.name);
             match volumes.purge(&rc).await {
                 Ok(()) => tracing::info!(channel = %name, "purged chunks of deleted channel"),
-                Err(e) => tracing::warn!(channel = %name, error = %e, "purging chunks of deleted channel failed; they are unreachable but use disk"),
+                Err(e) => {
+                    tracing::warn!(channel = %name, error = %e, "purging chunks of deleted channel failed; they are unreachable but use disk")
+                }
             }
         });
     }

@@ -19,7 +19,10 @@ pub struct ChunkLocks {
 
 impl Default for ChunkLocks {
     fn default() -> Self {
-        Self { stripes: (0..STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(), hasher: Default::default() }
+        Self {
+            stripes: (0..STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
+            hasher: Default::default(),
+        }
     }
 }
 
@@ -27,7 +30,10 @@ impl ChunkLocks {
     /// Lock the stripes of all keys, in ascending stripe order (no deadlock
     /// between two writers), and hold them until the guards drop.
     pub async fn lock(&self, keys: &[Key]) -> Vec<OwnedMutexGuard<()>> {
-        let mut idx: Vec<usize> = keys.iter().map(|k| (self.hasher.hash_one(k) as usize) % STRIPES).collect();
+        let mut idx: Vec<usize> = keys
+            .iter()
+            .map(|k| (self.hasher.hash_one(k) as usize) % STRIPES)
+            .collect();
         idx.sort_unstable();
         idx.dedup();
         let mut guards = Vec::with_capacity(idx.len());

@@ -56,16 +56,31 @@ impl Volumes {
         let (w, h) = image_size(plane, &t);
         let (width, height) = match (u32::try_from(w), u32::try_from(h)) {
             (Ok(w), Ok(h)) => (w, h),
-            _ => return Err(ServiceError::InvalidRequest(format!("a {w}x{h} image is too large"))),
+            _ => {
+                return Err(ServiceError::InvalidRequest(format!(
+                    "a {w}x{h} image is too large"
+                )));
+            }
         };
         let dtype = t.dtype();
         let shading = match t.rc.channel.meta.kind {
             ChannelType::Segmentation => Shading::Pseudocolor,
-            ChannelType::Image => Shading::Gray { window: opts.window },
+            ChannelType::Image => Shading::Gray {
+                window: opts.window,
+            },
         };
         let data = self.read_all(t).await?;
         let img = tokio::task::spawn_blocking(move || {
-            render::render(&Slice { data: &data, dtype, width, height }, shading, opts.format)
+            render::render(
+                &Slice {
+                    data: &data,
+                    dtype,
+                    width,
+                    height,
+                },
+                shading,
+                opts.format,
+            )
         })
         .await?
         .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;

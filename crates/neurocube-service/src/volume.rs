@@ -95,8 +95,19 @@ impl Target {
 impl Volumes {
     /// Cutouts over a store and catalog.
     #[must_use]
-    pub fn new(store: Arc<dyn Store>, catalog: Arc<Catalog>, metrics: Metrics, max_cutout_bytes: u64) -> Self {
-        Self { store, catalog, metrics, locks: ChunkLocks::default(), max_cutout_bytes }
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        metrics: Metrics,
+        max_cutout_bytes: u64,
+    ) -> Self {
+        Self {
+            store,
+            catalog,
+            metrics,
+            locks: ChunkLocks::default(),
+            max_cutout_bytes,
+        }
     }
 
     /// The configured size limit.
@@ -107,7 +118,13 @@ impl Volumes {
 
     /// Resolve and check a cutout: the level exists, the box lies inside it,
     /// and it is within the size limit.
-    pub async fn target(&self, dataset: &str, channel: &str, level: u8, bbox: Box3) -> Result<Target> {
+    pub async fn target(
+        &self,
+        dataset: &str,
+        channel: &str,
+        level: u8,
+        bbox: Box3,
+    ) -> Result<Target> {
         let rc = self.catalog.channel(dataset, channel).await?;
         if level >= rc.dataset.levels {
             return Err(ServiceError::NotFound(format!(
@@ -122,9 +139,16 @@ impl Volumes {
                 "box {bbox} is outside level {level} of dataset '{dataset}', which spans {bounds}"
             )));
         }
-        let t = Target { rc, level: lv, bbox };
+        let t = Target {
+            rc,
+            level: lv,
+            bbox,
+        };
         if t.bytes() > self.max_cutout_bytes {
-            return Err(ServiceError::TooLarge { bytes: t.bytes(), limit: self.max_cutout_bytes });
+            return Err(ServiceError::TooLarge {
+                bytes: t.bytes(),
+                limit: self.max_cutout_bytes,
+            });
         }
         Ok(t)
     }
@@ -138,19 +162,30 @@ impl Volumes {
         let mut z = b.start[2];
         while z < b.end[2] {
             let z1 = ((z / chunk_z + 1) * chunk_z).min(b.end[2]);
-            slabs.push(Box3 { start: [b.start[0], b.start[1], z], end: [b.end[0], b.end[1], z1] });
+            slabs.push(Box3 {
+                start: [b.start[0], b.start[1], z],
+                end: [b.end[0], b.end[1], z1],
+            });
             z = z1;
         }
         let store = self.store.clone();
         let metrics = self.metrics.clone();
-        metrics.cutout_bytes.with_label_values(&["read"]).inc_by(t.bytes());
+        metrics
+            .cutout_bytes
+            .with_label_values(&["read"])
+            .inc_by(t.bytes());
         let (dtype, len) = (t.dtype(), t.bytes());
         let t = Arc::new(t);
         let body = stream::iter(slabs)
             .map(move |slab| read_slab(store.clone(), metrics.clone(), t.clone(), slab))
             .buffered(PIPELINE)
             .boxed();
-        CutoutStream { dtype, bbox: b, len, body }
+        CutoutStream {
+            dtype,
+            bbox: b,
+            len,
+            body,
+        }
     }
 
     /// Read a box into one buffer.
@@ -162,7 +197,9 @@ impl Volumes {
         while let Some(slab) = body.try_next().await? {
             out.extend_from_slice(&slab);
         }
-        self.metrics.cutout_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .cutout_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
 
@@ -181,30 +218,50 @@ impl Volumes {
         }
         let grid = t.grid();
         let all = grid.chunks_in(&t.bbox);
-        let partial_keys: Vec<Key> = all.iter().filter(|i| !grid.covers(&t.bbox, **i)).map(|i| t.key(*i)).collect();
+        let partial_keys: Vec<Key> = all
+            .iter()
+            .filter(|i| !grid.covers(&t.bbox, **i))
+            .map(|i| t.key(*i))
+            .collect();
         let _guards = self.locks.lock(&partial_keys).await;
-        self.metrics.cutout_bytes.with_label_values(&["write"]).inc_by(t.bytes());
+        self.metrics
+            .cutout_bytes
+            .with_label_values(&["write"])
+            .inc_by(t.bytes());
         let t = Arc::new(t);
-        let batches: Vec<Vec<ChunkIndex>> = all.chunks(WRITE_BATCH).map(<[ChunkIndex]>::to_vec).collect();
+        let batches: Vec<Vec<ChunkIndex>> = all
+            .chunks(WRITE_BATCH)
+            .map(<[ChunkIndex]>::to_vec)
+            .collect();
         let results: Vec<WriteSummary> = stream::iter(batches)
             .map(|batch| self.write_batch(t.clone(), data.clone(), batch))
             .buffered(PIPELINE)
             .try_collect()
             .await?;
-        Ok(results.into_iter().fold(WriteSummary::default(), |a, b| WriteSummary {
-            chunks_written: a.chunks_written + b.chunks_written,
-            chunks_deleted: a.chunks_deleted + b.chunks_deleted,
-        }))
+        Ok(results
+            .into_iter()
+            .fold(WriteSummary::default(), |a, b| WriteSummary {
+                chunks_written: a.chunks_written + b.chunks_written,
+                chunks_deleted: a.chunks_deleted + b.chunks_deleted,
+            }))
     }
 
-    async fn write_batch(&self, t: Arc<Target>, data: Bytes, batch: Vec<ChunkIndex>) -> Result<WriteSummary> {
+    async fn write_batch(
+        &self,
+        t: Arc<Target>,
+        data: Bytes,
+        batch: Vec<ChunkIndex>,
+    ) -> Result<WriteSummary> {
         let grid = t.grid();
-        let (full, partial): (Vec<ChunkIndex>, Vec<ChunkIndex>) = batch.into_iter().partition(|i| grid.covers(&t.bbox, *i));
+        let (full, partial): (Vec<ChunkIndex>, Vec<ChunkIndex>) =
+            batch.into_iter().partition(|i| grid.covers(&t.bbox, *i));
         let mut summary = WriteSummary::default();
         if !full.is_empty() {
             let (tt, d, idxs) = (t.clone(), data.clone(), full.clone());
             let encoded = tokio::task::spawn_blocking(move || {
-                idxs.par_iter().map(|&i| encode_chunk(&tt, &d, i, None)).collect::<Result<Vec<_>>>()
+                idxs.par_iter()
+                    .map(|&i| encode_chunk(&tt, &d, i, None))
+                    .collect::<Result<Vec<_>>>()
             })
             .await??;
             let (mut puts, mut dels) = (Vec::new(), Vec::new());
@@ -225,7 +282,10 @@ impl Volumes {
             if !dels.is_empty() {
                 self.store.delete_many(Table::Chunks, &dels).await?;
             }
-            self.metrics.store_seconds.with_label_values(&["put_many"]).observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .store_seconds
+                .with_label_values(&["put_many"])
+                .observe(started.elapsed().as_secs_f64());
         }
         for i in partial {
             if self.patch_chunk(&t, &data, i).await? {
@@ -244,16 +304,28 @@ impl Volumes {
         let key = t.key(idx);
         loop {
             let started = Instant::now();
-            let old = self.store.get_many(Table::Chunks, std::slice::from_ref(&key)).await?.remove(0);
+            let old = self
+                .store
+                .get_many(Table::Chunks, std::slice::from_ref(&key))
+                .await?
+                .remove(0);
             self.metrics.chunk_reads.inc();
             let (tt, d, o) = (t.clone(), data.clone(), old.clone());
-            let new = tokio::task::spawn_blocking(move || encode_chunk(&tt, &d, idx, o.as_ref())).await??;
+            let new = tokio::task::spawn_blocking(move || encode_chunk(&tt, &d, idx, o.as_ref()))
+                .await??;
             if old.is_none() && new.is_none() {
                 return Ok(false);
             }
             let stored = new.is_some();
-            if self.store.compare_and_set(Table::Chunks, key.clone(), old, new).await? {
-                self.metrics.store_seconds.with_label_values(&["patch"]).observe(started.elapsed().as_secs_f64());
+            if self
+                .store
+                .compare_and_set(Table::Chunks, key.clone(), old, new)
+                .await?
+            {
+                self.metrics
+                    .store_seconds
+                    .with_label_values(&["patch"])
+                    .observe(started.elapsed().as_secs_f64());
                 if stored {
                     self.metrics.chunk_writes.inc();
                 } else {
@@ -287,7 +359,12 @@ impl Volumes {
 
 /// Build the new content of a chunk from the cutout (over the old content
 /// for partial chunks) and compress it; `None` if it is all zero.
-fn encode_chunk(t: &Target, data: &[u8], idx: ChunkIndex, old: Option<&Bytes>) -> Result<Option<Bytes>> {
+fn encode_chunk(
+    t: &Target,
+    data: &[u8],
+    idx: ChunkIndex,
+    old: Option<&Bytes>,
+) -> Result<Option<Bytes>> {
     let grid = t.grid();
     let elem = t.dtype().size();
     let cb = grid.chunk_box(idx);
@@ -295,38 +372,58 @@ fn encode_chunk(t: &Target, data: &[u8], idx: ChunkIndex, old: Option<&Bytes>) -
     if let Some(old) = old {
         decode_chunk(t, idx, old, &mut chunk)?;
     }
-    let region = cb.overlap(&t.bbox).expect("chunk listed for the box overlaps it");
+    let region = cb
+        .overlap(&t.bbox)
+        .expect("chunk listed for the box overlaps it");
     copy_region(data, &t.bbox, &mut chunk, &cb, &region, elem);
     if is_zero(&chunk) {
         return Ok(None);
     }
     let codec = Blosc::new(t.rc.channel.meta.compression.compressor(), 5, elem)
         .map_err(|e| ServiceError::Task(e.to_string()))?;
-    let z = codec.compress(&chunk).map_err(|e| ServiceError::Task(e.to_string()))?;
+    let z = codec
+        .compress(&chunk)
+        .map_err(|e| ServiceError::Task(e.to_string()))?;
     Ok(Some(Bytes::from(z)))
 }
 
 fn decode_chunk(t: &Target, idx: ChunkIndex, stored: &[u8], out: &mut [u8]) -> Result<()> {
     blosc::decompress_into(stored, out).map_err(|e| ServiceError::CorruptChunk {
-        key: format!("{}/{} level {} chunk {:?}", t.rc.dataset.name, t.rc.channel.meta.name, t.level.level, idx),
+        key: format!(
+            "{}/{} level {} chunk {:?}",
+            t.rc.dataset.name, t.rc.channel.meta.name, t.level.level, idx
+        ),
         reason: e.to_string(),
     })
 }
 
-async fn read_slab(store: Arc<dyn Store>, metrics: Metrics, t: Arc<Target>, slab: Box3) -> Result<Bytes> {
+async fn read_slab(
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    t: Arc<Target>,
+    slab: Box3,
+) -> Result<Bytes> {
     let grid = t.grid();
     let idxs = grid.chunks_in(&slab);
     let keys: Vec<Key> = idxs.iter().map(|i| t.key(*i)).collect();
     let started = Instant::now();
     let stored = store.get_many(Table::Chunks, &keys).await?;
-    metrics.store_seconds.with_label_values(&["get_many"]).observe(started.elapsed().as_secs_f64());
+    metrics
+        .store_seconds
+        .with_label_values(&["get_many"])
+        .observe(started.elapsed().as_secs_f64());
     metrics.chunk_reads.inc_by(keys.len() as u64);
     let out = tokio::task::spawn_blocking(move || assemble(&t, slab, &idxs, &stored)).await??;
     Ok(Bytes::from(out))
 }
 
 /// Decode the slab's chunks in parallel, then fill its z-planes in parallel.
-fn assemble(t: &Target, slab: Box3, idxs: &[ChunkIndex], stored: &[Option<Bytes>]) -> Result<Vec<u8>> {
+fn assemble(
+    t: &Target,
+    slab: Box3,
+    idxs: &[ChunkIndex],
+    stored: &[Option<Bytes>],
+) -> Result<Vec<u8>> {
     let grid = t.grid();
     let elem = t.dtype().size();
     let decoded: Vec<Option<Vec<u8>>> = idxs
@@ -346,7 +443,10 @@ fn assemble(t: &Target, slab: Box3, idxs: &[ChunkIndex], stored: &[Option<Bytes>
     let mut out = vec![0u8; plane * shape[2] as usize];
     out.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
         let z = slab.start[2] + i as u64;
-        let pb = Box3 { start: [slab.start[0], slab.start[1], z], end: [slab.end[0], slab.end[1], z + 1] };
+        let pb = Box3 {
+            start: [slab.start[0], slab.start[1], z],
+            end: [slab.end[0], slab.end[1], z + 1],
+        };
         for (idx, d) in idxs.iter().zip(&decoded) {
             if let Some(d) = d {
                 let cb = grid.chunk_box(*idx);

@@ -13,7 +13,11 @@ use proptest::prelude::*;
 const EXTENT: [u64; 3] = [70, 50, 40];
 
 fn services(dtype: DType) -> (tokio::runtime::Runtime, Services) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let s = Services::new(&ServiceConfig::default(), Arc::new(MemoryStore::default()));
     rt.block_on(async {
         let ds = Dataset {

@@ -48,52 +48,124 @@ fn v(s: &str) -> Bytes {
 
 /// Rows written are read back; deleted rows read as absent.
 pub async fn put_get_delete(s: &dyn Store) {
-    s.put_many(Table::Meta, vec![(k("p", "a"), v("1")), (k("p", "b"), v("2"))]).await.unwrap();
-    let got = s.get_many(Table::Meta, &[k("p", "a"), k("p", "b")]).await.unwrap();
+    s.put_many(
+        Table::Meta,
+        vec![(k("p", "a"), v("1")), (k("p", "b"), v("2"))],
+    )
+    .await
+    .unwrap();
+    let got = s
+        .get_many(Table::Meta, &[k("p", "a"), k("p", "b")])
+        .await
+        .unwrap();
     assert_eq!(got, vec![Some(v("1")), Some(v("2"))]);
     s.delete_many(Table::Meta, &[k("p", "a")]).await.unwrap();
-    let got = s.get_many(Table::Meta, &[k("p", "a"), k("p", "b")]).await.unwrap();
+    let got = s
+        .get_many(Table::Meta, &[k("p", "a"), k("p", "b")])
+        .await
+        .unwrap();
     assert_eq!(got, vec![None, Some(v("2"))]);
 }
 
 /// A second write replaces the value; an unknown key is `None`, not an error.
 pub async fn overwrite_and_missing(s: &dyn Store) {
-    s.put_many(Table::Meta, vec![(k("o", "x"), v("old"))]).await.unwrap();
-    s.put_many(Table::Meta, vec![(k("o", "x"), v("new"))]).await.unwrap();
-    assert_eq!(s.get_many(Table::Meta, &[k("o", "x")]).await.unwrap(), vec![Some(v("new"))]);
-    assert_eq!(s.get_many(Table::Meta, &[k("o", "nope")]).await.unwrap(), vec![None]);
-    s.delete_many(Table::Meta, &[k("o", "never-written")]).await.unwrap();
+    s.put_many(Table::Meta, vec![(k("o", "x"), v("old"))])
+        .await
+        .unwrap();
+    s.put_many(Table::Meta, vec![(k("o", "x"), v("new"))])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_many(Table::Meta, &[k("o", "x")]).await.unwrap(),
+        vec![Some(v("new"))]
+    );
+    assert_eq!(
+        s.get_many(Table::Meta, &[k("o", "nope")]).await.unwrap(),
+        vec![None]
+    );
+    s.delete_many(Table::Meta, &[k("o", "never-written")])
+        .await
+        .unwrap();
 }
 
 /// One result per key, in request order, duplicates included.
 pub async fn get_many_keeps_order(s: &dyn Store) {
-    let rows: Vec<_> = (0..50).map(|i| (k(&format!("g{}", i % 7), &format!("{i:03}")), v(&i.to_string()))).collect();
+    let rows: Vec<_> = (0..50)
+        .map(|i| {
+            (
+                k(&format!("g{}", i % 7), &format!("{i:03}")),
+                v(&i.to_string()),
+            )
+        })
+        .collect();
     s.put_many(Table::Chunks, rows).await.unwrap();
-    let keys = vec![k("g3", "010"), k("g0", "049"), k("g5", "999"), k("g3", "010"), k("g1", "001")];
+    let keys = vec![
+        k("g3", "010"),
+        k("g0", "049"),
+        k("g5", "999"),
+        k("g3", "010"),
+        k("g1", "001"),
+    ];
     let got = s.get_many(Table::Chunks, &keys).await.unwrap();
-    assert_eq!(got, vec![Some(v("10")), Some(v("49")), None, Some(v("10")), Some(v("1"))]);
+    assert_eq!(
+        got,
+        vec![
+            Some(v("10")),
+            Some(v("49")),
+            None,
+            Some(v("10")),
+            Some(v("1"))
+        ]
+    );
 }
 
 /// Partition `a` never sees rows of partition `ab`, and tables never share rows.
 pub async fn partitions_and_tables_are_separate(s: &dyn Store) {
-    s.put_many(Table::Meta, vec![(k("a", "bc"), v("a/bc")), (k("ab", "c"), v("ab/c"))]).await.unwrap();
-    s.put_many(Table::Jobs, vec![(k("a", "bc"), v("jobs"))]).await.unwrap();
-    let page = s.scan(Table::Meta, b"a", SortRange::all(), None, 100).await.unwrap();
+    s.put_many(
+        Table::Meta,
+        vec![(k("a", "bc"), v("a/bc")), (k("ab", "c"), v("ab/c"))],
+    )
+    .await
+    .unwrap();
+    s.put_many(Table::Jobs, vec![(k("a", "bc"), v("jobs"))])
+        .await
+        .unwrap();
+    let page = s
+        .scan(Table::Meta, b"a", SortRange::all(), None, 100)
+        .await
+        .unwrap();
     assert_eq!(page.rows, vec![(k("a", "bc"), v("a/bc"))]);
-    assert_eq!(s.get_many(Table::Jobs, &[k("ab", "c")]).await.unwrap(), vec![None]);
-    assert_eq!(s.get_many(Table::Jobs, &[k("a", "bc")]).await.unwrap(), vec![Some(v("jobs"))]);
+    assert_eq!(
+        s.get_many(Table::Jobs, &[k("ab", "c")]).await.unwrap(),
+        vec![None]
+    );
+    assert_eq!(
+        s.get_many(Table::Jobs, &[k("a", "bc")]).await.unwrap(),
+        vec![Some(v("jobs"))]
+    );
 }
 
 /// Scans return sort order, honour `[start, end)`, and stay in their partition.
 pub async fn scan_in_sort_order_within_range(s: &dyn Store) {
-    let rows: Vec<_> = [5u8, 1, 9, 3, 7].iter().map(|&i| (Key::new(b"sc".to_vec(), vec![i]), Bytes::from(vec![i; 3]))).collect();
+    let rows: Vec<_> = [5u8, 1, 9, 3, 7]
+        .iter()
+        .map(|&i| (Key::new(b"sc".to_vec(), vec![i]), Bytes::from(vec![i; 3])))
+        .collect();
     s.put_many(Table::Meta, rows).await.unwrap();
-    s.put_many(Table::Meta, vec![(k("sd", "\u{1}"), v("other"))]).await.unwrap();
-    let all = s.scan(Table::Meta, b"sc", SortRange::all(), None, 100).await.unwrap();
+    s.put_many(Table::Meta, vec![(k("sd", "\u{1}"), v("other"))])
+        .await
+        .unwrap();
+    let all = s
+        .scan(Table::Meta, b"sc", SortRange::all(), None, 100)
+        .await
+        .unwrap();
     let sorts: Vec<u8> = all.rows.iter().map(|(k, _)| k.sort[0]).collect();
     assert_eq!(sorts, vec![1, 3, 5, 7, 9]);
     assert!(all.next.is_none());
-    let r = SortRange { start: Some(Bytes::from(vec![3u8])), end: Some(Bytes::from(vec![9u8])) };
+    let r = SortRange {
+        start: Some(Bytes::from(vec![3u8])),
+        end: Some(Bytes::from(vec![9u8])),
+    };
     let mid = s.scan(Table::Meta, b"sc", r, None, 100).await.unwrap();
     let sorts: Vec<u8> = mid.rows.iter().map(|(k, _)| k.sort[0]).collect();
     assert_eq!(sorts, vec![3, 5, 7]);
@@ -102,15 +174,29 @@ pub async fn scan_in_sort_order_within_range(s: &dyn Store) {
 
 /// Paging with small limits returns every row exactly once, in order.
 pub async fn scan_pages_resume_without_gaps(s: &dyn Store) {
-    let rows: Vec<_> = (0u16..23).map(|i| (Key::new(b"pg".to_vec(), i.to_be_bytes().to_vec()), Bytes::from(i.to_string()))).collect();
+    let rows: Vec<_> = (0u16..23)
+        .map(|i| {
+            (
+                Key::new(b"pg".to_vec(), i.to_be_bytes().to_vec()),
+                Bytes::from(i.to_string()),
+            )
+        })
+        .collect();
     s.put_many(Table::Jobs, rows).await.unwrap();
     let mut seen = Vec::new();
     let mut token: Option<PageToken> = None;
     let mut pages = 0;
     loop {
-        let page = s.scan(Table::Jobs, b"pg", SortRange::all(), token.clone(), 5).await.unwrap();
+        let page = s
+            .scan(Table::Jobs, b"pg", SortRange::all(), token.clone(), 5)
+            .await
+            .unwrap();
         assert!(page.rows.len() <= 5);
-        seen.extend(page.rows.iter().map(|(k, _)| u16::from_be_bytes([k.sort[0], k.sort[1]])));
+        seen.extend(
+            page.rows
+                .iter()
+                .map(|(k, _)| u16::from_be_bytes([k.sort[0], k.sort[1]])),
+        );
         pages += 1;
         match page.next {
             Some(t) => token = Some(t),
@@ -125,7 +211,14 @@ pub async fn scan_pages_resume_without_gaps(s: &dyn Store) {
 pub async fn scan_all_covers_the_table(s: &dyn Store) {
     let mut want = Vec::new();
     for p in 0..6 {
-        let rows: Vec<_> = (0..4).map(|i| (k(&format!("all{p}"), &format!("{i}")), v(&format!("{p}-{i}")))).collect();
+        let rows: Vec<_> = (0..4)
+            .map(|i| {
+                (
+                    k(&format!("all{p}"), &format!("{i}")),
+                    v(&format!("{p}-{i}")),
+                )
+            })
+            .collect();
         want.extend(rows.iter().map(|(_, v)| v.clone()));
         s.put_many(Table::Chunks, rows).await.unwrap();
     }
@@ -147,14 +240,44 @@ pub async fn scan_all_covers_the_table(s: &dyn Store) {
 /// CAS sets only from the expected value; `None` means absent / delete.
 pub async fn compare_and_set_semantics(s: &dyn Store) {
     let key = k("cas", "x");
-    assert!(s.compare_and_set(Table::Jobs, key.clone(), None, Some(v("1"))).await.unwrap());
-    assert!(!s.compare_and_set(Table::Jobs, key.clone(), None, Some(v("2"))).await.unwrap());
-    assert!(!s.compare_and_set(Table::Jobs, key.clone(), Some(v("0")), Some(v("2"))).await.unwrap());
-    assert_eq!(s.get_many(Table::Jobs, &[key.clone()]).await.unwrap(), vec![Some(v("1"))]);
-    assert!(s.compare_and_set(Table::Jobs, key.clone(), Some(v("1")), Some(v("2"))).await.unwrap());
-    assert!(s.compare_and_set(Table::Jobs, key.clone(), Some(v("2")), None).await.unwrap());
-    assert_eq!(s.get_many(Table::Jobs, &[key.clone()]).await.unwrap(), vec![None]);
-    assert!(!s.compare_and_set(Table::Jobs, key, Some(v("2")), Some(v("3"))).await.unwrap());
+    assert!(
+        s.compare_and_set(Table::Jobs, key.clone(), None, Some(v("1")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.compare_and_set(Table::Jobs, key.clone(), None, Some(v("2")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.compare_and_set(Table::Jobs, key.clone(), Some(v("0")), Some(v("2")))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_many(Table::Jobs, &[key.clone()]).await.unwrap(),
+        vec![Some(v("1"))]
+    );
+    assert!(
+        s.compare_and_set(Table::Jobs, key.clone(), Some(v("1")), Some(v("2")))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.compare_and_set(Table::Jobs, key.clone(), Some(v("2")), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_many(Table::Jobs, &[key.clone()]).await.unwrap(),
+        vec![None]
+    );
+    assert!(
+        !s.compare_and_set(Table::Jobs, key, Some(v("2")), Some(v("3")))
+            .await
+            .unwrap()
+    );
 }
 
 /// Concurrent read-modify-write through CAS loses no increment.
@@ -167,9 +290,23 @@ pub async fn compare_and_set_never_loses_an_update(s: &dyn Store) {
         async move {
             for _ in 0..each {
                 loop {
-                    let cur = s.get_many(Table::Meta, std::slice::from_ref(&key)).await.unwrap().remove(0);
-                    let n: u64 = cur.as_ref().map_or(0, |b| std::str::from_utf8(b).unwrap().parse().unwrap());
-                    if s.compare_and_set(Table::Meta, key.clone(), cur, Some(v(&(n + 1).to_string()))).await.unwrap() {
+                    let cur = s
+                        .get_many(Table::Meta, std::slice::from_ref(&key))
+                        .await
+                        .unwrap()
+                        .remove(0);
+                    let n: u64 = cur
+                        .as_ref()
+                        .map_or(0, |b| std::str::from_utf8(b).unwrap().parse().unwrap());
+                    if s.compare_and_set(
+                        Table::Meta,
+                        key.clone(),
+                        cur,
+                        Some(v(&(n + 1).to_string())),
+                    )
+                    .await
+                    .unwrap()
+                    {
                         break;
                     }
                 }
@@ -177,16 +314,31 @@ pub async fn compare_and_set_never_loses_an_update(s: &dyn Store) {
         }
     });
     futures::future::join_all(futures).await;
-    let got = s.get_many(Table::Meta, &[key]).await.unwrap().remove(0).unwrap();
+    let got = s
+        .get_many(Table::Meta, &[key])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
     assert_eq!(got, v(&(tasks * each).to_string()));
 }
 
 /// Multi-MiB values (large chunks) round-trip byte for byte.
 pub async fn large_values(s: &dyn Store) {
-    let big: Vec<u8> = (0..(4 << 20)).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..(4 << 20))
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let big = Bytes::from(big);
-    s.put_many(Table::Chunks, vec![(k("big", "1"), big.clone()), (k("big", "2"), Bytes::new())]).await.unwrap();
-    let got = s.get_many(Table::Chunks, &[k("big", "1"), k("big", "2")]).await.unwrap();
+    s.put_many(
+        Table::Chunks,
+        vec![(k("big", "1"), big.clone()), (k("big", "2"), Bytes::new())],
+    )
+    .await
+    .unwrap();
+    let got = s
+        .get_many(Table::Chunks, &[k("big", "1"), k("big", "2")])
+        .await
+        .unwrap();
     assert_eq!(got[0].as_ref().map(Bytes::len), Some(big.len()));
     assert!(got[0].as_ref() == Some(&big));
     assert_eq!(got[1], Some(Bytes::new()));
@@ -194,12 +346,28 @@ pub async fn large_values(s: &dyn Store) {
 
 /// Deleting a partition leaves neighbours (`dp` vs `dpx`) intact.
 pub async fn delete_partition_removes_only_that_partition(s: &dyn Store) {
-    let rows: Vec<_> = (0..30).map(|i| (k("dp", &format!("{i:02}")), v("x"))).collect();
+    let rows: Vec<_> = (0..30)
+        .map(|i| (k("dp", &format!("{i:02}")), v("x")))
+        .collect();
     s.put_many(Table::Chunks, rows).await.unwrap();
-    s.put_many(Table::Chunks, vec![(k("dpx", "00"), v("keep")), (k("dq", "00"), v("keep"))]).await.unwrap();
+    s.put_many(
+        Table::Chunks,
+        vec![(k("dpx", "00"), v("keep")), (k("dq", "00"), v("keep"))],
+    )
+    .await
+    .unwrap();
     s.delete_partition(Table::Chunks, b"dp").await.unwrap();
-    assert!(s.scan(Table::Chunks, b"dp", SortRange::all(), None, 100).await.unwrap().rows.is_empty());
-    let got = s.get_many(Table::Chunks, &[k("dpx", "00"), k("dq", "00")]).await.unwrap();
+    assert!(
+        s.scan(Table::Chunks, b"dp", SortRange::all(), None, 100)
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
+    let got = s
+        .get_many(Table::Chunks, &[k("dpx", "00"), k("dq", "00")])
+        .await
+        .unwrap();
     assert_eq!(got, vec![Some(v("keep")), Some(v("keep"))]);
 }
 
@@ -208,5 +376,11 @@ pub async fn empty_batches(s: &dyn Store) {
     s.put_many(Table::Meta, vec![]).await.unwrap();
     assert!(s.get_many(Table::Meta, &[]).await.unwrap().is_empty());
     s.delete_many(Table::Meta, &[]).await.unwrap();
-    assert!(s.scan(Table::Meta, b"empty-partition", SortRange::all(), None, 10).await.unwrap().rows.is_empty());
+    assert!(
+        s.scan(Table::Meta, b"empty-partition", SortRange::all(), None, 10)
+            .await
+            .unwrap()
+            .rows
+            .is_empty()
+    );
 }

@@ -46,7 +46,11 @@ pub struct EmbeddedOptions {
 impl EmbeddedOptions {
     /// Defaults for a directory: 256 MiB cache, fsync.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), cache_bytes: 256 << 20, durability: Durability::Fsync }
+        Self {
+            path: path.into(),
+            cache_bytes: 256 << 20,
+            durability: Durability::Fsync,
+        }
     }
 }
 
@@ -64,7 +68,11 @@ struct Inner {
 }
 
 fn engine(op: &'static str) -> impl FnOnce(fjall::Error) -> StoreError {
-    move |e| StoreError::Engine { backend: BACKEND, op, source: Box::new(e) }
+    move |e| StoreError::Engine {
+        backend: BACKEND,
+        op,
+        source: Box::new(e),
+    }
 }
 
 impl EmbeddedStore {
@@ -75,7 +83,10 @@ impl EmbeddedStore {
             op: "create the data directory",
             source: Box::new(e),
         })?;
-        let db = Database::builder(&opts.path).cache_size(opts.cache_bytes).open().map_err(engine("open"))?;
+        let db = Database::builder(&opts.path)
+            .cache_size(opts.cache_bytes)
+            .open()
+            .map_err(engine("open"))?;
         let mut tables = HashMap::new();
         for t in Table::ALL {
             let ks = db
@@ -94,7 +105,14 @@ impl EmbeddedStore {
             Durability::Fsync => PersistMode::SyncData,
             Durability::Flush => PersistMode::Buffer,
         };
-        Ok(Self { inner: Arc::new(Inner { db, tables, stripes: Stripes::default(), mode }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                tables,
+                stripes: Stripes::default(),
+                mode,
+            }),
+        })
     }
 
     async fn blocking<T: Send + 'static>(
@@ -102,11 +120,13 @@ impl EmbeddedStore {
         f: impl FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| StoreError::Engine {
-            backend: BACKEND,
-            op: "run a blocking task",
-            source: Box::new(e),
-        })?
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Engine {
+                backend: BACKEND,
+                op: "run a blocking task",
+                source: Box::new(e),
+            })?
     }
 }
 
@@ -127,12 +147,21 @@ impl Inner {
         batch.commit().map_err(engine("commit a write"))
     }
 
-    fn page(&self, t: Table, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, limit: usize) -> Result<Page, StoreError> {
+    fn page(
+        &self,
+        t: Table,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         let mut rows = Vec::new();
         let mut last = None;
         for item in self.ks(t).range((lo, hi)) {
             if rows.len() == limit.max(1) {
-                return Ok(Page { rows, next: last.map(PageToken) });
+                return Ok(Page {
+                    rows,
+                    next: last.map(PageToken),
+                });
             }
             let (k, v) = item.into_inner().map_err(engine("scan"))?;
             let key = decode_key(&k).ok_or_else(|| StoreError::Engine {
@@ -168,16 +197,26 @@ impl Store for EmbeddedStore {
     async fn put_many(&self, table: Table, rows: Vec<(Key, Bytes)>) -> Result<(), StoreError> {
         self.blocking(move |s| {
             let _g = s.stripes.lock_all(rows.iter().map(|(k, _)| k));
-            s.write(table, rows.into_iter().map(|(k, v)| (encode_key(&k.partition, &k.sort), Some(v))).collect())
+            s.write(
+                table,
+                rows.into_iter()
+                    .map(|(k, v)| (encode_key(&k.partition, &k.sort), Some(v)))
+                    .collect(),
+            )
         })
         .await
     }
 
     async fn get_many(&self, table: Table, keys: &[Key]) -> Result<Vec<Option<Bytes>>, StoreError> {
-        let keys: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(&k.partition, &k.sort)).collect();
+        let keys: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|k| encode_key(&k.partition, &k.sort))
+            .collect();
         self.blocking(move |s| {
             let ks = s.ks(table);
-            keys.iter().map(|k| Ok(ks.get(k).map_err(engine("read"))?.map(Bytes::from))).collect()
+            keys.iter()
+                .map(|k| Ok(ks.get(k).map_err(engine("read"))?.map(Bytes::from)))
+                .collect()
         })
         .await
     }
@@ -186,7 +225,12 @@ impl Store for EmbeddedStore {
         let keys = keys.to_vec();
         self.blocking(move |s| {
             let _g = s.stripes.lock_all(keys.iter());
-            s.write(table, keys.iter().map(|k| (encode_key(&k.partition, &k.sort), None)).collect())
+            s.write(
+                table,
+                keys.iter()
+                    .map(|k| (encode_key(&k.partition, &k.sort), None))
+                    .collect(),
+            )
         })
         .await
     }
@@ -200,7 +244,10 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> Result<Page, StoreError> {
         let prefix = encode_key(partition, b"");
-        let mut lo = Bound::Included(encode_key(partition, range.start.as_deref().unwrap_or_default()));
+        let mut lo = Bound::Included(encode_key(
+            partition,
+            range.start.as_deref().unwrap_or_default(),
+        ));
         if let Some(PageToken(t)) = page {
             if !t.starts_with(&prefix) {
                 return Err(StoreError::BadPageToken { backend: BACKEND });
@@ -214,9 +261,15 @@ impl Store for EmbeddedStore {
         self.blocking(move |s| s.page(table, lo, hi, limit)).await
     }
 
-    async fn scan_all(&self, table: Table, page: Option<PageToken>, limit: usize) -> Result<Page, StoreError> {
+    async fn scan_all(
+        &self,
+        table: Table,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         let lo = page.map_or(Bound::Unbounded, |PageToken(t)| Bound::Excluded(t.to_vec()));
-        self.blocking(move |s| s.page(table, lo, Bound::Unbounded, limit)).await
+        self.blocking(move |s| s.page(table, lo, Bound::Unbounded, limit))
+            .await
     }
 
     async fn compare_and_set(

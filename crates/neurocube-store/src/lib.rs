@@ -62,7 +62,10 @@ pub struct Key {
 impl Key {
     /// A key from its two parts.
     pub fn new(partition: impl Into<Bytes>, sort: impl Into<Bytes>) -> Self {
-        Self { partition: partition.into(), sort: sort.into() }
+        Self {
+            partition: partition.into(),
+            sort: sort.into(),
+        }
     }
 }
 
@@ -98,7 +101,8 @@ impl SortRange {
     /// True if `sort` lies in the range.
     #[must_use]
     pub fn contains(&self, sort: &[u8]) -> bool {
-        self.start.as_ref().is_none_or(|s| sort >= &s[..]) && self.end.as_ref().is_none_or(|e| sort < &e[..])
+        self.start.as_ref().is_none_or(|s| sort >= &s[..])
+            && self.end.as_ref().is_none_or(|e| sort < &e[..])
     }
 }
 
@@ -162,7 +166,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Every row of a table, a page at a time (for exports and purges). Order
     /// is backend-defined but stable across pages.
-    async fn scan_all(&self, table: Table, page: Option<PageToken>, limit: usize) -> Result<Page, StoreError>;
+    async fn scan_all(
+        &self,
+        table: Table,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Page, StoreError>;
 
     /// Set `key` to `new` (`None` deletes) only if its value is `expected`
     /// (`None`: absent). Returns whether it was set. Linearizable with every
@@ -195,5 +204,8 @@ pub fn encode_key(partition: &[u8], sort: &[u8]) -> Vec<u8> {
 pub fn decode_key(k: &[u8]) -> Option<Key> {
     let len = u16::from_be_bytes([*k.first()?, *k.get(1)?]) as usize;
     let p = k.get(2..2 + len)?;
-    Some(Key::new(Bytes::copy_from_slice(p), Bytes::copy_from_slice(&k[2 + len..])))
+    Some(Key::new(
+        Bytes::copy_from_slice(p),
+        Bytes::copy_from_slice(&k[2 + len..]),
+    ))
 }

@@ -17,7 +17,14 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    fn page(&self, table: Table, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>, keep: impl Fn(&[u8]) -> bool, limit: usize) -> Page {
+    fn page(
+        &self,
+        table: Table,
+        lo: Bound<Vec<u8>>,
+        hi: Bound<Vec<u8>>,
+        keep: impl Fn(&[u8]) -> bool,
+        limit: usize,
+    ) -> Page {
         let map = self.tables.lock();
         let lo = match lo {
             Bound::Included(k) => Bound::Included((table, k)),
@@ -36,7 +43,9 @@ impl MemoryStore {
                 break;
             }
             if rows.len() == limit.max(1) {
-                next = rows.last().map(|(key, _): &(Key, Bytes)| PageToken(encode_key(&key.partition, &key.sort).into()));
+                next = rows.last().map(|(key, _): &(Key, Bytes)| {
+                    PageToken(encode_key(&key.partition, &key.sort).into())
+                });
                 break;
             }
             if let Some(key) = decode_key(k) {
@@ -63,7 +72,10 @@ impl Store for MemoryStore {
 
     async fn get_many(&self, table: Table, keys: &[Key]) -> Result<Vec<Option<Bytes>>, StoreError> {
         let m = self.tables.lock();
-        Ok(keys.iter().map(|k| m.get(&(table, encode_key(&k.partition, &k.sort))).cloned()).collect())
+        Ok(keys
+            .iter()
+            .map(|k| m.get(&(table, encode_key(&k.partition, &k.sort))).cloned())
+            .collect())
     }
 
     async fn delete_many(&self, table: Table, keys: &[Key]) -> Result<(), StoreError> {
@@ -86,13 +98,23 @@ impl Store for MemoryStore {
         let lo = match page {
             Some(PageToken(t)) if t.starts_with(&prefix) => Bound::Excluded(t.to_vec()),
             Some(_) => return Err(StoreError::BadPageToken { backend: "memory" }),
-            None => Bound::Included(encode_key(partition, range.start.as_deref().unwrap_or_default())),
+            None => Bound::Included(encode_key(
+                partition,
+                range.start.as_deref().unwrap_or_default(),
+            )),
         };
-        let hi = range.end.as_ref().map_or(Bound::Unbounded, |e| Bound::Excluded(encode_key(partition, e)));
+        let hi = range.end.as_ref().map_or(Bound::Unbounded, |e| {
+            Bound::Excluded(encode_key(partition, e))
+        });
         Ok(self.page(table, lo, hi, |k| k.starts_with(&prefix), limit))
     }
 
-    async fn scan_all(&self, table: Table, page: Option<PageToken>, limit: usize) -> Result<Page, StoreError> {
+    async fn scan_all(
+        &self,
+        table: Table,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
         let lo = page.map_or(Bound::Unbounded, |PageToken(t)| Bound::Excluded(t.to_vec()));
         Ok(self.page(table, lo, Bound::Unbounded, |_| true, limit))
     }
@@ -118,7 +140,9 @@ impl Store for MemoryStore {
 
     async fn delete_partition(&self, table: Table, partition: &[u8]) -> Result<(), StoreError> {
         let prefix = encode_key(partition, b"");
-        self.tables.lock().retain(|(t, k), _| *t != table || !k.starts_with(&prefix));
+        self.tables
+            .lock()
+            .retain(|(t, k), _| *t != table || !k.starts_with(&prefix));
         Ok(())
     }
 }

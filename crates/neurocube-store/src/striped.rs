@@ -14,7 +14,10 @@ pub(crate) struct Stripes {
 
 impl Default for Stripes {
     fn default() -> Self {
-        Self { locks: (0..STRIPES).map(|_| Mutex::new(())).collect(), hasher: Default::default() }
+        Self {
+            locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: Default::default(),
+        }
     }
 }
 
@@ -25,7 +28,10 @@ impl Stripes {
 
     /// Lock the stripes of all keys, in ascending order so that two writers
     /// never deadlock.
-    pub(crate) fn lock_all<K: Hash>(&self, keys: impl Iterator<Item = K>) -> Vec<MutexGuard<'_, ()>> {
+    pub(crate) fn lock_all<K: Hash>(
+        &self,
+        keys: impl Iterator<Item = K>,
+    ) -> Vec<MutexGuard<'_, ()>> {
         let mut idx: Vec<usize> = keys.map(|k| self.stripe(&k)).collect();
         idx.sort_unstable();
         idx.dedup();

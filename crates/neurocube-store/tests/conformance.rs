@@ -9,7 +9,10 @@ mod embedded {
     async fn make() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&EmbeddedOptions::new(dir.path())).unwrap();
-        Fixture { store: Arc::new(store), guard: Box::new(dir) }
+        Fixture {
+            store: Arc::new(store),
+            guard: Box::new(dir),
+        }
     }
 
     neurocube_store::conformance_tests!(make());
@@ -22,7 +25,10 @@ mod memory {
     use neurocube_store::memory::MemoryStore;
 
     async fn make() -> Fixture {
-        Fixture { store: Arc::new(MemoryStore::default()), guard: Box::new(()) }
+        Fixture {
+            store: Arc::new(MemoryStore::default()),
+            guard: Box::new(()),
+        }
     }
 
     neurocube_store::conformance_tests!(make());

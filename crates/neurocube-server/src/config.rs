@@ -1,0 +1,110 @@
+//! Layered settings: the built-in `config/default.toml`, then an optional
+//! file, then `NEUROCUBE__SECTION__KEY` environment variables.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// All settings.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    /// HTTP listener.
+    pub server: ServerSettings,
+    /// Storage backend.
+    pub store: StoreSettings,
+    /// Request limits.
+    pub limits: LimitSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// HTTP listener.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ServerSettings {
+    /// Bind address.
+    pub host: String,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// Storage backend.
+#[derive(Clone, Debug, Deserialize)]
+pub struct StoreSettings {
+    /// `embedded` or `cassandra://host1,host2/keyspace`.
+    pub uri: String,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Embedded block cache in bytes.
+    pub cache_bytes: u64,
+    /// `fsync` or `flush`.
+    pub durability: String,
+}
+
+/// Request limits.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LimitSettings {
+    /// Largest cutout in decoded bytes.
+    pub max_cutout_bytes: u64,
+}
+
+/// Logging.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+    /// tracing filter.
+    pub level: String,
+}
+
+const DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+/// Settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(#[from] config::ConfigError);
+
+impl Settings {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut b = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(f) = file {
+            b = b.add_source(config::File::from(f).required(true));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix("NEUROCUBE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        Ok(b.build()?.try_deserialize()?)
+    }
+
+    /// Built-in defaults only (tests start from these).
+    ///
+    /// # Panics
+    /// Never: the defaults are compiled in and tested.
+    #[must_use]
+    pub fn defaults() -> Self {
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .expect("built-in defaults parse")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let s = Settings::defaults();
+        assert_eq!(s.server.port, 8080);
+        assert_eq!(s.limits.max_cutout_bytes, 1 << 30);
+        assert_eq!(s.store.uri, "embedded");
+    }
+}

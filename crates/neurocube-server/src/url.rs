@@ -1,0 +1,172 @@
+//! The OCP data-URL grammar, parsed into typed requests before any handler
+//! runs. Ranges are half-open `a,b` in the voxel grid of the level.
+//!
+//! ```text
+//! /{ds}/{ch}/{npy|raw|blosc}/{level}/{x0,x1}/{y0,y1}/{z0,z1}/
+//! /{ds}/{ch}/xy/{level}/{x0,x1}/{y0,y1}/{z}/
+//! /{ds}/{ch}/xz/{level}/{x0,x1}/{y}/{z0,z1}/
+//! /{ds}/{ch}/yz/{level}/{x}/{y0,y1}/{z0,z1}/
+//! ```
+
+use neurocube_core::Box3;
+use neurocube_core::geometry::AXES;
+use neurocube_service::encoding::Encoding;
+use neurocube_service::slice::Plane;
+
+/// What a data URL asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataKind {
+    /// A 3-D cutout in a wire encoding.
+    Cutout(Encoding),
+    /// A 2-D slice image.
+    Slice(Plane),
+}
+
+/// A parsed data URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataRequest {
+    /// Dataset name.
+    pub dataset: String,
+    /// Channel name.
+    pub channel: String,
+    /// Cutout or slice.
+    pub kind: DataKind,
+    /// Resolution level.
+    pub level: u8,
+    /// The box (one voxel thick across a slice's plane).
+    pub bbox: Box3,
+}
+
+fn range(s: &str, axis: usize) -> Result<(u64, u64), String> {
+    let bad = || {
+        format!(
+            "malformed {} range '{s}': use {0}0,{0}1 (two integers, half-open)",
+            AXES[axis]
+        )
+    };
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    Ok((
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+fn single(s: &str, axis: usize) -> Result<(u64, u64), String> {
+    let v: u64 = s
+        .parse()
+        .map_err(|_| format!("malformed {} coordinate '{s}': use one integer", AXES[axis]))?;
+    Ok((v, v + 1))
+}
+
+/// Parse the seven segments after the prefix.
+pub fn parse(segments: [&str; 7]) -> Result<DataRequest, String> {
+    let [ds, ch, fmt, level, a, b, c] = segments;
+    let kind = if let Some(e) = Encoding::parse(fmt) {
+        DataKind::Cutout(e)
+    } else if let Some(p) = Plane::parse(fmt) {
+        DataKind::Slice(p)
+    } else {
+        return Err(format!(
+            "unknown format '{fmt}': use npy, raw or blosc for cutouts, xy, xz or yz for slices"
+        ));
+    };
+    let level: u8 = level
+        .parse()
+        .map_err(|_| format!("level '{level}' is not a level number (0, 1, 2, ...)"))?;
+    let (x, y, z) = match kind {
+        DataKind::Cutout(_) => (range(a, 0)?, range(b, 1)?, range(c, 2)?),
+        DataKind::Slice(Plane::Xy) => (range(a, 0)?, range(b, 1)?, single(c, 2)?),
+        DataKind::Slice(Plane::Xz) => (range(a, 0)?, single(b, 1)?, range(c, 2)?),
+        DataKind::Slice(Plane::Yz) => (single(a, 0)?, range(b, 1)?, range(c, 2)?),
+    };
+    let bbox = Box3::new([x.0, y.0, z.0], [x.1, y.1, z.1]).map_err(|e| e.to_string())?;
+    Ok(DataRequest {
+        dataset: ds.to_string(),
+        channel: ch.to_string(),
+        kind,
+        level,
+        bbox,
+    })
+}
+
+/// Parse `?window=lo,hi`.
+pub fn window(s: &str) -> Result<(f64, f64), String> {
+    let bad = || format!("malformed window '{s}': use window=lo,hi with numbers, lo < hi");
+    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    let (lo, hi): (f64, f64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if !(lo.is_finite() && hi.is_finite() && hi > lo) {
+        return Err(bad());
+    }
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_paper_url_parses() {
+        let r = parse([
+            "kasthuri11",
+            "image",
+            "xy",
+            "0",
+            "9000,9500",
+            "12000,12500",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(r.kind, DataKind::Slice(Plane::Xy));
+        assert_eq!(
+            r.bbox,
+            Box3::new([9000, 12000, 50], [9500, 12500, 51]).unwrap()
+        );
+    }
+
+    #[test]
+    fn cutouts_and_other_planes() {
+        let r = parse(["d", "c", "npy", "2", "0,10", "5,6", "7,9"]).unwrap();
+        assert_eq!((r.kind, r.level), (DataKind::Cutout(Encoding::Npy), 2));
+        assert_eq!(r.bbox.shape(), [10, 1, 2]);
+        let xz = parse(["d", "c", "xz", "0", "0,10", "5", "7,9"]).unwrap();
+        assert_eq!(xz.bbox, Box3::new([0, 5, 7], [10, 6, 9]).unwrap());
+        let yz = parse(["d", "c", "yz", "0", "3", "0,4", "7,9"]).unwrap();
+        assert_eq!(yz.bbox, Box3::new([3, 0, 7], [4, 4, 9]).unwrap());
+    }
+
+    #[test]
+    fn bad_urls_say_what_is_wrong() {
+        let e = |s: [&str; 7]| parse(s).unwrap_err();
+        assert_eq!(
+            e(["d", "c", "tiff", "0", "0,1", "0,1", "0,1"]),
+            "unknown format 'tiff': use npy, raw or blosc for cutouts, xy, xz or yz for slices"
+        );
+        assert_eq!(
+            e(["d", "c", "npy", "x", "0,1", "0,1", "0,1"]),
+            "level 'x' is not a level number (0, 1, 2, ...)"
+        );
+        assert_eq!(
+            e(["d", "c", "npy", "0", "0-1", "0,1", "0,1"]),
+            "malformed x range '0-1': use x0,x1 (two integers, half-open)"
+        );
+        assert_eq!(
+            e(["d", "c", "npy", "0", "0,1", "9,3", "0,1"]),
+            "empty or inverted y range 9,3: the end must be greater than the start"
+        );
+        assert_eq!(
+            e(["d", "c", "xy", "0", "0,1", "0,1", "1,2"]),
+            "malformed z coordinate '1,2': use one integer"
+        );
+        assert!(e(["d", "c", "npy", "0", "-1,1", "0,1", "0,1"]).contains("malformed x range"));
+    }
+
+    #[test]
+    fn windows() {
+        assert_eq!(window("10,200").unwrap(), (10.0, 200.0));
+        assert!(window("200,10").is_err());
+        assert!(window("a,b").is_err());
+    }
+}
