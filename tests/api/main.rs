@@ -1,0 +1,10 @@
+//! HTTP integration tests: the real server, port 0, a temporary data
+//! directory, the embedded store.
+
+mod bad_input;
+mod concurrency;
+mod cutouts;
+mod datasets;
+mod helpers;
+mod ops;
+mod slices;
