@@ -46,6 +46,28 @@ pub struct WriteSummary {
     pub chunks_deleted: usize,
 }
 
+/// A completed write, as listeners see it.
+#[derive(Clone, Debug)]
+pub struct WriteEvent {
+    /// Dataset name.
+    pub dataset: String,
+    /// Channel name.
+    pub channel: String,
+    /// Uid of the channel's chunks.
+    pub channel_uid: u64,
+    /// Level written.
+    pub level: u8,
+    /// Box written.
+    pub bbox: Box3,
+}
+
+/// Something that must react to writes before they are acknowledged (tile
+/// cache invalidation, marking coarser levels out of date).
+pub trait WriteListener: Send + Sync {
+    /// Called after the chunks are stored, before the write returns.
+    fn written(&self, event: &WriteEvent);
+}
+
 /// Cutout reads and writes over a store.
 pub struct Volumes {
     store: Arc<dyn Store>,
@@ -53,6 +75,7 @@ pub struct Volumes {
     metrics: Metrics,
     locks: ChunkLocks,
     max_cutout_bytes: u64,
+    listeners: std::sync::RwLock<Vec<Arc<dyn WriteListener>>>,
 }
 
 /// A checked cutout target.
@@ -233,11 +256,14 @@ impl Volumes {
             .chunks(WRITE_BATCH)
             .map(<[ChunkIndex]>::to_vec)
             .collect();
-        let results: Vec<WriteSummary> = stream::iter(batches)
+        let results: Result<Vec<WriteSummary>> = stream::iter(batches)
             .map(|batch| self.write_batch(t.clone(), data.clone(), batch))
             .buffered(PIPELINE)
             .try_collect()
-            .await?;
+            .await;
+        // Listeners run even after a failed write: some chunks may have changed.
+        self.notify(&t);
+        let results = results?;
         Ok(results
             .into_iter()
             .fold(WriteSummary::default(), |a, b| WriteSummary {
