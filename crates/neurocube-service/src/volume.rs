@@ -130,6 +130,33 @@ impl Volumes {
             metrics,
             locks: ChunkLocks::default(),
             max_cutout_bytes,
+            listeners: std::sync::RwLock::default(),
+        }
+    }
+
+    /// Register a listener called synchronously after every write.
+    pub fn on_write(&self, l: Arc<dyn WriteListener>) {
+        self.listeners
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(l);
+    }
+
+    fn notify(&self, t: &Target) {
+        let event = WriteEvent {
+            dataset: t.rc.dataset.name.clone(),
+            channel: t.rc.channel.meta.name.clone(),
+            channel_uid: t.rc.channel.uid,
+            level: t.level.level,
+            bbox: t.bbox,
+        };
+        for l in self
+            .listeners
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            l.written(&event);
         }
     }
 
