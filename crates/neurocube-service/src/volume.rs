@@ -253,6 +253,33 @@ impl Volumes {
         Ok(out)
     }
 
+    /// Read and decode one chunk of a target's channel and level (`None`:
+    /// not stored, all zero). The tile path caches what this returns.
+    pub(crate) async fn load_chunk(&self, t: &Target, idx: ChunkIndex) -> Result<Option<Vec<u8>>> {
+        let key = t.key(idx);
+        let started = Instant::now();
+        let stored = self
+            .store
+            .get_many(Table::Chunks, std::slice::from_ref(&key))
+            .await?
+            .pop()
+            .flatten();
+        self.metrics
+            .store_seconds
+            .with_label_values(&["get_many"])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.chunk_reads.inc();
+        let Some(bytes) = stored else {
+            return Ok(None);
+        };
+        let t = t.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut d = vec![0u8; t.chunk_bytes()];
+            decode_chunk(&t, idx, &bytes, &mut d).map(|()| Some(d))
+        })
+        .await?
+    }
+
     /// Write a box of C-ordered voxel bytes (exactly the box's size).
     /// Fully covered chunks are replaced; partly covered ones are patched
     /// under per-chunk locks and stored by compare-and-set.
@@ -470,7 +497,10 @@ async fn read_slab(
     Ok(Bytes::from(out))
 }
 
-/// Decode the slab's chunks in parallel, then fill its z-planes in parallel.
+/// Fill a slab one row of chunks (same y index) at a time: decode the row's
+/// chunks in parallel, then copy them into the slab's z-planes in parallel.
+/// Only one row of decoded chunks is alive at once, so a wide cutout costs
+/// its output plus a little, not twice its size.
 fn assemble(
     t: &Target,
     slab: Box3,
@@ -479,35 +509,40 @@ fn assemble(
 ) -> Result<Vec<u8>> {
     let grid = t.grid();
     let elem = t.dtype().size();
-    let decoded: Vec<Option<Vec<u8>>> = idxs
-        .par_iter()
-        .zip(stored.par_iter())
-        .map(|(&idx, s)| {
-            s.as_ref()
-                .map(|bytes| {
-                    let mut d = vec![0u8; t.chunk_bytes()];
-                    decode_chunk(t, idx, bytes, &mut d).map(|()| d)
-                })
-                .transpose()
-        })
-        .collect::<Result<_>>()?;
     let shape = slab.shape();
     let plane = (shape[0] * shape[1]) as usize * elem;
     let mut out = vec![0u8; plane * shape[2] as usize];
-    out.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
-        let z = slab.start[2] + i as u64;
-        let pb = Box3 {
-            start: [slab.start[0], slab.start[1], z],
-            end: [slab.end[0], slab.end[1], z + 1],
-        };
-        for (idx, d) in idxs.iter().zip(&decoded) {
-            if let Some(d) = d {
-                let cb = grid.chunk_box(*idx);
-                if let Some(region) = cb.overlap(&pb) {
-                    copy_region(d, &cb, dst, &pb, &region, elem);
+    // `chunks_in` lists chunks x fastest, so each y index is one contiguous run.
+    let mut start = 0;
+    while start < idxs.len() {
+        let y = idxs[start][1];
+        let end = start + idxs[start..].iter().take_while(|i| i[1] == y).count();
+        let decoded: Vec<(ChunkIndex, Vec<u8>)> = idxs[start..end]
+            .par_iter()
+            .zip(stored[start..end].par_iter())
+            .filter_map(|(&idx, s)| {
+                s.as_ref().map(|bytes| {
+                    let mut d = vec![0u8; t.chunk_bytes()];
+                    decode_chunk(t, idx, bytes, &mut d).map(|()| (idx, d))
+                })
+            })
+            .collect::<Result<_>>()?;
+        if !decoded.is_empty() {
+            out.par_chunks_mut(plane).enumerate().for_each(|(i, dst)| {
+                let z = slab.start[2] + i as u64;
+                let pb = Box3 {
+                    start: [slab.start[0], slab.start[1], z],
+                    end: [slab.end[0], slab.end[1], z + 1],
+                };
+                for (idx, d) in &decoded {
+                    let cb = grid.chunk_box(*idx);
+                    if let Some(region) = cb.overlap(&pb) {
+                        copy_region(d, &cb, dst, &pb, &region, elem);
+                    }
                 }
-            }
+            });
         }
-    });
+        start = end;
+    }
     Ok(out)
 }
