@@ -19,6 +19,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub mod cassandra;
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
