@@ -8,3 +8,4 @@ mod datasets;
 mod helpers;
 mod ops;
 mod slices;
+mod tiles;

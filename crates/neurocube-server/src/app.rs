@@ -139,6 +139,13 @@ impl Application {
     pub fn with_store(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let config = ServiceConfig {
             max_cutout_bytes: settings.limits.max_cutout_bytes,
+            tiles: neurocube_service::tiles::TileConfig {
+                tile_cache_bytes: settings.tiles.cache_bytes,
+                chunk_cache_bytes: settings.tiles.chunk_cache_bytes,
+                prefetch: settings.tiles.prefetch,
+                prefetch_queue: settings.tiles.prefetch_queue,
+                prefetch_workers: settings.tiles.prefetch_workers,
+            },
         };
         let services = Arc::new(Services::new(&config, store));
         let addr = format!("{}:{}", settings.server.host, settings.server.port);

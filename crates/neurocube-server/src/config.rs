@@ -16,6 +16,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Tile cache and prefetching.
+    pub tiles: TileSettings,
 }
 
 /// HTTP listener.
@@ -56,6 +58,21 @@ pub struct LogSettings {
     pub format: String,
     /// tracing filter.
     pub level: String,
+}
+
+/// Tile cache and prefetching.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TileSettings {
+    /// Budget of encoded tiles, in bytes.
+    pub cache_bytes: u64,
+    /// Budget of decoded chunks, in bytes.
+    pub chunk_cache_bytes: u64,
+    /// Render predicted tiles ahead of requests.
+    pub prefetch: bool,
+    /// Most predictions waiting at once.
+    pub prefetch_queue: usize,
+    /// Background prefetch threads.
+    pub prefetch_workers: usize,
 }
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");

@@ -14,6 +14,7 @@ pub mod keys;
 mod locks;
 pub mod metrics;
 pub mod slice;
+pub mod tiles;
 pub mod volume;
 
 pub use error::{Result, ServiceError};
@@ -23,12 +24,15 @@ pub use error::{Result, ServiceError};
 pub struct ServiceConfig {
     /// Largest cutout (decoded bytes) one request may read or write.
     pub max_cutout_bytes: u64,
+    /// Tile cache and prefetching.
+    pub tiles: tiles::TileConfig,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             max_cutout_bytes: 1 << 30,
+            tiles: tiles::TileConfig::default(),
         }
     }
 }
@@ -43,6 +47,8 @@ pub struct Services {
     pub volumes: Arc<volume::Volumes>,
     /// Metrics registry and counters.
     pub metrics: metrics::Metrics,
+    /// Encoded tiles, decoded chunks, prefetching.
+    pub tiles: Arc<tiles::TileCache>,
 }
 
 impl Services {
@@ -57,11 +63,18 @@ impl Services {
             metrics.clone(),
             config.max_cutout_bytes,
         ));
+        let tiles = Arc::new(tiles::TileCache::new(
+            &config.tiles,
+            volumes.clone(),
+            catalog.clone(),
+            &metrics.registry,
+        ));
         Self {
             store,
             catalog,
             volumes,
             metrics,
+            tiles,
         }
     }
 

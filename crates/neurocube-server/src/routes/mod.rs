@@ -8,6 +8,8 @@ use crate::error::ApiError;
 mod data;
 mod meta;
 mod ops;
+mod tiles;
+mod viewer;
 
 /// Register every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,6 +33,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(meta::put_channel))
                 .route(web::delete().to(meta::delete_channel)),
         );
+    // Tiles and the viewer, before the generic data URLs.
+    cfg.route(
+        "/v1/tiles/{ds}/{ch}/{plane}/{size}/{level}/{slice}/{row}/{col}",
+        web::get().to(tiles::tile),
+    )
+    .route(
+        "/catmaid/{ds}/{ch}/{plane}/{z}/{tile}",
+        web::get().to(tiles::catmaid),
+    )
+    .route("/viewer", web::get().to(viewer::index))
+    .route("/viewer/{file}", web::get().to(viewer::file));
     for prefix in ["/ocp/ca", ""] {
         cfg.service(
             web::resource(format!(

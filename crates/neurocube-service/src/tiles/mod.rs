@@ -1,0 +1,657 @@
+//! TileCache: square tiles of the xy, xz and yz planes at every level,
+//! encoded once and served from memory at video rate.
+//!
+//! Two moka caches under byte budgets: encoded tiles, and the decoded
+//! chunks the tiles are cut from (so the 16 xy tiles of one chunk slab
+//! decode its chunks once). Concurrent misses of one key share one
+//! computation (`try_get_with`). After each tile served, a prefetcher
+//! predicts the next ones (the rest of the chunk slab, the next slab in
+//! the direction the client moves, the four neighbours, the next coarser
+//! level) and renders them on background threads from a bounded queue;
+//! demand requests never wait behind it. Writes invalidate the chunks and
+//! tiles of the box written, synchronously, before they are acknowledged.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use neurocube_core::Box3;
+use neurocube_core::cutout::copy_region;
+use neurocube_core::geometry::AXES;
+use neurocube_core::meta::ChannelType;
+use neurocube_core::render::{self, ImageFormat, Shading, Slice};
+
+use crate::catalog::{Catalog, ResolvedChannel};
+use crate::error::{Result, ServiceError};
+use crate::slice::Plane;
+use crate::volume::{Target, Volumes, WriteEvent, WriteListener};
+
+mod chunks;
+pub mod metrics;
+mod prefetch;
+
+pub use metrics::TileMetrics;
+
+/// Tile edge lengths offered, in pixels.
+pub const TILE_SIZES: [u32; 3] = [256, 512, 1024];
+/// Edge of CATMAID tiles.
+pub const CATMAID_TILE_SIZE: u32 = 512;
+/// JPEG quality of tiles.
+pub const JPEG_QUALITY: u8 = 85;
+
+/// Settings of the tile cache (`[tiles]` in the configuration).
+#[derive(Clone, Debug)]
+pub struct TileConfig {
+    /// Budget of encoded tiles, in bytes.
+    pub tile_cache_bytes: u64,
+    /// Budget of decoded chunks, in bytes.
+    pub chunk_cache_bytes: u64,
+    /// Render predicted tiles ahead of requests.
+    pub prefetch: bool,
+    /// Most predictions waiting at once.
+    pub prefetch_queue: usize,
+    /// Background prefetch threads.
+    pub prefetch_workers: usize,
+}
+
+impl Default for TileConfig {
+    fn default() -> Self {
+        Self {
+            tile_cache_bytes: 256 << 20,
+            chunk_cache_bytes: 512 << 20,
+            prefetch: true,
+            prefetch_queue: 64,
+            prefetch_workers: 1,
+        }
+    }
+}
+
+/// Image format of a tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TileFormat {
+    /// PNG (lossless; `png`'s Fast setting).
+    Png,
+    /// JPEG at quality [`JPEG_QUALITY`].
+    Jpeg,
+}
+
+impl TileFormat {
+    /// Parse a file extension.
+    #[must_use]
+    pub fn parse(ext: &str) -> Option<Self> {
+        match ext {
+            "png" => Some(TileFormat::Png),
+            "jpg" | "jpeg" => Some(TileFormat::Jpeg),
+            _ => None,
+        }
+    }
+
+    fn image(self) -> ImageFormat {
+        match self {
+            TileFormat::Png => ImageFormat::Png,
+            TileFormat::Jpeg => ImageFormat::Jpeg(JPEG_QUALITY),
+        }
+    }
+}
+
+/// How the slice number of a request counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SliceSpace {
+    /// In voxels of the requested level.
+    Level,
+    /// In voxels of level 0 (CATMAID's section numbers).
+    Full,
+}
+
+/// A tile as asked for by URL.
+#[derive(Clone, Debug)]
+pub struct TileRequest {
+    /// Dataset name.
+    pub dataset: String,
+    /// Channel name.
+    pub channel: String,
+    /// Plane.
+    pub plane: Plane,
+    /// Edge length in pixels (one of [`TILE_SIZES`]).
+    pub size: u32,
+    /// Resolution level.
+    pub level: u8,
+    /// Coordinate on the axis normal to the plane (absolute, like OCP slices).
+    pub slice: u64,
+    /// How `slice` counts.
+    pub slice_space: SliceSpace,
+    /// Tile row (rows go down the plane's second axis), from the level's first voxel.
+    pub row: u64,
+    /// Tile column (along the plane's first axis).
+    pub col: u64,
+    /// Image format.
+    pub format: TileFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct TileKey {
+    uid: u64,
+    level: u8,
+    plane: Plane,
+    size: u32,
+    slice: u64,
+    row: u64,
+    col: u64,
+    format: TileFormat,
+}
+
+/// One encoded tile.
+#[derive(Debug)]
+pub struct Tile {
+    /// The image.
+    pub bytes: Bytes,
+    /// Strong validator, quoted (content hash).
+    pub etag: String,
+    /// MIME type.
+    pub content_type: &'static str,
+    /// Voxels the tile shows (one thick across its plane).
+    pub bbox: Box3,
+    prefetched: AtomicBool,
+}
+
+/// The axes of a plane: columns, rows, normal.
+fn axes(plane: Plane) -> (usize, usize, usize) {
+    match plane {
+        Plane::Xy => (0, 1, 2),
+        Plane::Xz => (0, 2, 1),
+        Plane::Yz => (1, 2, 0),
+    }
+}
+
+fn plane_name(plane: Plane) -> &'static str {
+    match plane {
+        Plane::Xy => "xy",
+        Plane::Xz => "xz",
+        Plane::Yz => "yz",
+    }
+}
+
+/// Where a tile lies; `None`-like errors say why it does not exist.
+#[allow(clippy::too_many_arguments)]
+fn locate(
+    rc: &ResolvedChannel,
+    plane: Plane,
+    size: u32,
+    level: u8,
+    slice: u64,
+    row: u64,
+    col: u64,
+    format: TileFormat,
+) -> Result<(TileKey, Target)> {
+    let ds = &rc.dataset;
+    if level >= ds.levels {
+        return Err(ServiceError::NotFound(format!(
+            "level {level} does not exist: dataset '{}' has levels 0 to {}",
+            ds.name,
+            ds.levels - 1
+        )));
+    }
+    let lv = ds.level(level);
+    let b = lv.bounds();
+    let (u, v, n) = axes(plane);
+    if slice < b.start[n] || slice >= b.end[n] {
+        return Err(ServiceError::NotFound(format!(
+            "slice {}={slice} is outside level {level} of dataset '{}', which spans {} {}..{}",
+            AXES[n], ds.name, AXES[n], b.start[n], b.end[n]
+        )));
+    }
+    let s = u64::from(size);
+    let cols = (b.end[u] - b.start[u]).div_ceil(s);
+    let rows = (b.end[v] - b.start[v]).div_ceil(s);
+    if row >= rows || col >= cols {
+        return Err(ServiceError::NotFound(format!(
+            "tile row {row}, column {col} is outside level {level} of dataset '{}': it has {rows} rows and {cols} columns of {size}-pixel {} tiles",
+            ds.name,
+            plane_name(plane)
+        )));
+    }
+    let mut start = [0u64; 3];
+    let mut end = [0u64; 3];
+    start[u] = b.start[u] + col * s;
+    end[u] = (start[u] + s).min(b.end[u]);
+    start[v] = b.start[v] + row * s;
+    end[v] = (start[v] + s).min(b.end[v]);
+    start[n] = slice;
+    end[n] = slice + 1;
+    let key = TileKey {
+        uid: rc.channel.uid,
+        level,
+        plane,
+        size,
+        slice,
+        row,
+        col,
+        format,
+    };
+    Ok((
+        key,
+        Target {
+            rc: rc.clone(),
+            level: lv,
+            bbox: Box3 { start, end },
+        },
+    ))
+}
+
+/// Why a shared computation produced nothing to cache.
+#[derive(Debug)]
+pub(crate) enum InitError {
+    /// A write happened while it ran: its result may be stale.
+    Stale,
+    /// It failed.
+    Failed(ServiceError),
+}
+
+impl From<ServiceError> for InitError {
+    fn from(e: ServiceError) -> Self {
+        InitError::Failed(e)
+    }
+}
+
+impl From<InitError> for ServiceError {
+    fn from(e: InitError) -> Self {
+        match e {
+            InitError::Failed(e) => e,
+            InitError::Stale => ServiceError::Conflict(
+                "the data changed while the tile was drawn; try again".into(),
+            ),
+        }
+    }
+}
+
+fn unwrap_init(e: Arc<InitError>) -> InitError {
+    match Arc::try_unwrap(e) {
+        Ok(e) => e,
+        Err(shared) => match &*shared {
+            InitError::Stale => InitError::Stale,
+            InitError::Failed(se) => InitError::Failed(chunks::clone_error(se)),
+        },
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ViewKey {
+    uid: u64,
+    level: u8,
+    plane: Plane,
+    size: u32,
+    row: u64,
+    col: u64,
+}
+
+pub(crate) struct Inner {
+    volumes: Arc<Volumes>,
+    catalog: Arc<Catalog>,
+    tiles: moka::future::Cache<TileKey, Arc<Tile>>,
+    chunks: chunks::ChunkCache,
+    metrics: TileMetrics,
+    /// Bumped by every write; a rendering that saw it change is not cached.
+    epoch: Arc<AtomicU64>,
+    /// Demand renderings in progress.
+    demand: AtomicUsize,
+    busy_limit: usize,
+    /// Last slice and direction per tile column, to predict the next slab.
+    motion: moka::sync::Cache<ViewKey, (u64, i8)>,
+    pub(crate) queue: Option<prefetch::Queue>,
+}
+
+/// Encoded tiles and decoded chunks in memory, with prefetching.
+pub struct TileCache {
+    inner: Arc<Inner>,
+}
+
+struct Invalidator(Weak<Inner>);
+
+impl WriteListener for Invalidator {
+    fn written(&self, e: &WriteEvent) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.invalidate(e.channel_uid, e.level, e.bbox);
+        }
+    }
+}
+
+struct DemandGuard<'a>(&'a AtomicUsize);
+
+impl Drop for DemandGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl TileCache {
+    /// A tile cache over the volumes; registers its metrics and its write
+    /// listener, and starts the prefetch threads if enabled.
+    #[must_use]
+    pub fn new(
+        config: &TileConfig,
+        volumes: Arc<Volumes>,
+        catalog: Arc<Catalog>,
+        registry: &prometheus::Registry,
+    ) -> Self {
+        let metrics = TileMetrics::register(registry);
+        let wasted = metrics.prefetch_wasted.clone();
+        let tiles = moka::future::Cache::builder()
+            .max_capacity(config.tile_cache_bytes)
+            .weigher(|_k: &TileKey, t: &Arc<Tile>| {
+                u32::try_from(t.bytes.len() + 256).unwrap_or(u32::MAX)
+            })
+            .eviction_listener(move |_k, t: Arc<Tile>, cause| {
+                if cause != moka::notification::RemovalCause::Replaced
+                    && t.prefetched.load(Ordering::SeqCst)
+                {
+                    wasted.inc();
+                }
+            })
+            .support_invalidation_closures()
+            .build();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let inner = Arc::new(Inner {
+            chunks: chunks::ChunkCache::new(
+                config.chunk_cache_bytes,
+                metrics.clone(),
+                epoch.clone(),
+            ),
+            volumes: volumes.clone(),
+            catalog,
+            tiles,
+            metrics,
+            epoch,
+            demand: AtomicUsize::new(0),
+            busy_limit: std::thread::available_parallelism().map_or(2, usize::from),
+            motion: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(std::time::Duration::from_secs(30))
+                .build(),
+            queue: (config.prefetch && config.prefetch_queue > 0)
+                .then(|| prefetch::Queue::new(config.prefetch_queue)),
+        });
+        volumes.on_write(Arc::new(Invalidator(Arc::downgrade(&inner))));
+        if inner.queue.is_some() {
+            prefetch::spawn_workers(Arc::downgrade(&inner), config.prefetch_workers.max(1));
+        }
+        Self { inner }
+    }
+
+    /// The metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &TileMetrics {
+        &self.inner.metrics
+    }
+
+    /// A tile: from the cache, or rendered (once, however many ask at the
+    /// same time). Then predicts and queues the tiles likely to come next.
+    pub async fn tile(&self, req: &TileRequest) -> Result<Arc<Tile>> {
+        let inner = &self.inner;
+        if !TILE_SIZES.contains(&req.size) {
+            return Err(ServiceError::InvalidRequest(format!(
+                "tile size {} is not offered: use 256, 512 or 1024",
+                req.size
+            )));
+        }
+        let rc = inner.catalog.channel(&req.dataset, &req.channel).await?;
+        let slice = match req.slice_space {
+            SliceSpace::Level => req.slice,
+            SliceSpace::Full => {
+                if req.level >= rc.dataset.levels {
+                    req.slice
+                } else {
+                    let n = axes(req.plane).2;
+                    req.slice / rc.dataset.level(req.level).factor[n]
+                }
+            }
+        };
+        let (key, target) = locate(
+            &rc, req.plane, req.size, req.level, slice, req.row, req.col, req.format,
+        )?;
+        let tile = inner.demand(key, target.clone()).await?;
+        inner.predict(&key, &target);
+        inner
+            .metrics
+            .tile_bytes
+            .set(i64::try_from(inner.tiles.weighted_size()).unwrap_or(i64::MAX));
+        inner
+            .metrics
+            .chunk_bytes
+            .set(i64::try_from(inner.chunks.weighted_size()).unwrap_or(i64::MAX));
+        Ok(tile)
+    }
+
+    /// Wait until the prefetch queue is empty and nothing is being rendered
+    /// (tests and benches), at most `timeout`.
+    pub async fn settle(&self, timeout: std::time::Duration) {
+        let started = std::time::Instant::now();
+        while started.elapsed() < timeout {
+            let queued = self.inner.queue.as_ref().map_or(0, prefetch::Queue::len);
+            if queued == 0 && self.inner.demand.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let again = self.inner.queue.as_ref().map_or(0, prefetch::Queue::len);
+                if again == 0 {
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Inner {
+    fn busy(&self) -> bool {
+        self.demand.load(Ordering::SeqCst) >= self.busy_limit
+    }
+
+    fn invalidate(&self, uid: u64, level: u8, bbox: Box3) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.chunks.invalidate(uid, level, bbox);
+        if let Err(e) = self.tiles.invalidate_entries_if(move |k, t| {
+            k.uid == uid && k.level == level && t.bbox.overlap(&bbox).is_some()
+        }) {
+            tracing::warn!(error = %e, "tile cache invalidation failed; clearing it");
+            self.tiles.invalidate_all();
+        }
+    }
+
+    async fn demand(&self, key: TileKey, target: Target) -> Result<Arc<Tile>> {
+        if let Some(tile) = self.tiles.get(&key).await {
+            self.metrics.hits.inc();
+            if tile.prefetched.swap(false, Ordering::SeqCst) {
+                self.metrics.prefetch_used.inc();
+            }
+            return Ok(tile);
+        }
+        self.metrics.misses.inc();
+        self.demand.fetch_add(1, Ordering::SeqCst);
+        let _guard = DemandGuard(&self.demand);
+        let tile = self.get_or_render(key, target, false).await?;
+        if tile.prefetched.swap(false, Ordering::SeqCst) {
+            self.metrics.prefetch_used.inc();
+        }
+        Ok(tile)
+    }
+
+    /// Render through the cache; a rendering overtaken by a write is
+    /// retried, and after three tries served without caching.
+    async fn get_or_render(
+        &self,
+        key: TileKey,
+        target: Target,
+        prefetched: bool,
+    ) -> Result<Arc<Tile>> {
+        for _ in 0..3 {
+            let r = self
+                .tiles
+                .try_get_with(
+                    key,
+                    self.render(target.clone(), key.plane, key.format, prefetched),
+                )
+                .await;
+            match r.map_err(unwrap_init) {
+                Ok(t) => return Ok(t),
+                Err(InitError::Stale) => {}
+                Err(InitError::Failed(e)) => return Err(e),
+            }
+        }
+        match self.render(target, key.plane, key.format, false).await {
+            Ok(t) => Ok(t),
+            Err(InitError::Failed(e)) => Err(e),
+            Err(InitError::Stale) => Err(ServiceError::Conflict(
+                "the tile changed while it was drawn, three times; try again".into(),
+            )),
+        }
+    }
+
+    async fn render(
+        &self,
+        t: Target,
+        plane: Plane,
+        format: TileFormat,
+        prefetched: bool,
+    ) -> std::result::Result<Arc<Tile>, InitError> {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if prefetched {
+            self.metrics.prefetch_issued.inc();
+        }
+        let grid = t.rc.channel.meta.grid();
+        let idxs = grid.chunks_in(&t.bbox);
+        let chunks = futures::future::try_join_all(
+            idxs.iter().map(|&i| self.chunks.get(&self.volumes, &t, i)),
+        )
+        .await?;
+        let (u, v, _) = axes(plane);
+        let shape = t.bbox.shape();
+        let (width, height) = (shape[u] as u32, shape[v] as u32);
+        let dtype = t.dtype();
+        let shading = match t.rc.channel.meta.kind {
+            ChannelType::Segmentation => Shading::Pseudocolor,
+            ChannelType::Image => Shading::Gray { window: None },
+        };
+        let bbox = t.bbox;
+        let image = format.image();
+        let bytes = tokio::task::spawn_blocking(move || {
+            let elem = dtype.size();
+            let mut buf = vec![0u8; bbox.voxels() as usize * elem];
+            for c in &chunks {
+                if let (Some(d), Some(region)) = (&c.data, c.bbox.overlap(&bbox)) {
+                    copy_region(d, &c.bbox, &mut buf, &bbox, &region, elem);
+                }
+            }
+            render::render(
+                &Slice {
+                    data: &buf,
+                    dtype,
+                    width,
+                    height,
+                },
+                shading,
+                image,
+            )
+        })
+        .await
+        .map_err(ServiceError::from)?
+        .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return Err(InitError::Stale);
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        let etag = format!("\"{:016x}-{:x}\"", h.finish(), bytes.len());
+        Ok(Arc::new(Tile {
+            bytes: Bytes::from(bytes),
+            etag,
+            content_type: image.content_type(),
+            bbox,
+            prefetched: AtomicBool::new(prefetched),
+        }))
+    }
+
+    /// Queue the tiles likely to be asked for after `key`.
+    fn predict(&self, key: &TileKey, t: &Target) {
+        let Some(queue) = &self.queue else { return };
+        let view = ViewKey {
+            uid: key.uid,
+            level: key.level,
+            plane: key.plane,
+            size: key.size,
+            row: key.row,
+            col: key.col,
+        };
+        let dir: i8 = match self.motion.get(&view) {
+            Some((last, _)) if key.slice > last => 1,
+            Some((last, _)) if key.slice < last => -1,
+            Some((_, d)) => d,
+            None => 1,
+        };
+        self.motion.insert(view, (key.slice, dir));
+        let rc = &t.rc;
+        let (u, v, n) = axes(key.plane);
+        let depth = rc.channel.meta.grid().chunk[n];
+        let s = key.slice;
+        let slab = s / depth * depth;
+        let mut wanted: Vec<(u8, u64, u64, u64)> = Vec::new();
+        // The rest of this slab, onwards first.
+        let ahead: Vec<u64> = (s + 1..slab + depth).collect();
+        let behind: Vec<u64> = (slab..s).rev().collect();
+        let (first, second) = if dir >= 0 {
+            (ahead, behind)
+        } else {
+            (behind, ahead)
+        };
+        for z in first.into_iter().chain(second) {
+            wanted.push((key.level, z, key.row, key.col));
+        }
+        // Neighbours in the plane.
+        wanted.push((key.level, s, key.row, key.col + 1));
+        wanted.push((key.level, s, key.row + 1, key.col));
+        if key.col > 0 {
+            wanted.push((key.level, s, key.row, key.col - 1));
+        }
+        if key.row > 0 {
+            wanted.push((key.level, s, key.row - 1, key.col));
+        }
+        // The next coarser level.
+        if key.level + 1 < rc.dataset.levels {
+            let step = rc.dataset.step(key.level + 1);
+            wanted.push((
+                key.level + 1,
+                s / step[n],
+                key.row / step[v],
+                key.col / step[u],
+            ));
+        }
+        // The next slab in the direction of motion.
+        if dir >= 0 {
+            for z in slab + depth..slab + 2 * depth {
+                wanted.push((key.level, z, key.row, key.col));
+            }
+        } else if slab >= depth {
+            for z in (slab - depth..slab).rev() {
+                wanted.push((key.level, z, key.row, key.col));
+            }
+        }
+        let batch: Vec<prefetch::Job> = wanted
+            .into_iter()
+            .filter_map(|(level, slice, row, col)| {
+                locate(rc, key.plane, key.size, level, slice, row, col, key.format).ok()
+            })
+            .filter(|(k, _)| !self.tiles.contains_key(k))
+            .map(|(key, target)| prefetch::Job { key, target })
+            .collect();
+        let dropped = queue.push(batch);
+        self.metrics.prefetch_dropped.inc_by(dropped as u64);
+    }
+
+    /// Render one predicted tile unless it is already there.
+    pub(crate) async fn prefetch(&self, job: prefetch::Job) {
+        if self.tiles.contains_key(&job.key) {
+            return;
+        }
+        if let Err(e) = self.get_or_render(job.key, job.target, true).await {
+            tracing::debug!(error = %e, "prefetching a tile failed");
+        }
+    }
+}
