@@ -206,18 +206,8 @@ impl Volumes {
     /// Read a box as a stream of z-slabs (one chunk layer each): memory stays
     /// bounded by two slabs however large the cutout.
     pub fn read(&self, t: Target) -> CutoutStream {
-        let chunk_z = t.grid().chunk[2];
         let b = t.bbox;
-        let mut slabs = Vec::new();
-        let mut z = b.start[2];
-        while z < b.end[2] {
-            let z1 = ((z / chunk_z + 1) * chunk_z).min(b.end[2]);
-            slabs.push(Box3 {
-                start: [b.start[0], b.start[1], z],
-                end: [b.end[0], b.end[1], z1],
-            });
-            z = z1;
-        }
+        let slabs = z_slabs(&t);
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         metrics
@@ -241,11 +231,39 @@ impl Volumes {
     /// Read a box into one buffer.
     pub async fn read_all(&self, t: Target) -> Result<Vec<u8>> {
         let started = Instant::now();
-        let s = self.read(t);
-        let mut out = Vec::with_capacity(s.len as usize);
-        let mut body = s.body;
-        while let Some(slab) = body.try_next().await? {
-            out.extend_from_slice(&slab);
+        self.metrics
+            .cutout_bytes
+            .with_label_values(&["read"])
+            .inc_by(t.bytes());
+        let t = Arc::new(t);
+        let slabs = z_slabs(&t);
+        // One buffer, filled slab by slab in place; the next slab's chunks are
+        // fetched while the current one decodes.
+        let mut out = vec![0u8; t.bytes() as usize];
+        let plane = (t.bbox.shape()[0] * t.bbox.shape()[1]) as usize * t.dtype().size();
+        let mut fetched = fetch_slab(&self.store, &self.metrics, &t, slabs[0]).await?;
+        for (i, slab) in slabs.iter().enumerate() {
+            let offset = (slab.start[2] - t.bbox.start[2]) as usize * plane;
+            let len = slab.shape()[2] as usize * plane;
+            let (tt, s, (idxs, stored)) = (t.clone(), *slab, fetched);
+            let decode = tokio::task::spawn_blocking(move || {
+                let r = assemble_into(&tt, s, &idxs, &stored, &mut out[offset..offset + len]);
+                r.map(|()| out)
+            });
+            let next = async {
+                match slabs.get(i + 1) {
+                    Some(n) => fetch_slab(&self.store, &self.metrics, &t, *n)
+                        .await
+                        .map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (decoded, next) = tokio::join!(decode, next);
+            out = decoded??;
+            match next? {
+                Some(n) => fetched = n,
+                None => break,
+            }
         }
         self.metrics
             .cutout_seconds
@@ -477,14 +495,33 @@ fn decode_chunk(t: &Target, idx: ChunkIndex, stored: &[u8], out: &mut [u8]) -> R
     })
 }
 
-async fn read_slab(
-    store: Arc<dyn Store>,
-    metrics: Metrics,
-    t: Arc<Target>,
+/// The z-slabs (one chunk layer thick) of a target's box.
+fn z_slabs(t: &Target) -> Vec<Box3> {
+    let chunk_z = t.grid().chunk[2];
+    let b = t.bbox;
+    let mut slabs = Vec::new();
+    let mut z = b.start[2];
+    while z < b.end[2] {
+        let z1 = ((z / chunk_z + 1) * chunk_z).min(b.end[2]);
+        slabs.push(Box3 {
+            start: [b.start[0], b.start[1], z],
+            end: [b.end[0], b.end[1], z1],
+        });
+        z = z1;
+    }
+    slabs
+}
+
+type Fetched = (Vec<ChunkIndex>, Vec<Option<Bytes>>);
+
+/// The chunks of a slab and their stored bytes.
+async fn fetch_slab(
+    store: &Arc<dyn Store>,
+    metrics: &Metrics,
+    t: &Target,
     slab: Box3,
-) -> Result<Bytes> {
-    let grid = t.grid();
-    let idxs = grid.chunks_in(&slab);
+) -> Result<Fetched> {
+    let idxs = t.grid().chunks_in(&slab);
     let keys: Vec<Key> = idxs.iter().map(|i| t.key(*i)).collect();
     let started = Instant::now();
     let stored = store.get_many(Table::Chunks, &keys).await?;
@@ -493,7 +530,21 @@ async fn read_slab(
         .with_label_values(&["get_many"])
         .observe(started.elapsed().as_secs_f64());
     metrics.chunk_reads.inc_by(keys.len() as u64);
-    let out = tokio::task::spawn_blocking(move || assemble(&t, slab, &idxs, &stored)).await??;
+    Ok((idxs, stored))
+}
+
+async fn read_slab(
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    t: Arc<Target>,
+    slab: Box3,
+) -> Result<Bytes> {
+    let (idxs, stored) = fetch_slab(&store, &metrics, &t, slab).await?;
+    let out = tokio::task::spawn_blocking(move || {
+        let mut out = vec![0u8; slab.voxels() as usize * t.dtype().size()];
+        assemble_into(&t, slab, &idxs, &stored, &mut out).map(|()| out)
+    })
+    .await??;
     Ok(Bytes::from(out))
 }
 
@@ -501,17 +552,17 @@ async fn read_slab(
 /// chunks in parallel, then copy them into the slab's z-planes in parallel.
 /// Only one row of decoded chunks is alive at once, so a wide cutout costs
 /// its output plus a little, not twice its size.
-fn assemble(
+fn assemble_into(
     t: &Target,
     slab: Box3,
     idxs: &[ChunkIndex],
     stored: &[Option<Bytes>],
-) -> Result<Vec<u8>> {
+    out: &mut [u8],
+) -> Result<()> {
     let grid = t.grid();
     let elem = t.dtype().size();
     let shape = slab.shape();
     let plane = (shape[0] * shape[1]) as usize * elem;
-    let mut out = vec![0u8; plane * shape[2] as usize];
     // `chunks_in` lists chunks x fastest, so each y index is one contiguous run.
     let mut start = 0;
     while start < idxs.len() {
@@ -544,5 +595,5 @@ fn assemble(
         }
         start = end;
     }
-    Ok(out)
+    Ok(())
 }
