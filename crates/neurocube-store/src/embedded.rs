@@ -83,8 +83,11 @@ impl EmbeddedStore {
             op: "create the data directory",
             source: Box::new(e),
         })?;
+        // Chunk values are Blosc frames already: compressing them again in
+        // the journal costs CPU (measured) and saves nothing.
         let db = Database::builder(&opts.path)
             .cache_size(opts.cache_bytes)
+            .journal_compression(fjall::CompressionType::None)
             .open()
             .map_err(engine("open"))?;
         let mut tables = HashMap::new();
