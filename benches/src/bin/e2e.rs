@@ -123,15 +123,15 @@ async fn read_round(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
                 let Some(b) = boxes.get(i) else { return bytes };
-                let body = client
-                    .get(url_of(&base, "npy", b))
-                    .send()
-                    .await
-                    .unwrap()
-                    .bytes()
-                    .await
-                    .unwrap();
-                bytes += body.len() as u64;
+                // Consume the stream as it arrives (as wrk does), checking its length.
+                let mut r = client.get(url_of(&base, "npy", b)).send().await.unwrap();
+                let want = r.content_length().unwrap();
+                let mut got = 0;
+                while let Some(c) = r.chunk().await.unwrap() {
+                    got += c.len() as u64;
+                }
+                assert_eq!(got, want);
+                bytes += got;
             }
         }));
     }
