@@ -16,6 +16,7 @@
 
 pub mod blosc;
 pub mod cutout;
+pub mod downsample;
 pub mod dtype;
 pub mod error;
 pub mod geometry;

@@ -148,6 +148,7 @@ impl Application {
             },
         };
         let services = Arc::new(Services::new(&config, store));
+        crate::runner::start(&settings.jobs, &services);
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|source| StartError::Bind {
             addr: addr.clone(),

@@ -18,6 +18,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Tile cache and prefetching.
     pub tiles: TileSettings,
+    /// Background jobs (downsampling).
+    pub jobs: JobSettings,
 }
 
 /// HTTP listener.
@@ -73,6 +75,21 @@ pub struct TileSettings {
     pub prefetch_queue: usize,
     /// Background prefetch threads.
     pub prefetch_workers: usize,
+}
+
+/// Background jobs.
+#[derive(Clone, Debug, Deserialize)]
+pub struct JobSettings {
+    /// Job worker tasks in this server; 0 runs no jobs here.
+    pub workers: usize,
+    /// Downsample written channels automatically (else only on request).
+    pub auto_downsample: bool,
+    /// Quiet time after a channel's last write before it is downsampled automatically.
+    pub auto_delay_ms: u64,
+    /// How long a claimed task stays reserved to a worker that stopped answering.
+    pub lease_seconds: u64,
+    /// Pause after each task, leaving the store to interactive requests.
+    pub pause_ms: u64,
 }
 
 const DEFAULTS: &str = include_str!("../../../config/default.toml");

@@ -6,7 +6,9 @@ pub mod app;
 mod body;
 pub mod config;
 pub mod error;
+pub mod ingest;
 mod routes;
+mod runner;
 mod state;
 pub mod url;
 

@@ -24,6 +24,10 @@ enum Cmd {
     Serve(ServeArgs),
     /// Create the demo dataset (synthetic EM + segmentation), print its URLs, and serve it.
     Demo(DemoArgs),
+    /// Load a directory of 2-D slices, a 3-D TIFF or an npy file into a channel, then downsample it.
+    Ingest(neurocube_server::ingest::IngestArgs),
+    /// List, show or cancel the jobs of a running server, or start downsampling.
+    Jobs(neurocube_server::ingest::JobsArgs),
 }
 
 #[derive(Args, Clone)]
@@ -116,6 +120,8 @@ async fn serve(app: Application) -> Result<(), String> {
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
+        Cmd::Ingest(a) => neurocube_server::ingest::run(a).await,
+        Cmd::Jobs(a) => neurocube_server::ingest::jobs(a).await,
         Cmd::Serve(a) => {
             let s = settings(&a)?;
             init_logging(&s);

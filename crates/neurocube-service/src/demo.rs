@@ -98,7 +98,8 @@ pub fn dataset(extent: [u64; 3]) -> Dataset {
         voxel_size: [4.0, 4.0, 40.0],
         extent,
         offset: [0, 0, 0],
-        levels: 1,
+        // Four levels (factors 1, 2, 4, 8 in x and y) so viewers can zoom out.
+        levels: 4,
         scaling: Scaling::Anisotropic,
         description: "synthetic EM-like volume with a matching segmentation (neurocube demo)"
             .into(),
@@ -175,6 +176,17 @@ pub async fn create(
                 done += b.voxels();
                 progress(done, total);
             }
+        }
+    }
+    // Compute the coarser levels before calling the demo complete.
+    for ch in ["image", "segmentation"] {
+        let (job, _) = services.pyramid.start_downsample(DATASET, ch).await?;
+        let done = services.jobs.run_to_end(&job.id, |_| {}).await?;
+        if done.state != crate::jobs::JobState::Done {
+            return Err(crate::ServiceError::Task(format!(
+                "downsampling demo/{ch} ended {:?}: {:?}",
+                done.state, done.errors
+            )));
         }
     }
     services

@@ -10,9 +10,11 @@ pub mod catalog;
 pub mod demo;
 pub mod encoding;
 pub mod error;
+pub mod jobs;
 pub mod keys;
 mod locks;
 pub mod metrics;
+pub mod pyramid;
 pub mod slice;
 pub mod tiles;
 pub mod volume;
@@ -49,6 +51,10 @@ pub struct Services {
     pub metrics: metrics::Metrics,
     /// Encoded tiles, decoded chunks, prefetching.
     pub tiles: Arc<tiles::TileCache>,
+    /// Background jobs (downsample, ingest, ...).
+    pub jobs: Arc<jobs::Jobs>,
+    /// The resolution pyramid: stale levels and downsampling.
+    pub pyramid: Arc<pyramid::Pyramid>,
 }
 
 impl Services {
@@ -69,12 +75,21 @@ impl Services {
             catalog.clone(),
             &metrics.registry,
         ));
+        let jobs = Arc::new(jobs::Jobs::new(store.clone()));
+        let pyramid = pyramid::Pyramid::install(
+            store.clone(),
+            catalog.clone(),
+            volumes.clone(),
+            jobs.clone(),
+        );
         Self {
             store,
             catalog,
             volumes,
             metrics,
             tiles,
+            jobs,
+            pyramid,
         }
     }
 

@@ -76,10 +76,16 @@ pub async fn get(
         .target(&r.dataset, &r.channel, r.level, r.bbox)
         .await?;
     let dtype = t.dtype();
+    // A coarser level not yet recomputed after a write says so.
+    let stale = state.services.pyramid.is_stale(&t).await?;
+    let mut ok = HttpResponse::Ok();
+    if stale {
+        ok.insert_header(("X-Neurocube-Level-Stale", "true"));
+    }
     match r.kind {
         DataKind::Cutout(enc) => {
             let e = encoding::encode(enc, volumes.read(t)).await?;
-            Ok(HttpResponse::Ok()
+            Ok(ok
                 .content_type(enc.content_type())
                 .insert_header(("X-Neurocube-Dtype", dtype.name()))
                 .insert_header(("X-Neurocube-Shape", shape_header(&r)))
@@ -89,7 +95,7 @@ pub async fn get(
         DataKind::Slice(plane) => {
             let opts = q.options()?;
             let img = volumes.slice(plane, t, opts).await?;
-            Ok(HttpResponse::Ok()
+            Ok(ok
                 .content_type(opts.format.content_type())
                 .body(img))
         }

@@ -32,6 +32,9 @@ struct ChannelView<'a> {
     #[serde(flatten)]
     channel: &'a Channel,
     dataset: &'a str,
+    /// State of each resolution level (single-channel GET only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level_status: Option<Vec<neurocube_service::pyramid::LevelStatus>>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +123,7 @@ pub async fn list_channels(
         .map(|r| ChannelView {
             channel: &r.meta,
             dataset: &ds,
+            level_status: None,
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "channels": views })))
@@ -132,9 +136,11 @@ pub async fn get_channel(
 ) -> ApiResult<HttpResponse> {
     let (ds, ch) = path.into_inner();
     let rc = state.services.catalog.channel(&ds, &ch).await?;
+    let level_status = state.services.pyramid.status(&rc).await?;
     Ok(HttpResponse::Ok().json(ChannelView {
         channel: &rc.channel.meta,
         dataset: &ds,
+        level_status: Some(level_status),
     }))
 }
 
@@ -158,6 +164,7 @@ pub async fn put_channel(
     Ok(created(created_).json(ChannelView {
         channel: &c,
         dataset: &ds,
+        level_status: None,
     }))
 }
 

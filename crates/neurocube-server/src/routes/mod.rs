@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, web};
 use crate::error::ApiError;
 
 mod data;
+mod jobs;
 mod meta;
 mod ops;
 mod tiles;
@@ -44,6 +45,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/viewer", web::get().to(viewer::index))
     .route("/viewer/{file}", web::get().to(viewer::file));
+    // Jobs and downsampling, before the generic data URLs.
+    cfg.service(
+        web::resource("/v1/jobs")
+            .route(web::get().to(jobs::list))
+            .route(web::post().to(jobs::create)),
+    )
+    .service(
+        web::resource("/v1/jobs/{id}")
+            .route(web::get().to(jobs::get))
+            .route(web::delete().to(jobs::cancel)),
+    )
+    .route(
+        "/v1/jobs/{id}/tasks/{name}/done",
+        web::post().to(jobs::task_done),
+    )
+    .route("/v1/jobs/{id}/fail", web::post().to(jobs::fail))
+    .route(
+        "/v1/datasets/{ds}/channels/{ch}/downsample",
+        web::post().to(jobs::downsample),
+    );
     for prefix in ["/ocp/ca", ""] {
         cfg.service(
             web::resource(format!(
