@@ -22,6 +22,16 @@ impl Drop for TestApp {
     }
 }
 
+/// The store the apps use: `embedded`, or `cassandra` with
+/// NEUROCUBE_TEST_BACKEND=cassandra.
+pub fn backend() -> &'static str {
+    if std::env::var("NEUROCUBE_TEST_BACKEND").is_ok_and(|b| b == "cassandra") {
+        "cassandra"
+    } else {
+        "embedded"
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(|_| {}).await
 }

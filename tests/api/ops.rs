@@ -9,7 +9,7 @@ async fn health_index_and_404() {
     let app = spawn_app().await;
     let h: Value = app.get("/health").await.json().await.unwrap();
     assert_eq!(h["status"], "ok");
-    assert_eq!(h["store"], "embedded");
+    assert_eq!(h["store"], crate::helpers::backend());
     let idx: Value = app.get("/v1").await.json().await.unwrap();
     assert!(idx["endpoints"].as_array().unwrap().len() > 5);
     assert_error(

@@ -12,9 +12,10 @@ use actix_web::{App, HttpServer, web};
 use neurocube_service::{ServiceConfig, Services};
 use neurocube_store::Store;
 use neurocube_store::embedded::{Durability, EmbeddedOptions, EmbeddedStore};
+use neurocube_store::cassandra::{CassandraOptions, CassandraStore};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
-use crate::config::{Settings, StoreSettings};
+use crate::config::{CassandraSettings, Settings, StoreSettings};
 use crate::error::ApiError;
 use crate::routes;
 use crate::state::AppState;
@@ -62,13 +63,33 @@ pub async fn open_store(s: &StoreSettings) -> Result<Arc<dyn Store>, StartError>
                 .map_err(|e| StartError::Setting(e.to_string()))??;
             Ok(Arc::new(store))
         }
-        u if u.starts_with("cassandra://") => Err(StartError::Setting(
-            "the cassandra backend is not available in this build".into(),
-        )),
+        u if u.starts_with("cassandra://") => {
+            let opts = cassandra_options(u, &s.cassandra)?;
+            Ok(Arc::new(CassandraStore::open(opts).await?))
+        }
         u => Err(StartError::Setting(format!(
             "store.uri '{u}' must be 'embedded' or 'cassandra://host1,host2/keyspace'"
         ))),
     }
+}
+
+/// The Cassandra store's options from its URI and `[store.cassandra]`.
+pub fn cassandra_options(uri: &str, c: &CassandraSettings) -> Result<CassandraOptions, StartError> {
+    use neurocube_store::cassandra::{parse_consistency, parse_serial_consistency};
+    let mut o = CassandraOptions::from_uri(uri).map_err(StartError::Setting)?;
+    let setting = |name: &str, e: String| StartError::Setting(format!("store.cassandra.{name}: {e}"));
+    o.replication.clone_from(&c.replication);
+    o.read_consistency =
+        parse_consistency(&c.read_consistency).map_err(|e| setting("read_consistency", e))?;
+    o.write_consistency =
+        parse_consistency(&c.write_consistency).map_err(|e| setting("write_consistency", e))?;
+    o.serial_consistency = parse_serial_consistency(&c.serial_consistency)
+        .map_err(|e| setting("serial_consistency", e))?;
+    o.max_concurrency = c.max_concurrency.max(1);
+    o.connect_timeout = std::time::Duration::from_millis(c.connect_timeout_ms);
+    o.request_timeout = std::time::Duration::from_millis(c.request_timeout_ms);
+    o.startup_deadline = std::time::Duration::from_secs(c.startup_deadline_secs);
+    Ok(o)
 }
 
 /// HTTP metrics, registered beside the service metrics.

@@ -44,6 +44,29 @@ pub struct StoreSettings {
     pub cache_bytes: u64,
     /// `fsync` or `flush`.
     pub durability: String,
+    /// Settings of a `cassandra://` store.
+    pub cassandra: CassandraSettings,
+}
+
+/// Settings of the Cassandra/ScyllaDB store (`[store.cassandra]`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct CassandraSettings {
+    /// Replication map of the keyspace, in CQL.
+    pub replication: String,
+    /// Consistency of reads (`LOCAL_QUORUM`, `ONE`, ...).
+    pub read_consistency: String,
+    /// Consistency of writes.
+    pub write_consistency: String,
+    /// Paxos consistency of compare-and-set (`LOCAL_SERIAL` or `SERIAL`).
+    pub serial_consistency: String,
+    /// Requests in flight at once.
+    pub max_concurrency: usize,
+    /// Timeout of one connection attempt, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Timeout of one request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long to retry at start while no node answers, in seconds.
+    pub startup_deadline_secs: u64,
 }
 
 /// Request limits.

@@ -64,6 +64,22 @@ fn shape_header(r: &DataRequest) -> String {
     format!("{},{},{}", s[2], s[1], s[0])
 }
 
+/// Read the first slab before the response starts, so a store that is
+/// down answers 503 (with Retry-After) instead of a 200 whose connection is
+/// then cut. A failure after the first slab still ends the body early.
+async fn first_slab_read(
+    mut s: neurocube_service::volume::CutoutStream,
+) -> Result<neurocube_service::volume::CutoutStream, neurocube_service::ServiceError> {
+    use futures::StreamExt;
+    if let Some(first) = s.body.next().await {
+        let first = first?;
+        s.body = futures::stream::once(async move { Ok(first) })
+            .chain(s.body)
+            .boxed();
+    }
+    Ok(s)
+}
+
 /// `GET /{ds}/{ch}/{fmt}/{level}/{a}/{b}/{c}/`: a cutout or a slice.
 pub async fn get(
     state: web::Data<AppState>,
@@ -84,7 +100,7 @@ pub async fn get(
     }
     match r.kind {
         DataKind::Cutout(enc) => {
-            let e = encoding::encode(enc, volumes.read(t)).await?;
+            let e = encoding::encode(enc, first_slab_read(volumes.read(t)).await?).await?;
             Ok(ok
                 .content_type(enc.content_type())
                 .insert_header(("X-Neurocube-Dtype", dtype.name()))

@@ -136,7 +136,8 @@ impl CassandraStore {
                     tracing::warn!(
                         attempt,
                         retry_in_ms = delay.as_millis() as u64,
-                        "cassandra store unavailable at start: {reason}; retrying"
+                        "cassandra store unavailable at start: {}; retrying",
+                        reason.trim_end_matches("; retry later")
                     );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -156,7 +157,7 @@ impl CassandraStore {
         let session = SessionBuilder::new()
             .known_nodes(&opts.nodes)
             .connection_timeout(opts.connect_timeout)
-            .fetch_schema_metadata(false)
+            .keyspaces_to_fetch([opts.keyspace.clone()])
             .default_execution_profile_handle(profile.into_handle())
             .build()
             .await

@@ -1,0 +1,337 @@
+//! HTTP tests that only make sense on Cassandra: two server instances on one
+//! keyspace, and a node going down and coming back. They need
+//! `NEUROCUBE_CASSANDRA=host:port` (scripts/test.sh starts a node and sets
+//! it); without it they fail when `CI` is set and are skipped otherwise.
+//! The outage test runs a second node of its own (scripts/cassandra.sh with
+//! CQL port 9142, storage port 7100), so the main node is never disturbed.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use helpers::pattern;
+use neurocube_server::{Application, Settings};
+use neurocube_store::cassandra::CassandraStore;
+use reqwest::StatusCode;
+
+fn node() -> Option<String> {
+    match std::env::var("NEUROCUBE_CASSANDRA") {
+        Ok(n) if !n.is_empty() => Some(n),
+        _ => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "NEUROCUBE_CASSANDRA is not set but CI is: the Cassandra tests must run in CI (scripts/test.sh starts a node)"
+            );
+            eprintln!("skipped: NEUROCUBE_CASSANDRA is not set (e.g. 127.0.0.1:9042)");
+            None
+        }
+    }
+}
+
+fn settings(uri: &str) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.host = "127.0.0.1".into();
+    s.server.port = 0;
+    s.server.workers = 2;
+    s.store.uri = uri.to_string();
+    s
+}
+
+/// A server on `uri`, through the same path as `neurocube serve --store`.
+async fn serve(s: Settings) -> (String, actix_web::dev::ServerHandle) {
+    let app = Application::build(s).await.expect("app starts");
+    let (url, handle) = (app.url(), app.handle());
+    tokio::spawn(app.run_until_stopped());
+    (url, handle)
+}
+
+async fn drop_keyspace(node: &str, ks: &str) {
+    let opts = neurocube_store::cassandra::CassandraOptions::new(vec![node.into()], ks);
+    if let Ok(s) = CassandraStore::open(opts).await {
+        let _ = s.drop_keyspace().await;
+    }
+}
+
+/// Two servers on one keyspace paint interleaved voxel columns (x even on
+/// one, x odd on the other) of the same chunks at the same time. Every write
+/// is a partial chunk write, so each is a read-patch-CAS: with a real
+/// lightweight transaction no column is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_painting_the_same_chunks_lose_nothing() {
+    let Some(node) = node() else { return };
+    let ks = format!("nc_two_{}", uuid::Uuid::new_v4().simple());
+    let uri = format!("cassandra://{node}/{ks}");
+    let (a, ha) = serve(settings(&uri)).await;
+    let (b, hb) = serve(settings(&uri)).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .put(format!("{a}/v1/datasets/two"))
+        .json(&serde_json::json!({"voxel_size": [4, 4, 40], "extent": [64, 64, 8], "levels": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = client
+        .put(format!("{a}/v1/datasets/two/channels/img"))
+        .json(&serde_json::json!({"type": "image", "dtype": "uint8", "chunk_size": [32, 32, 8]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    // Column x: 64 (y) x 8 (z) voxels, crossing two chunks in y.
+    let want = pattern(64 * 64 * 8, 7);
+    let column = |x: usize| -> Vec<u8> {
+        let mut c = Vec::with_capacity(64 * 8);
+        for z in 0..8 {
+            for y in 0..64 {
+                c.push(want[(z * 64 + y) * 64 + x].max(1));
+            }
+        }
+        c
+    };
+    let paint = |base: String, parity: usize| {
+        let client = client.clone();
+        async move {
+            for x in (parity..64).step_by(2) {
+                let r = client
+                    .put(format!("{base}/two/img/raw/0/{x},{}/0,64/0,8/", x + 1))
+                    .body(column(x))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    r.status(),
+                    StatusCode::CREATED,
+                    "{}",
+                    r.text().await.unwrap()
+                );
+            }
+        }
+    };
+    futures::future::join(paint(a.clone(), 0), paint(b.clone(), 1)).await;
+
+    let expect: Vec<u8> = want.iter().map(|v| (*v).max(1)).collect();
+    for base in [&a, &b] {
+        let got = client
+            .get(format!("{base}/two/img/raw/0/0,64/0,64/0,8/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), StatusCode::OK);
+        let got = got.bytes().await.unwrap();
+        let lost: Vec<usize> = (0..64)
+            .filter(|&x| (0..64 * 8).any(|i| got[i * 64 + x] != expect[i * 64 + x]))
+            .collect();
+        assert!(lost.is_empty(), "columns lost via {base}: {lost:?}");
+    }
+    drop(ha.stop(false));
+    drop(hb.stop(false));
+    drop_keyspace(&node, &ks).await;
+}
+
+/// The second node, on its own ports and data directory.
+struct SecondNode {
+    script: PathBuf,
+    data: PathBuf,
+}
+
+impl SecondNode {
+    const PORT: u16 = 9142;
+
+    fn new() -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        Self {
+            script: root.join("scripts/cassandra.sh"),
+            data: std::env::temp_dir().join("neurocube-cassandra-outage-node"),
+        }
+    }
+
+    async fn run(&self, cmd: &'static str) {
+        let (script, data) = (self.script.clone(), self.data.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(script)
+                .arg(cmd)
+                .env("CASSANDRA_PORT", Self::PORT.to_string())
+                .env("CASSANDRA_STORAGE_PORT", "7100")
+                .env("CASSANDRA_DATA_DIR", data)
+                .env_remove("CASSANDRA_JMX_PORT")
+                .output()
+                .expect("scripts/cassandra.sh runs")
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "scripts/cassandra.sh {cmd} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for SecondNode {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.script)
+            .arg("stop")
+            .env("CASSANDRA_PORT", Self::PORT.to_string())
+            .env("CASSANDRA_STORAGE_PORT", "7100")
+            .env("CASSANDRA_DATA_DIR", &self.data)
+            .output();
+    }
+}
+
+/// Down at start: the server retries until the node comes up. Down during
+/// requests: 503 with Retry-After and a short message, quickly. Back up:
+/// requests succeed again without a restart, and the data is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_outage_gives_503_and_recovers_without_restart() {
+    if node().is_none() {
+        return;
+    }
+    let second = SecondNode::new();
+    second.run("stop").await;
+    let addr = format!("127.0.0.1:{}", SecondNode::PORT);
+    let ks = format!("nc_outage_{}", uuid::Uuid::new_v4().simple());
+    let mut s = settings(&format!("cassandra://{addr}/{ks}"));
+    s.store.cassandra.request_timeout_ms = 3000;
+    s.store.cassandra.connect_timeout_ms = 2000;
+    s.store.cassandra.startup_deadline_secs = 240;
+
+    // Down at start: build retries in the background while the node starts.
+    let started = Instant::now();
+    let building = tokio::spawn(serve(s));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !building.is_finished(),
+        "the server must wait for the store"
+    );
+    second.run("start").await;
+    let (url, handle) = building.await.unwrap();
+    eprintln!("server up {:?} after it started waiting", started.elapsed());
+    let app = TestAppLite::new(url);
+
+    assert_eq!(
+        app.put_json(
+            "/v1/datasets/out",
+            &serde_json::json!({"voxel_size": [4, 4, 40], "extent": [256, 256, 16], "levels": 1})
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        app.put_json(
+            "/v1/datasets/out/channels/img",
+            &serde_json::json!({"type": "image", "dtype": "uint8"})
+        )
+        .await
+        .status(),
+        StatusCode::CREATED
+    );
+    let cube = pattern(128 * 128 * 16, 3);
+    let r = app
+        .put("/out/img/raw/0/0,128/0,128/0,16/", cube.clone())
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    second.run("stop").await;
+    // A write must reach the store: 503, Retry-After, a short message, and fast.
+    let t = Instant::now();
+    let r = app
+        .put(
+            "/out/img/raw/0/128,256/0,128/0,16/",
+            pattern(128 * 128 * 16, 5),
+        )
+        .await;
+    let took = t.elapsed();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "unavailable", "{v}");
+    let m = v["message"].as_str().unwrap();
+    assert!(
+        m.starts_with(&format!(
+            "cassandra store unavailable: cannot reach {addr} ("
+        )) && m.ends_with("); retry later"),
+        "{m}"
+    );
+    assert!(m.len() < 120, "message too long: {m}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    // A read of chunks nobody has read yet: 503 as well.
+    let r = app.get("/out/img/raw/0/0,128/128,256/0,16/").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    second.run("start").await;
+    // Back up: the driver reconnects by itself.
+    let t = Instant::now();
+    loop {
+        let r = app.get("/out/img/raw/0/0,128/0,128/0,16/").await;
+        if r.status() == StatusCode::OK {
+            assert_eq!(r.bytes().await.unwrap().to_vec(), cube);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no recovery after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("recovered {:?} after the node was up", t.elapsed());
+    let again = pattern(128 * 128 * 16, 5);
+    let r = app
+        .put("/out/img/raw/0/128,256/0,128/0,16/", again.clone())
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app.get("/out/img/raw/0/128,256/0,128/0,16/").await;
+    assert_eq!(r.bytes().await.unwrap().to_vec(), again);
+    drop(handle.stop(false));
+    drop_keyspace(&addr, &ks).await;
+    drop(second);
+}
+
+/// The few requests the outage test makes.
+struct TestAppLite {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl TestAppLite {
+    fn new(url: String) -> Self {
+        // Bounded: a hang is a failure, not a stuck test.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self { url, client }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn put(&self, path: &str, body: Vec<u8>) -> reqwest::Response {
+        self.client
+            .put(format!("{}{path}", self.url))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn put_json(&self, path: &str, v: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .put(format!("{}{path}", self.url))
+            .json(v)
+            .send()
+            .await
+            .unwrap()
+    }
+}
