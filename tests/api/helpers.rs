@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use neurocube_server::{Application, Settings};
 use neurocube_service::Services;
+use neurocube_store::cassandra::CassandraStore;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -13,6 +14,7 @@ pub struct TestApp {
     pub services: Arc<Services>,
     handle: actix_web::dev::ServerHandle,
     _dir: tempfile::TempDir,
+    _keyspace: Option<DropKeyspace>,
 }
 
 impl Drop for TestApp {
@@ -44,8 +46,24 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     s.server.workers = 2;
     s.store.data_dir = dir.path().to_path_buf();
     s.store.durability = "flush".into();
+    // NEUROCUBE_TEST_BACKEND=cassandra: a fresh keyspace per app on the
+    // node NEUROCUBE_CASSANDRA (default 127.0.0.1:9042), dropped afterwards.
+    let cassandra = std::env::var("NEUROCUBE_TEST_BACKEND").is_ok_and(|b| b == "cassandra");
+    if cassandra {
+        let node = std::env::var("NEUROCUBE_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into());
+        s.store.uri = format!("cassandra://{node}/nc_test_{}", uuid::Uuid::new_v4().simple());
+    }
     tweak(&mut s);
-    let app = Application::build(s).await.expect("app starts");
+    let mut keyspace = None;
+    let app = if cassandra {
+        let opts = neurocube_server::app::cassandra_options(&s.store.uri, &s.store.cassandra)
+            .expect("cassandra settings");
+        let store = CassandraStore::open(opts).await.expect("cassandra store opens");
+        keyspace = Some(DropKeyspace(store.clone()));
+        Application::with_store(&s, Arc::new(store)).expect("app starts")
+    } else {
+        Application::build(s).await.expect("app starts")
+    };
     let url = app.url();
     let services = app.services();
     let handle = app.handle();
@@ -56,6 +74,27 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         services,
         handle,
         _dir: dir,
+        _keyspace: keyspace,
+    }
+}
+
+/// Drops a test app's Cassandra keyspace (on a thread of its own, so it
+/// works from any runtime and after a panic).
+pub struct DropKeyspace(pub CassandraStore);
+
+impl Drop for DropKeyspace {
+    fn drop(&mut self) {
+        let store = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            if let Err(e) = rt.block_on(store.drop_keyspace()) {
+                eprintln!("could not drop keyspace {}: {e}", store.keyspace());
+            }
+        })
+        .join();
     }
 }
 
