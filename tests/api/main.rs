@@ -6,6 +6,7 @@ mod concurrency;
 mod cutouts;
 mod datasets;
 mod helpers;
+mod jobs;
 mod ops;
 mod slices;
 mod tiles;
