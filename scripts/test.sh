@@ -41,3 +41,9 @@ stop_cassandra
 
 step "Python: numpy/blosc client against the real server"
 NEUROCUBE_BIN=target/debug/neurocube python3 -m pytest -q tests/python
+
+step "Browser: the viewer page in headless Chromium (Debian's chromium, playwright-core)"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+NEUROCUBE_BIN=target/debug/neurocube node --test tests/browser/viewer.test.mjs

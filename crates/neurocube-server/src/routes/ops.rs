@@ -39,6 +39,9 @@ pub async fn index() -> HttpResponse {
             {"method": "GET", "path": "/{ds}/{ch}/xz/{level}/{x0,x1}/{y}/{z0,z1}/", "does": "xz slice"},
             {"method": "GET", "path": "/{ds}/{ch}/yz/{level}/{x}/{y0,y1}/{z0,z1}/", "does": "yz slice"},
             {"method": "GET", "path": "/ocp/ca/...", "does": "every data URL under the OCP prefix"},
+            {"method": "GET", "path": "/v1/tiles/{ds}/{ch}/{xy|xz|yz}/{256|512|1024}/{level}/{slice}/{row}/{col}.{png|jpg}", "does": "a cached square tile of a plane (ETag, Cache-Control, 304 on If-None-Match)"},
+            {"method": "GET", "path": "/catmaid/{ds}/{ch}/xy/{z}/{row}_{col}_{level}.{png|jpg}", "does": "CATMAID tile source: 512-pixel tiles, z in level-0 sections"},
+            {"method": "GET", "path": "/viewer/", "does": "the tile viewer page"},
             {"method": "GET", "path": "/health", "does": "liveness and store backend"},
             {"method": "GET", "path": "/metrics", "does": "Prometheus metrics"}
         ]

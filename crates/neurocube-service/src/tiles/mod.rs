@@ -427,13 +427,9 @@ impl TileCache {
     pub async fn settle(&self, timeout: std::time::Duration) {
         let started = std::time::Instant::now();
         while started.elapsed() < timeout {
-            let queued = self.inner.queue.as_ref().map_or(0, prefetch::Queue::len);
-            if queued == 0 && self.inner.demand.load(Ordering::SeqCst) == 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                let again = self.inner.queue.as_ref().map_or(0, prefetch::Queue::len);
-                if again == 0 {
-                    return;
-                }
+            let idle = self.inner.queue.as_ref().is_none_or(prefetch::Queue::idle);
+            if idle && self.inner.demand.load(Ordering::SeqCst) == 0 {
+                return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }

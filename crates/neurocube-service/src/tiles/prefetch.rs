@@ -3,6 +3,7 @@
 //! while demand requests keep the cores busy.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -20,6 +21,8 @@ pub(crate) struct Queue {
     jobs: Mutex<VecDeque<Job>>,
     ready: Condvar,
     cap: usize,
+    /// Jobs taken and not yet finished.
+    running: std::sync::atomic::AtomicUsize,
 }
 
 impl Queue {
@@ -28,6 +31,7 @@ impl Queue {
             jobs: Mutex::new(VecDeque::with_capacity(cap)),
             ready: Condvar::new(),
             cap,
+            running: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -59,14 +63,22 @@ impl Queue {
             .ready
             .wait_timeout_while(jobs, wait, |j| j.is_empty())
             .unwrap_or_else(PoisonError::into_inner);
-        jobs.pop_front()
+        let job = jobs.pop_front();
+        if job.is_some() {
+            self.running.fetch_add(1, Ordering::SeqCst);
+        }
+        job
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+    /// A job taken by [`Queue::pop`] is done.
+    pub(crate) fn finish(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Nothing queued and nothing being rendered.
+    pub(crate) fn idle(&self) -> bool {
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.is_empty() && self.running.load(Ordering::SeqCst) == 0
     }
 }
 
@@ -111,5 +123,6 @@ fn worker(weak: &Weak<Inner>) {
             }
         }
         rt.block_on(inner.prefetch(job));
+        queue.finish();
     }
 }
