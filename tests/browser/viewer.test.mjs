@@ -185,3 +185,32 @@ test('z plays as a movie and the frame rate is shown', async () => {
   assert.match(text, /^\d+(\.\d)? frames\/s$/);
   assert.equal(await page.evaluate(() => window.neurocube.status.errors), 0);
 });
+
+test('zooming out switches to the coarser levels the dataset has', async () => {
+  await page.locator('#view').click({ position: { x: 10, y: 10 } });
+  for (let i = 0; i < 4; i++) await page.keyboard.press('-');
+  // 0.8^4 = 0.41 screen pixels per voxel: the coarsest level whose voxels
+  // still cover a screen pixel (level 1 with the anisotropic 2x2x1 demo
+  // pyramid; level 0 if the dataset has only one).
+  const { want, got } = await page.evaluate(() => {
+    const v = window.neurocube.view;
+    let want = 0;
+    v.meta.level_info.forEach((l, i) => { if (l.factor[0] * v.zoom <= 1.0001) want = i; });
+    return { want, got: window.neurocube.status.level };
+  });
+  const z = await page.evaluate(() => window.neurocube.view.z);
+  await waitDrawn(z);
+  assert.equal(await page.evaluate(() => window.neurocube.status.level), want, `level ${got}`);
+  const levels = await page.evaluate(() => window.neurocube.view.meta.levels);
+  if (levels > 1) assert.equal(want, 1);
+  const lit = await page.evaluate(() => {
+    const c = document.getElementById('view');
+    const d = c.getContext('2d').getImageData(Math.floor(c.width / 2) - 50, Math.floor(c.height / 2) - 50, 100, 100).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i] + d[i + 1] + d[i + 2] > 0) n++;
+    return n;
+  });
+  assert.equal(lit, 10000, 'the centre of the zoomed-out view is drawn');
+  assert.equal(await page.evaluate(() => window.neurocube.status.errors), 0);
+  writeFileSync(join(shots, 'viewer-zoomed-out.png'), await page.screenshot());
+});

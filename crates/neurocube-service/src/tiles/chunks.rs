@@ -5,10 +5,8 @@ use std::sync::Arc;
 
 use neurocube_core::{Box3, ChunkIndex};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use super::InitError;
 use super::metrics::TileMetrics;
+use super::{Epochs, InitError};
 use crate::error::ServiceError;
 use crate::volume::{Target, Volumes};
 
@@ -31,11 +29,11 @@ pub(crate) struct ChunkEntry {
 pub(crate) struct ChunkCache {
     cache: moka::future::Cache<ChunkKey, ChunkEntry>,
     metrics: TileMetrics,
-    epoch: Arc<AtomicU64>,
+    epoch: Arc<Epochs>,
 }
 
 impl ChunkCache {
-    pub(crate) fn new(bytes: u64, metrics: TileMetrics, epoch: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(bytes: u64, metrics: TileMetrics, epoch: Arc<Epochs>) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(bytes)
             .weigher(|_k: &ChunkKey, v: &ChunkEntry| {
@@ -74,9 +72,9 @@ impl ChunkCache {
         let bbox = t.rc.channel.meta.grid().chunk_box(idx);
         self.cache
             .try_get_with(key, async {
-                let epoch = self.epoch.load(Ordering::SeqCst);
+                let epoch = self.epoch.get(key.uid, key.level);
                 let data = volumes.load_chunk(t, idx).await?;
-                if self.epoch.load(Ordering::SeqCst) != epoch {
+                if self.epoch.get(key.uid, key.level) != epoch {
                     // A write ran meanwhile: the chunk may be stale; retry.
                     return Err(InitError::Stale);
                 }

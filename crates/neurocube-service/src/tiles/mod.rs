@@ -275,6 +275,29 @@ fn unwrap_init(e: Arc<InitError>) -> InitError {
     }
 }
 
+/// Write counters, striped by channel uid and level: a rendering that saw
+/// the counter of its channel level change may hold stale voxels.
+pub(crate) struct Epochs([AtomicU64; 64]);
+
+impl Epochs {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    fn slot(&self, uid: u64, level: u8) -> &AtomicU64 {
+        let i = (uid.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(level)) % 64;
+        &self.0[i as usize]
+    }
+
+    pub(crate) fn get(&self, uid: u64, level: u8) -> u64 {
+        self.slot(uid, level).load(Ordering::SeqCst)
+    }
+
+    fn bump(&self, uid: u64, level: u8) {
+        self.slot(uid, level).fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct ViewKey {
     uid: u64,
@@ -291,8 +314,8 @@ pub(crate) struct Inner {
     tiles: moka::future::Cache<TileKey, Arc<Tile>>,
     chunks: chunks::ChunkCache,
     metrics: TileMetrics,
-    /// Bumped by every write; a rendering that saw it change is not cached.
-    epoch: Arc<AtomicU64>,
+    /// Bumped by every write; a rendering that saw its one change is not cached.
+    epoch: Arc<Epochs>,
     /// Demand renderings in progress.
     demand: AtomicUsize,
     busy_limit: usize,
@@ -350,7 +373,7 @@ impl TileCache {
             })
             .support_invalidation_closures()
             .build();
-        let epoch = Arc::new(AtomicU64::new(0));
+        let epoch = Arc::new(Epochs::new());
         let inner = Arc::new(Inner {
             chunks: chunks::ChunkCache::new(
                 config.chunk_cache_bytes,
@@ -442,7 +465,7 @@ impl Inner {
     }
 
     fn invalidate(&self, uid: u64, level: u8, bbox: Box3) {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.epoch.bump(uid, level);
         self.chunks.invalidate(uid, level, bbox);
         if let Err(e) = self.tiles.invalidate_entries_if(move |k, t| {
             k.uid == uid && k.level == level && t.bbox.overlap(&bbox).is_some()
@@ -508,7 +531,8 @@ impl Inner {
         format: TileFormat,
         prefetched: bool,
     ) -> std::result::Result<Arc<Tile>, InitError> {
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let (uid, level) = (t.rc.channel.uid, t.level.level);
+        let epoch = self.epoch.get(uid, level);
         if prefetched {
             self.metrics.prefetch_issued.inc();
         }
@@ -550,7 +574,7 @@ impl Inner {
         .await
         .map_err(ServiceError::from)?
         .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
-        if self.epoch.load(Ordering::SeqCst) != epoch {
+        if self.epoch.get(uid, level) != epoch {
             return Err(InitError::Stale);
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
