@@ -675,3 +675,77 @@ impl Inner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use neurocube_core::DType;
+    use neurocube_core::meta::{Channel, Compression};
+
+    use super::*;
+    use crate::catalog::ChannelRecord;
+
+    fn channel() -> ResolvedChannel {
+        let mut ds = crate::demo::dataset([1024, 1024, 64]);
+        ds.levels = 1;
+        ResolvedChannel {
+            dataset: Arc::new(ds),
+            channel: Arc::new(ChannelRecord {
+                meta: Channel {
+                    name: "c".into(),
+                    kind: ChannelType::Image,
+                    dtype: DType::Uint8,
+                    chunk_size: [128, 128, 16],
+                    compression: Compression::BloscLz4,
+                    description: String::new(),
+                },
+                uid: 1,
+            }),
+        }
+    }
+
+    fn jobs(rc: &ResolvedChannel, slices: std::ops::Range<u64>) -> Vec<prefetch::Job> {
+        slices
+            .map(|z| {
+                let (key, target) =
+                    locate(rc, Plane::Xy, 256, 0, z, 0, 0, TileFormat::Png).unwrap();
+                prefetch::Job { key, target }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_queue_keeps_its_bound_and_the_newest_predictions_first() {
+        let rc = channel();
+        let q = prefetch::Queue::new(8);
+        assert_eq!(q.push(jobs(&rc, 0..5)), 0);
+        // A newer batch goes ahead; duplicates are kept once; the oldest fall off.
+        assert_eq!(q.push(jobs(&rc, 3..9)), 1);
+        let order: Vec<u64> = std::iter::from_fn(|| {
+            let j = q.pop(Duration::from_millis(1))?;
+            q.finish();
+            Some(j.key.slice)
+        })
+        .collect();
+        assert_eq!(order, vec![3, 4, 5, 6, 7, 8, 0, 1]);
+        assert!(q.idle());
+        assert_eq!(q.push(jobs(&rc, 0..40)), 32);
+    }
+
+    #[test]
+    fn tiles_outside_the_level_do_not_exist() {
+        let rc = channel();
+        let (_, t) = locate(&rc, Plane::Xz, 1024, 0, 1023, 0, 0, TileFormat::Png).unwrap();
+        assert_eq!(t.bbox, Box3::new([0, 1023, 0], [1024, 1024, 64]).unwrap());
+        for (plane, slice, row, col) in [
+            (Plane::Xy, 64, 0, 0),
+            (Plane::Xy, 0, 4, 0),
+            (Plane::Yz, 1024, 0, 0),
+            (Plane::Xz, 0, 1, 0),
+        ] {
+            let e = locate(&rc, plane, 256, 0, slice, row, col, TileFormat::Png).unwrap_err();
+            assert!(matches!(e, ServiceError::NotFound(_)), "{e}");
+        }
+    }
+}
