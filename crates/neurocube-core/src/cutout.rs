@@ -134,7 +134,7 @@ mod tests {
         let b = Box3::new([0, 0, 0], [4, 4, 4]).unwrap();
         let mut v = vec![1u8; 64];
         zero_region(&mut v, &b, &Box3::new([1, 1, 1], [3, 2, 4]).unwrap(), 1);
-        assert_eq!(v.iter().filter(|&&x| x == 0).count(), 2 * 1 * 3);
+        assert_eq!(v.iter().filter(|&&x| x == 0).count(), 2 * 3);
         assert_eq!(v[16 + 4 + 1], 0);
         assert_eq!(v[16 + 4], 1);
     }
