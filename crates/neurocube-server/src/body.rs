@@ -14,10 +14,10 @@ pub async fn read(req: &HttpRequest, mut payload: web::Payload, limit: u64) -> A
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared {
-        if n > limit {
-            return Err(ApiError::BodyTooLarge { bytes: n, limit });
-        }
+    if let Some(n) = declared
+        && n > limit
+    {
+        return Err(ApiError::BodyTooLarge { bytes: n, limit });
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
     while let Some(chunk) = payload.next().await {

@@ -150,11 +150,11 @@ impl StaleListener {
                     }
                 };
                 while let Ok((ev, ack)) = rx.recv() {
-                    if let (Some(store), Some(catalog)) = (store.upgrade(), catalog.upgrade()) {
-                        if let Err(e) = rt.block_on(mark(&store, &catalog, &ev)) {
-                            tracing::warn!(dataset = %ev.dataset, channel = %ev.channel, error = %e,
-                                "marking coarser levels stale failed");
-                        }
+                    if let (Some(store), Some(catalog)) = (store.upgrade(), catalog.upgrade())
+                        && let Err(e) = rt.block_on(mark(&store, &catalog, &ev))
+                    {
+                        tracing::warn!(dataset = %ev.dataset, channel = %ev.channel, error = %e,
+                            "marking coarser levels stale failed");
                     }
                     let _ = ack.send(());
                 }
