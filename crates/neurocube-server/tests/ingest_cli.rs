@@ -287,3 +287,51 @@ async fn ingest_over_http_into_a_running_server() {
     );
     assert_eq!(listing.matches(" done ").count(), 2, "{listing}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_page_tiff_reads_back_exactly() {
+    let src = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (w, h, n) = (45u32, 28u32, 5u32);
+    let f = src.path().join("stack.tif");
+    let mut want = Vec::new();
+    {
+        let mut enc = tiff::encoder::TiffEncoder::new(std::fs::File::create(&f).unwrap()).unwrap();
+        for z in 0..n {
+            let px: Vec<u16> = (0..w * h).map(|i| (i * 31 + z * 1000) as u16).collect();
+            want.extend(px.iter().flat_map(|v| v.to_le_bytes()));
+            enc.write_image::<tiff::encoder::colortype::Gray16>(w, h, &px)
+                .unwrap();
+        }
+    }
+    let o = ingest(data.path(), &f, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = services(data.path());
+    assert_eq!(
+        read(&s, 0, Box3::new([0, 0, 0], [45, 28, 5]).unwrap()).await,
+        want
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jpeg_slices_read_back_as_decoded() {
+    let src = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut want = Vec::new();
+    for z in 0..3u32 {
+        let p = src.path().join(format!("j{z}.jpg"));
+        image::GrayImage::from_raw(64, 48, slice8(64, 48, z))
+            .unwrap()
+            .save(&p)
+            .unwrap();
+        // JPEG is lossy: the reference is the file as a decoder sees it.
+        want.extend(image::open(&p).unwrap().into_luma8().into_raw());
+    }
+    let o = ingest(data.path(), src.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = services(data.path());
+    assert_eq!(
+        read(&s, 0, Box3::new([0, 0, 0], [64, 48, 3]).unwrap()).await,
+        want
+    );
+}
