@@ -180,6 +180,18 @@ async fn unknown_jobs_and_channels_are_404() {
     .await;
     let list = json(app.get("/v1/jobs").await).await;
     assert_eq!(list["jobs"], serde_json::json!([]));
+    let idx = json(app.get("/v1").await).await;
+    let paths: Vec<&str> = idx["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["path"].as_str())
+        .collect();
+    assert!(
+        paths.contains(&"/v1/jobs")
+            && paths.contains(&"/v1/datasets/{ds}/channels/{ch}/downsample"),
+        "{paths:?}"
+    );
 }
 
 #[tokio::test]
