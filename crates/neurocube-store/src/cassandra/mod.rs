@@ -55,8 +55,10 @@ pub use options::{
 
 use crate::{Key, Page, PageToken, SortRange, Store, StoreError, Table};
 
-/// Sort keys per `IN (...)` read.
-const IN_BATCH: usize = 64;
+/// Sort keys per `IN (...)` read: small batches spread one cutout over many
+/// concurrent requests (and Cassandra read threads); measured 64 → 4 took a
+/// 1024×1024×64 read from 71 to 163 MiB/s on one local node.
+const IN_BATCH: usize = 4;
 
 /// Prepared statements of one table.
 struct Stmts {
