@@ -143,7 +143,11 @@ impl SecondNode {
     const PORT: u16 = 9142;
 
     fn new() -> Self {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        // cargo sets CARGO_MANIFEST_DIR when it runs the test; the
+        // compile-time value is only the fallback for a binary run by hand.
+        let manifest = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+        let root = PathBuf::from(manifest).join("..");
         Self {
             script: root.join("scripts/cassandra.sh"),
             data: std::env::temp_dir().join("neurocube-cassandra-outage-node"),
