@@ -122,6 +122,8 @@ async fn mark(store: &Arc<dyn Store>, catalog: &Catalog, ev: &WriteEvent) -> Res
 }
 
 type MarkRequest = (WriteEvent, mpsc::SyncSender<()>);
+/// Longest a writer waits for its stale marks to be stored.
+const MARK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Marks coarser levels stale on every write. Write listeners are called
 /// synchronously (possibly on a single-threaded runtime), so the marks are
@@ -167,8 +169,10 @@ impl StaleListener {
 impl WriteListener for StaleListener {
     fn written(&self, event: &WriteEvent) {
         let (ack, done) = mpsc::sync_channel(1);
-        if self.tx.send((event.clone(), ack)).is_ok() {
-            let _ = done.recv();
+        if self.tx.send((event.clone(), ack)).is_ok() && done.recv_timeout(MARK_WAIT).is_err() {
+            // Never hang a writer: the mark is still stored when the store answers.
+            tracing::warn!(dataset = %event.dataset, channel = %event.channel,
+                "stale marks not stored within {MARK_WAIT:?}; the write is acknowledged anyway");
         }
     }
 }
