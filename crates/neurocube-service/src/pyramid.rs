@@ -3,7 +3,7 @@
 //!
 //! Every write marks the chunks it affects at every coarser level *stale*
 //! (rows in the `meta` table, `stale/{uid}/{level}` → Morton code → a
-//! generation), synchronously, before the write is acknowledged, so the
+//! generation) before the write is acknowledged, so the
 //! marks survive restarts. Reads of a stale chunk say so
 //! ([`Pyramid::is_stale`]; the server adds `X-Neurocube-Level-Stale: true`),
 //! and channel metadata lists each level's state. A `downsample` job
@@ -12,7 +12,6 @@
 //! its generation, so a write that lands meanwhile leaves its mark in place.
 
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -121,59 +120,18 @@ async fn mark(store: &Arc<dyn Store>, catalog: &Catalog, ev: &WriteEvent) -> Res
     Ok(())
 }
 
-type MarkRequest = (WriteEvent, mpsc::SyncSender<()>);
-/// Longest a writer waits for its stale marks to be stored.
-const MARK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Marks coarser levels stale on every write. Write listeners are called
-/// synchronously (possibly on a single-threaded runtime), so the marks are
-/// stored by a dedicated thread with its own runtime while the writer waits.
+/// Marks coarser levels stale on every write, stored before the write is
+/// acknowledged; if the marks cannot be stored the write fails and the
+/// client retries, so a coarser level is never stale without saying so.
 struct StaleListener {
-    tx: mpsc::Sender<MarkRequest>,
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
 }
 
-impl StaleListener {
-    /// The thread holds only weak references, so dropping the services
-    /// closes the store at once (the thread ends with the last listener).
-    fn start(store: &Arc<dyn Store>, catalog: &Arc<Catalog>) -> Self {
-        let (tx, rx) = mpsc::channel::<MarkRequest>();
-        let (store, catalog) = (Arc::downgrade(store), Arc::downgrade(catalog));
-        std::thread::Builder::new()
-            .name("neurocube-stale".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the stale-mark runtime");
-                        return;
-                    }
-                };
-                while let Ok((ev, ack)) = rx.recv() {
-                    if let (Some(store), Some(catalog)) = (store.upgrade(), catalog.upgrade())
-                        && let Err(e) = rt.block_on(mark(&store, &catalog, &ev))
-                    {
-                        tracing::warn!(dataset = %ev.dataset, channel = %ev.channel, error = %e,
-                            "marking coarser levels stale failed");
-                    }
-                    let _ = ack.send(());
-                }
-            })
-            .expect("spawn the stale-mark thread");
-        Self { tx }
-    }
-}
-
+#[async_trait::async_trait]
 impl WriteListener for StaleListener {
-    fn written(&self, event: &WriteEvent) {
-        let (ack, done) = mpsc::sync_channel(1);
-        if self.tx.send((event.clone(), ack)).is_ok() && done.recv_timeout(MARK_WAIT).is_err() {
-            // Never hang a writer: the mark is still stored when the store answers.
-            tracing::warn!(dataset = %event.dataset, channel = %event.channel,
-                "stale marks not stored within {MARK_WAIT:?}; the write is acknowledged anyway");
-        }
+    async fn written(&self, event: &WriteEvent) -> Result<()> {
+        mark(&self.store, &self.catalog, event).await
     }
 }
 
@@ -193,7 +151,10 @@ impl Pyramid {
         volumes: Arc<Volumes>,
         jobs: Arc<Jobs>,
     ) -> Arc<Self> {
-        volumes.on_write(Arc::new(StaleListener::start(&store, &catalog)));
+        volumes.on_write(Arc::new(StaleListener {
+            store: store.clone(),
+            catalog: catalog.clone(),
+        }));
         let p = Arc::new(Self {
             store,
             catalog,

@@ -63,9 +63,11 @@ pub struct WriteEvent {
 
 /// Something that must react to writes before they are acknowledged (tile
 /// cache invalidation, marking coarser levels out of date).
+#[async_trait::async_trait]
 pub trait WriteListener: Send + Sync {
-    /// Called after the chunks are stored, before the write returns.
-    fn written(&self, event: &WriteEvent);
+    /// Called after the chunks are stored, before the write returns. An error
+    /// fails the write (the chunks are stored; the client retries the write).
+    async fn written(&self, event: &WriteEvent) -> Result<()>;
 }
 
 /// Cutout reads and writes over a store.
@@ -142,7 +144,7 @@ impl Volumes {
             .push(l);
     }
 
-    fn notify(&self, t: &Target) {
+    async fn notify(&self, t: &Target) -> Result<()> {
         let event = WriteEvent {
             dataset: t.rc.dataset.name.clone(),
             channel: t.rc.channel.meta.name.clone(),
@@ -150,14 +152,18 @@ impl Volumes {
             level: t.level.level,
             bbox: t.bbox,
         };
-        for l in self
+        let listeners = self
             .listeners
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-        {
-            l.written(&event);
+            .clone();
+        let mut first_error = None;
+        for l in listeners {
+            if let Err(e) = l.written(&event).await {
+                first_error.get_or_insert(e);
+            }
         }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The configured size limit.
@@ -334,8 +340,9 @@ impl Volumes {
             .try_collect()
             .await;
         // Listeners run even after a failed write: some chunks may have changed.
-        self.notify(&t);
+        let notified = self.notify(&t).await;
         let results = results?;
+        notified?;
         Ok(results
             .into_iter()
             .fold(WriteSummary::default(), |a, b| WriteSummary {

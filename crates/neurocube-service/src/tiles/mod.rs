@@ -331,11 +331,13 @@ pub struct TileCache {
 
 struct Invalidator(Weak<Inner>);
 
+#[async_trait::async_trait]
 impl WriteListener for Invalidator {
-    fn written(&self, e: &WriteEvent) {
+    async fn written(&self, e: &WriteEvent) -> Result<()> {
         if let Some(inner) = self.0.upgrade() {
             inner.invalidate(e.channel_uid, e.level, e.bbox);
         }
+        Ok(())
     }
 }
 
