@@ -51,14 +51,19 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let cassandra = std::env::var("NEUROCUBE_TEST_BACKEND").is_ok_and(|b| b == "cassandra");
     if cassandra {
         let node = std::env::var("NEUROCUBE_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into());
-        s.store.uri = format!("cassandra://{node}/nc_test_{}", uuid::Uuid::new_v4().simple());
+        s.store.uri = format!(
+            "cassandra://{node}/nc_test_{}",
+            uuid::Uuid::new_v4().simple()
+        );
     }
     tweak(&mut s);
     let mut keyspace = None;
     let app = if cassandra {
         let opts = neurocube_server::app::cassandra_options(&s.store.uri, &s.store.cassandra)
             .expect("cassandra settings");
-        let store = CassandraStore::open(opts).await.expect("cassandra store opens");
+        let store = CassandraStore::open(opts)
+            .await
+            .expect("cassandra store opens");
         keyspace = Some(DropKeyspace(store.clone()));
         Application::with_store(&s, Arc::new(store)).expect("app starts")
     } else {
