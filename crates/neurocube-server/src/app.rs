@@ -11,8 +11,8 @@ use actix_web::middleware::{NormalizePath, TrailingSlash};
 use actix_web::{App, HttpServer, web};
 use neurocube_service::{ServiceConfig, Services};
 use neurocube_store::Store;
-use neurocube_store::embedded::{Durability, EmbeddedOptions, EmbeddedStore};
 use neurocube_store::cassandra::{CassandraOptions, CassandraStore};
+use neurocube_store::embedded::{Durability, EmbeddedOptions, EmbeddedStore};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use crate::config::{CassandraSettings, Settings, StoreSettings};
@@ -77,7 +77,8 @@ pub async fn open_store(s: &StoreSettings) -> Result<Arc<dyn Store>, StartError>
 pub fn cassandra_options(uri: &str, c: &CassandraSettings) -> Result<CassandraOptions, StartError> {
     use neurocube_store::cassandra::{parse_consistency, parse_serial_consistency};
     let mut o = CassandraOptions::from_uri(uri).map_err(StartError::Setting)?;
-    let setting = |name: &str, e: String| StartError::Setting(format!("store.cassandra.{name}: {e}"));
+    let setting =
+        |name: &str, e: String| StartError::Setting(format!("store.cassandra.{name}: {e}"));
     o.replication.clone_from(&c.replication);
     o.read_consistency =
         parse_consistency(&c.read_consistency).map_err(|e| setting("read_consistency", e))?;

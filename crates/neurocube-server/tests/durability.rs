@@ -3,42 +3,15 @@
 //! after a restart on the same data directory every acknowledged box reads
 //! back exactly. Run in both durability modes (fsync, and flush-to-OS).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 
-struct Server {
-    child: Child,
-    url: String,
-}
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &std::path::Path, durability: &str) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_neurocube"))
-        .args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
-        .arg(dir)
-        .env("NEUROCUBE__STORE__DURABILITY", durability)
-        .env("NEUROCUBE__LOG__LEVEL", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start neurocube");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "banner: {line}");
-    Server { child, url }
+fn start(dir: &std::path::Path, durability: &str) -> common::Server {
+    common::serve(dir, &[("NEUROCUBE__STORE__DURABILITY", durability)])
 }
 
 /// Box `i`: a 40×40×5 block at a position that overlaps chunk borders, so

@@ -256,7 +256,9 @@ pub async fn compare_and_set_semantics(s: &dyn Store) {
             .unwrap()
     );
     assert_eq!(
-        s.get_many(Table::Jobs, std::slice::from_ref(&key)).await.unwrap(),
+        s.get_many(Table::Jobs, std::slice::from_ref(&key))
+            .await
+            .unwrap(),
         vec![Some(v("1"))]
     );
     assert!(
@@ -270,7 +272,9 @@ pub async fn compare_and_set_semantics(s: &dyn Store) {
             .unwrap()
     );
     assert_eq!(
-        s.get_many(Table::Jobs, std::slice::from_ref(&key)).await.unwrap(),
+        s.get_many(Table::Jobs, std::slice::from_ref(&key))
+            .await
+            .unwrap(),
         vec![None]
     );
     assert!(

@@ -111,9 +111,7 @@ pub async fn get(
         DataKind::Slice(plane) => {
             let opts = q.options()?;
             let img = volumes.slice(plane, t, opts).await?;
-            Ok(ok
-                .content_type(opts.format.content_type())
-                .body(img))
+            Ok(ok.content_type(opts.format.content_type()).body(img))
         }
     }
 }
