@@ -89,6 +89,9 @@
   }
 
   function request() {
+    // The view changed: the frame on screen is no longer the complete one
+    // (waiters, the movie and tests wait for the next draw to say so).
+    status.complete = false;
     // Current z first, then the next slices in the direction of play.
     wanted.length = 0;
     const seen = new Set();
