@@ -11,6 +11,14 @@ use neurocube_core::Box3;
 use neurocube_service::{ServiceConfig, Services, demo};
 use neurocube_store::memory::MemoryStore;
 
+fn dn(s: &str) -> neurocube_core::DatasetName {
+    neurocube_core::DatasetName::parse(s).unwrap()
+}
+
+fn cn(s: &str) -> neurocube_core::ChannelName {
+    neurocube_core::ChannelName::parse(s).unwrap()
+}
+
 fn setup(rt: &tokio::runtime::Runtime) -> Services {
     let s = Services::new(&ServiceConfig::default(), Arc::new(MemoryStore::default()));
     rt.block_on(async {
@@ -45,7 +53,11 @@ fn assembly(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter(name), |bench| {
             bench.iter(|| {
                 rt.block_on(async {
-                    let t = s.volumes.target("demo", "image", 0, b).await.unwrap();
+                    let t = s
+                        .volumes
+                        .target(&dn("demo"), &cn("image"), 0, b)
+                        .await
+                        .unwrap();
                     s.volumes.read_all(t).await.unwrap()
                 })
             });
@@ -59,7 +71,11 @@ fn assembly(c: &mut Criterion) {
     g.bench_function("aligned_1024x1024x64", |bench| {
         bench.iter(|| {
             rt.block_on(async {
-                let t = s.volumes.target("demo", "image", 0, b).await.unwrap();
+                let t = s
+                    .volumes
+                    .target(&dn("demo"), &cn("image"), 0, b)
+                    .await
+                    .unwrap();
                 s.volumes.write(t, data.clone()).await.unwrap()
             })
         });

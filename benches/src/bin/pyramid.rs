@@ -20,6 +20,14 @@ use neurocube_service::jobs::{JobState, JobsConfig};
 use neurocube_service::{ServiceConfig, Services};
 use neurocube_store::embedded::{Durability, EmbeddedOptions, EmbeddedStore};
 
+fn dn(s: &str) -> neurocube_core::DatasetName {
+    neurocube_core::DatasetName::parse(s).unwrap()
+}
+
+fn cn(s: &str) -> neurocube_core::ChannelName {
+    neurocube_core::ChannelName::parse(s).unwrap()
+}
+
 #[derive(Parser)]
 struct Args {
     /// GiB of level-0 data (downsample) and of decoded slices (ingest).
@@ -44,19 +52,27 @@ fn voxel(x: u64, y: u64, z: u64) -> u8 {
     base.wrapping_add((h >> 58) as u8)
 }
 
-fn open(dir: &std::path::Path) -> Services {
+fn open(dir: &std::path::Path, workers: usize) -> Services {
     let store = EmbeddedStore::open(&EmbeddedOptions {
         path: dir.to_path_buf(),
         cache_bytes: 256 << 20,
         durability: Durability::Flush,
     })
     .expect("open store");
-    Services::new(&ServiceConfig::default(), Arc::new(store))
+    let config = ServiceConfig {
+        jobs: JobsConfig {
+            workers,
+            lease: Duration::from_secs(60),
+            pause: Duration::ZERO,
+        },
+        ..ServiceConfig::default()
+    };
+    Services::new(&config, Arc::new(store))
 }
 
 async fn downsample(gib: f64, workers: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(open(dir.path()));
+    let s = Arc::new(open(dir.path(), workers));
     let z = ((gib * 64.0).round() as u64).max(16);
     let ds = Dataset {
         name: "b".into(),
@@ -70,7 +86,7 @@ async fn downsample(gib: f64, workers: usize) {
     s.catalog.create_dataset(ds.clone()).await.unwrap();
     s.catalog
         .create_channel(
-            "b",
+            &dn("b"),
             Channel {
                 name: "c".into(),
                 kind: ChannelType::Image,
@@ -103,20 +119,19 @@ async fn downsample(gib: f64, workers: usize) {
         })
         .await
         .unwrap();
-        let t = s.volumes.target("b", "c", 0, b).await.unwrap();
+        let t = s.volumes.target(&dn("b"), &cn("c"), 0, b).await.unwrap();
         s.volumes.write(t, Bytes::from(data)).await.unwrap();
     }
     let levels_bytes: Vec<u64> = (1..ds.levels)
         .map(|l| ds.level(l).bounds().voxels())
         .collect();
-    s.jobs.configure(JobsConfig {
-        workers,
-        lease: Duration::from_secs(60),
-        pause: Duration::ZERO,
-    });
     let started = Instant::now();
-    let (job, _) = s.pyramid.start_downsample("b", "c").await.unwrap();
-    s.jobs.spawn_workers(None);
+    let (job, _) = s
+        .pyramid
+        .start_downsample(&dn("b"), &cn("c"))
+        .await
+        .unwrap();
+    s.start();
     let done = loop {
         let r = s.jobs.get(&job.id).await.unwrap();
         if r.state.is_final() {
@@ -178,8 +193,8 @@ async fn ingest(gib: f64) {
     let decode_secs = started.elapsed().as_secs_f64();
     let args = neurocube_server::ingest::IngestArgs {
         source: src.path().to_path_buf(),
-        dataset: "i".into(),
-        channel: "c".into(),
+        dataset: dn("i"),
+        channel: cn("c"),
         url: None,
         data_dir: Some(data.path().to_path_buf()),
         config: None,

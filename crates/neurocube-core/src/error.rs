@@ -5,7 +5,6 @@ use thiserror::Error;
 
 /// Invalid boxes or grids.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum GeometryError {
     /// `end <= start` on an axis.
     #[error("empty or inverted {axis} range {start},{end}: the end must be greater than the start")]
@@ -24,7 +23,6 @@ pub enum GeometryError {
 
 /// Blosc failures; each echoes its inputs.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum BloscError {
     /// Level outside 0..=9.
     #[error("Blosc level {level} is outside 0..=9")]
@@ -82,7 +80,6 @@ pub enum BloscError {
 
 /// npy parsing failures.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum NpyError {
     /// No `\x93NUMPY` magic.
     #[error("body is not an npy file (no \\x93NUMPY magic)")]
@@ -111,7 +108,6 @@ pub enum NpyError {
 
 /// Rendering failures.
 #[derive(Debug, Error, Clone, PartialEq)]
-#[non_exhaustive]
 pub enum RenderError {
     /// The encoder failed.
     #[error("{format} encoding of a {width}x{height} image failed: {reason}")]

@@ -51,11 +51,25 @@ impl Box3 {
         ]
     }
 
-    /// Number of voxels.
+    /// Number of voxels (of a box already checked to be small: see
+    /// [`Box3::checked_voxels`] for boxes from requests).
     #[must_use]
     pub fn voxels(&self) -> u64 {
         let s = self.shape();
         s[0] * s[1] * s[2]
+    }
+
+    /// Number of voxels, `None` past `u64::MAX` (boxes up to 2^40 per axis).
+    #[must_use]
+    pub fn checked_voxels(&self) -> Option<u64> {
+        let s = self.shape();
+        s[0].checked_mul(s[1])?.checked_mul(s[2])
+    }
+
+    /// Bytes the box holds at `elem` bytes per voxel, `None` past `u64::MAX`.
+    #[must_use]
+    pub fn checked_bytes(&self, elem: usize) -> Option<u64> {
+        self.checked_voxels()?.checked_mul(elem as u64)
     }
 
     /// The common part of two boxes, if any.
@@ -195,6 +209,18 @@ impl ChunkGrid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_boxes_do_not_wrap() {
+        let b = Box3::new([0; 3], [1 << 27, 1 << 27, 1 << 9]).unwrap();
+        assert_eq!(b.checked_voxels(), Some(1 << 63));
+        assert_eq!(b.checked_bytes(2), None);
+        // The request of issue 9: 2^27 x 2^27 x 2^10 wraps to 0 unchecked.
+        let w = Box3::new([0; 3], [1 << 27, 1 << 27, 1 << 10]).unwrap();
+        assert_eq!(w.checked_voxels(), None);
+        let c = Box3::new([0; 3], [1 << 40, 1 << 40, 1]).unwrap();
+        assert_eq!(c.checked_voxels(), None);
+    }
 
     #[test]
     fn empty_and_inverted_ranges_are_refused() {

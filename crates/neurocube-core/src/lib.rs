@@ -22,8 +22,10 @@ pub mod error;
 pub mod geometry;
 pub mod meta;
 pub mod morton;
+pub mod names;
 pub mod npy;
 pub mod render;
 
 pub use dtype::DType;
 pub use geometry::{Box3, ChunkGrid, ChunkIndex};
+pub use names::{ChannelName, DatasetName, TableName};

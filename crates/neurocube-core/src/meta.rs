@@ -7,32 +7,7 @@ use crate::blosc::Compressor;
 use crate::dtype::DType;
 use crate::geometry::{Box3, ChunkGrid};
 use crate::morton;
-
-/// Words that cannot name a dataset or channel: they are the first segment
-/// of other URLs, now or planned.
-pub const RESERVED: &[&str] = &[
-    "v1",
-    "ocp",
-    "ca",
-    "sd",
-    "nd",
-    "metrics",
-    "health",
-    "viewer",
-    "catmaid",
-    "api",
-    "static",
-    "tiles",
-    "tile",
-    "info",
-    "jobs",
-    "graph",
-    "neuroglancer",
-    "boss",
-    "docs",
-    "admin",
-    "favicon.ico",
-];
+pub use crate::names::{RESERVED, validate_name};
 
 /// How levels shrink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -104,35 +79,62 @@ impl Level {
     }
 }
 
+/// Metadata that cannot be stored: which field, and why (a sentence with the fix).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct MetaError {
+    /// The JSON field at fault.
+    pub field: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl MetaError {
+    /// An error on `field`.
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
 /// Most levels a dataset may have.
 pub const MAX_LEVELS: u8 = 20;
 
 impl Dataset {
-    /// Check the metadata; the message names the field and the fix.
-    pub fn validate(&self) -> Result<(), String> {
-        validate_name(&self.name, "dataset")?;
+    /// Check the metadata; the error names the field and the fix.
+    pub fn validate(&self) -> Result<(), MetaError> {
+        validate_name(&self.name, "dataset").map_err(|e| MetaError::new("name", e.to_string()))?;
         if self.voxel_size.iter().any(|v| !v.is_finite() || *v <= 0.0) {
-            return Err(format!(
-                "voxel_size {:?} must be three positive numbers (nm)",
-                self.voxel_size
+            return Err(MetaError::new(
+                "voxel_size",
+                format!(
+                    "voxel_size {:?} must be three positive numbers (nm)",
+                    self.voxel_size
+                ),
             ));
         }
         if self.extent.contains(&0) {
-            return Err(format!(
-                "extent {:?} must be three positive voxel counts",
-                self.extent
+            return Err(MetaError::new(
+                "extent",
+                format!(
+                    "extent {:?} must be three positive voxel counts",
+                    self.extent
+                ),
             ));
         }
         if self.levels == 0 || self.levels > MAX_LEVELS {
-            return Err(format!(
-                "levels {} must be between 1 and {MAX_LEVELS}",
-                self.levels
+            return Err(MetaError::new(
+                "levels",
+                format!("levels {} must be between 1 and {MAX_LEVELS}", self.levels),
             ));
         }
         let limit = 1u64 << 40;
         if (0..3).any(|a| self.offset[a].saturating_add(self.extent[a]) > limit) {
-            return Err(format!(
-                "offset + extent must stay below {limit} voxels per axis"
+            return Err(MetaError::new(
+                "extent",
+                format!("offset + extent must stay below {limit} voxels per axis"),
             ));
         }
         Ok(())
@@ -257,33 +259,47 @@ pub const MAX_CHUNK_BYTES: u64 = 64 << 20;
 
 impl Channel {
     /// Check the metadata against its dataset.
-    pub fn validate(&self, ds: &Dataset) -> Result<(), String> {
-        validate_name(&self.name, "channel")?;
+    pub fn validate(&self, ds: &Dataset) -> Result<(), MetaError> {
+        validate_name(&self.name, "channel").map_err(|e| MetaError::new("name", e.to_string()))?;
         if self.kind == ChannelType::Segmentation && self.dtype == DType::Float32 {
-            return Err(
-                "a segmentation channel needs an integer dtype (uint8, uint16, uint32 or uint64)"
-                    .into(),
-            );
-        }
-        if self.chunk_size.contains(&0) {
-            return Err(format!(
-                "chunk_size {:?} must be three positive edge lengths",
-                self.chunk_size
+            return Err(MetaError::new(
+                "dtype",
+                "a segmentation channel needs an integer dtype (uint8, uint16, uint32 or uint64)",
             ));
         }
-        let bytes = self.chunk_size.iter().product::<u64>() * self.dtype.size() as u64;
-        if bytes > MAX_CHUNK_BYTES {
-            return Err(format!(
-                "chunk_size {:?} of {} is {bytes} bytes; at most {MAX_CHUNK_BYTES} are allowed",
-                self.chunk_size, self.dtype
+        if self.chunk_size.contains(&0) {
+            return Err(MetaError::new(
+                "chunk_size",
+                format!(
+                    "chunk_size {:?} must be three positive edge lengths",
+                    self.chunk_size
+                ),
+            ));
+        }
+        // Checked: edges near 2^32 must not wrap past the limit.
+        let bytes = self
+            .chunk_size
+            .iter()
+            .try_fold(self.dtype.size() as u64, |acc, &e| acc.checked_mul(e));
+        if bytes.is_none_or(|b| b > MAX_CHUNK_BYTES) {
+            let size = bytes.map_or_else(|| "more than 2^64".to_string(), |b| b.to_string());
+            return Err(MetaError::new(
+                "chunk_size",
+                format!(
+                    "chunk_size {:?} of {} is {size} bytes; at most {MAX_CHUNK_BYTES} are allowed",
+                    self.chunk_size, self.dtype
+                ),
             ));
         }
         let end = ds.level(0).bounds().end;
         if (0..3).any(|a| end[a].div_ceil(self.chunk_size[a]) > morton::MAX_INDEX) {
-            return Err(format!(
-                "the dataset spans more than {} chunks of {:?} on an axis; use larger chunks",
-                morton::MAX_INDEX,
-                self.chunk_size
+            return Err(MetaError::new(
+                "chunk_size",
+                format!(
+                    "the dataset spans more than {} chunks of {:?} on an axis; use larger chunks",
+                    morton::MAX_INDEX,
+                    self.chunk_size
+                ),
             ));
         }
         Ok(())
@@ -296,28 +312,6 @@ impl Channel {
             chunk: self.chunk_size,
         }
     }
-}
-
-/// Names: 1–64 of `A-Z a-z 0-9 _ -`, starting with a letter or digit, not reserved.
-pub fn validate_name(name: &str, what: &str) -> Result<(), String> {
-    let ok_chars = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    let first_ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if name.is_empty() || name.len() > 64 || !ok_chars || !first_ok {
-        return Err(format!(
-            "{what} name '{name}' is invalid: use 1 to 64 letters, digits, '_' or '-', starting with a letter or digit"
-        ));
-    }
-    if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
-        return Err(format!(
-            "{what} name '{name}' is reserved (it starts other URLs); choose another"
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -373,30 +367,6 @@ mod tests {
     }
 
     #[test]
-    fn names() {
-        assert!(validate_name("kasthuri11", "dataset").is_ok());
-        assert!(validate_name("a-b_c", "dataset").is_ok());
-        for bad in [
-            "",
-            "../etc",
-            "a/b",
-            "a b",
-            "_x",
-            "x.y",
-            "v1",
-            "Metrics",
-            "viewer",
-            &"x".repeat(65),
-        ] {
-            assert!(validate_name(bad, "dataset").is_err(), "{bad}");
-        }
-        assert_eq!(
-            validate_name("ocp", "dataset").unwrap_err(),
-            "dataset name 'ocp' is reserved (it starts other URLs); choose another"
-        );
-    }
-
-    #[test]
     fn dataset_validation() {
         assert!(kasthuri().validate().is_ok());
         assert!(
@@ -434,6 +404,7 @@ mod tests {
         assert!(
             ch.validate(&kasthuri())
                 .unwrap_err()
+                .message
                 .contains("integer dtype")
         );
         assert!(
@@ -448,11 +419,28 @@ mod tests {
             Channel {
                 kind: ChannelType::Image,
                 chunk_size: [4096, 4096, 16],
-                ..ch
+                ..ch.clone()
             }
             .validate(&kasthuri())
             .is_err()
         );
+        // Edges whose product wraps around 2^64 are refused, not let through.
+        for edges in [
+            [1u64 << 32, 1 << 32, 1],
+            [1 << 21, 1 << 21, 1 << 22],
+            [1 << 63, 2, 1],
+        ] {
+            let e = Channel {
+                kind: ChannelType::Image,
+                dtype: DType::Uint8,
+                chunk_size: edges,
+                ..ch.clone()
+            }
+            .validate(&kasthuri())
+            .unwrap_err();
+            assert_eq!(e.field, "chunk_size");
+            assert!(e.message.contains("at most 67108864 are allowed"), "{e}");
+        }
     }
 
     #[test]

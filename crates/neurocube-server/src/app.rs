@@ -3,26 +3,26 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Server, Service};
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{NormalizePath, TrailingSlash};
-use actix_web::{App, HttpServer, web};
-use neurocube_service::{ServiceConfig, Services};
+use actix_web::{App, HttpMessage, HttpServer, web};
+use neurocube_service::{RequestContext, ServiceConfig, Services};
 use neurocube_store::Store;
 use neurocube_store::cassandra::{CassandraOptions, CassandraStore};
 use neurocube_store::embedded::{Durability, EmbeddedOptions, EmbeddedStore};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use crate::config::{CassandraSettings, Settings, StoreSettings};
-use crate::error::ApiError;
+use crate::endpoint::new_request_id;
 use crate::routes;
 use crate::state::AppState;
 
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StartError {
     /// A setting is wrong.
     #[error("invalid setting: {0}")]
@@ -93,6 +93,65 @@ pub fn cassandra_options(uri: &str, c: &CassandraSettings) -> Result<CassandraOp
     Ok(o)
 }
 
+/// The service settings from the server settings.
+#[must_use]
+pub fn service_config(s: &Settings) -> ServiceConfig {
+    ServiceConfig {
+        volumes: neurocube_service::volume::VolumeLimits {
+            max_cutout_bytes: s.limits.max_cutout_bytes,
+            max_cas_attempts: s.limits.max_cas_attempts,
+        },
+        max_inflight_bytes: s.limits.max_inflight_bytes,
+        tiles: neurocube_service::tiles::TileConfig {
+            tile_cache_bytes: s.tiles.cache_bytes,
+            chunk_cache_bytes: s.tiles.chunk_cache_bytes,
+            prefetch: s.tiles.prefetch,
+            prefetch_queue: s.tiles.prefetch_queue,
+            prefetch_workers: s.tiles.prefetch_workers,
+        },
+        jobs: neurocube_service::jobs::JobsConfig {
+            workers: s.jobs.workers,
+            lease: Duration::from_secs(s.jobs.lease_seconds.max(1)),
+            pause: Duration::from_millis(s.jobs.pause_ms),
+        },
+        auto_downsample: s
+            .jobs
+            .auto_downsample
+            .then(|| Duration::from_millis(s.jobs.auto_delay_ms)),
+        background_threads: s.server.background_threads.max(1),
+    }
+}
+
+/// The methods the server knows, as metric labels; anything else is
+/// `other`, so made-up methods cannot create metric series without bound.
+fn method_label(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method as M;
+    match *m {
+        M::GET => "GET",
+        M::PUT => "PUT",
+        M::POST => "POST",
+        M::DELETE => "DELETE",
+        M::HEAD => "HEAD",
+        M::OPTIONS => "OPTIONS",
+        M::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// A client's `X-Request-Id` if it is a sane token, else a fresh one.
+fn request_id(req: &actix_web::dev::ServiceRequest) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map_or_else(new_request_id, str::to_string)
+}
+
 /// HTTP metrics, registered beside the service metrics.
 #[derive(Clone)]
 struct HttpMetrics {
@@ -103,6 +162,7 @@ struct HttpMetrics {
 }
 
 impl HttpMetrics {
+    #[allow(clippy::expect_used)] // startup: static metric names
     fn register(registry: &prometheus::Registry) -> Self {
         let requests = IntCounterVec::new(
             Opts::new(
@@ -148,6 +208,7 @@ pub struct Application {
     host: String,
     server: Server,
     services: Arc<Services>,
+    grace: Duration,
 }
 
 impl Application {
@@ -157,20 +218,10 @@ impl Application {
         Self::with_store(&settings, store)
     }
 
-    /// Bind over an already open store.
+    /// Bind over an already open store, and start the background workers.
     pub fn with_store(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
-        let config = ServiceConfig {
-            max_cutout_bytes: settings.limits.max_cutout_bytes,
-            tiles: neurocube_service::tiles::TileConfig {
-                tile_cache_bytes: settings.tiles.cache_bytes,
-                chunk_cache_bytes: settings.tiles.chunk_cache_bytes,
-                prefetch: settings.tiles.prefetch,
-                prefetch_queue: settings.tiles.prefetch_queue,
-                prefetch_workers: settings.tiles.prefetch_workers,
-            },
-        };
-        let services = Arc::new(Services::new(&config, store));
-        crate::runner::start(&settings.jobs, &services);
+        let services = Arc::new(Services::new(&service_config(settings), store));
+        services.start();
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|source| StartError::Bind {
             addr: addr.clone(),
@@ -184,32 +235,36 @@ impl Application {
             })?
             .port();
         let http = HttpMetrics::register(&services.metrics.registry);
+        let timeout = (settings.server.request_timeout_secs > 0)
+            .then(|| Duration::from_secs(settings.server.request_timeout_secs));
         let state = web::Data::new(AppState {
             services: services.clone(),
-            // Room for an npy header or Blosc overhead around the largest cutout.
-            body_limit: settings.limits.max_cutout_bytes + (1 << 16),
+            request_timeout: timeout,
         });
+        let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let mut server = HttpServer::new(move || {
             let http = http.clone();
             App::new()
                 .app_data(state.clone())
-                .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
-                .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("bad query string: {e}")).into()))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
                 .wrap_fn(move |req, srv| {
                     let started = Instant::now();
-                    let method = req.method().to_string();
+                    let method = method_label(req.method());
                     let path = req.path().to_string();
                     let bytes_in = req
                         .headers()
                         .get(actix_web::http::header::CONTENT_LENGTH)
                         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
                         .unwrap_or(0);
+                    // The request context: built once here, read by every endpoint.
+                    let id = request_id(&req);
+                    req.extensions_mut()
+                        .insert(RequestContext::anonymous(id.clone(), timeout));
                     let fut = srv.call(req);
                     let http = http.clone();
                     async move {
-                        let res = fut.await?;
+                        let mut res = fut.await?;
                         let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
                         let status = res.status();
                         let secs = started.elapsed().as_secs_f64();
@@ -217,11 +272,14 @@ impl Application {
                             BodySize::Sized(n) => n,
                             _ => 0,
                         };
-                        http.requests.with_label_values(&[route.as_str(), method.as_str(), status.as_str()]).inc();
+                        http.requests.with_label_values(&[route.as_str(), method, status.as_str()]).inc();
                         http.seconds.with_label_values(&[route.as_str()]).observe(secs);
                         http.bytes_in.inc_by(bytes_in);
                         http.bytes_out.inc_by(bytes_out);
-                        tracing::info!(%method, %path, status = status.as_u16(), ms = secs * 1e3, bytes_in, bytes_out, "request");
+                        if let Ok(v) = HeaderValue::from_str(&id) {
+                            res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
+                        }
+                        tracing::info!(request_id = %id, %method, %path, status = status.as_u16(), ms = secs * 1e3, bytes_in, bytes_out, "request");
                         Ok(res)
                     }
                 })
@@ -229,7 +287,7 @@ impl Application {
         })
         .listen(listener)
         .map_err(|source| StartError::Bind { addr: addr.clone(), source })?
-        .shutdown_timeout(10);
+        .shutdown_timeout(grace.as_secs());
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
         }
@@ -238,6 +296,7 @@ impl Application {
             host: settings.server.host.clone(),
             server: server.run(),
             services,
+            grace,
         })
     }
 
@@ -265,8 +324,23 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serve until stopped (by a signal or the handle).
+    /// Serve until stopped (by SIGTERM, SIGINT or the handle), then shut
+    /// down in order: the HTTP server stops accepting and lets in-flight
+    /// requests finish (at most the grace period), the background workers
+    /// drain their queues, and the store is flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        tracing::info!("HTTP server stopped; draining background workers");
+        match self.services.shutdown(self.grace).await {
+            Ok(true) => tracing::info!("shut down cleanly"),
+            Ok(false) => {
+                tracing::warn!("shut down; some background work was cut off at the grace period")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flushing the store at shutdown failed");
+                return Err(std::io::Error::other(e.to_string()));
+            }
+        }
+        served
     }
 }

@@ -31,6 +31,13 @@ pub struct ServerSettings {
     pub port: u16,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// On SIGTERM, how long in-flight requests and queued background work
+    /// may take to finish before the server exits anyway.
+    pub shutdown_grace_secs: u64,
+    /// Longest a request may run (0: no limit); long reads stop past it.
+    pub request_timeout_secs: u64,
+    /// Threads of the background runner (jobs, prefetch, purge).
+    pub background_threads: usize,
 }
 
 /// Storage backend.
@@ -74,6 +81,10 @@ pub struct CassandraSettings {
 pub struct LimitSettings {
     /// Largest cutout in decoded bytes.
     pub max_cutout_bytes: u64,
+    /// Decoded bytes all requests in flight may hold; beyond it, 503.
+    pub max_inflight_bytes: u64,
+    /// Compare-and-set attempts on one chunk before a write gives up with 503.
+    pub max_cas_attempts: u32,
 }
 
 /// Logging.

@@ -1,14 +1,14 @@
-//! The neurocube HTTP server (actix-web): settings, routes in the OCP URL
-//! grammar and under `/v1`, the error table, metrics middleware, and the
-//! [`app::Application`] that tests start on port 0.
+//! The neurocube HTTP server (actix-web): settings, typed endpoints in the
+//! OCP URL grammar and under `/v1` (one route table), the error table,
+//! request-context and metrics middleware, and the [`app::Application`]
+//! that tests start on port 0.
 
 pub mod app;
-mod body;
 pub mod config;
+pub mod endpoint;
 pub mod error;
 pub mod ingest;
-mod routes;
-mod runner;
+pub mod routes;
 mod state;
 pub mod url;
 

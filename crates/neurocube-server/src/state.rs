@@ -1,6 +1,7 @@
 //! What every handler receives.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use neurocube_service::Services;
 
@@ -8,6 +9,6 @@ use neurocube_service::Services;
 pub struct AppState {
     /// The use cases.
     pub services: Arc<Services>,
-    /// Largest request body accepted.
-    pub body_limit: u64,
+    /// Longest a request may run (`server.request_timeout_secs`).
+    pub request_timeout: Option<Duration>,
 }

@@ -8,10 +8,13 @@
 //! /{ds}/{ch}/yz/{level}/{x}/{y0,y1}/{z0,z1}/
 //! ```
 
-use neurocube_core::Box3;
 use neurocube_core::geometry::AXES;
+use neurocube_core::{Box3, ChannelName, DatasetName};
+use neurocube_service::VolumeBox;
 use neurocube_service::encoding::Encoding;
 use neurocube_service::slice::Plane;
+
+use crate::error::{ApiError, ApiResult};
 
 /// What a data URL asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,16 +28,10 @@ pub enum DataKind {
 /// A parsed data URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataRequest {
-    /// Dataset name.
-    pub dataset: String,
-    /// Channel name.
-    pub channel: String,
     /// Cutout or slice.
     pub kind: DataKind,
-    /// Resolution level.
-    pub level: u8,
-    /// The box (one voxel thick across a slice's plane).
-    pub bbox: Box3,
+    /// Dataset, channel, level and box (one voxel thick across a slice's plane).
+    pub target: VolumeBox,
 }
 
 fn range(s: &str, axis: usize) -> Result<(u64, u64), String> {
@@ -52,15 +49,31 @@ fn range(s: &str, axis: usize) -> Result<(u64, u64), String> {
 }
 
 fn single(s: &str, axis: usize) -> Result<(u64, u64), String> {
-    let v: u64 = s
-        .parse()
-        .map_err(|_| format!("malformed {} coordinate '{s}': use one integer", AXES[axis]))?;
-    Ok((v, v + 1))
+    let bad = || format!("malformed {} coordinate '{s}': use one integer", AXES[axis]);
+    let v: u64 = s.parse().map_err(|_| bad())?;
+    Ok((v, v.checked_add(1).ok_or_else(bad)?))
 }
 
 /// Parse the seven segments after the prefix.
-pub fn parse(segments: [&str; 7]) -> Result<DataRequest, String> {
+pub fn parse(segments: [&str; 7]) -> ApiResult<DataRequest> {
     let [ds, ch, fmt, level, a, b, c] = segments;
+    let dataset = DatasetName::parse(ds)?;
+    let channel = ChannelName::parse(ch)?;
+    let (kind, level, bbox) = parse_box([fmt, level, a, b, c]).map_err(ApiError::path)?;
+    Ok(DataRequest {
+        kind,
+        target: VolumeBox {
+            dataset,
+            channel,
+            level,
+            bbox,
+        },
+    })
+}
+
+/// Parse format, level and the three ranges.
+fn parse_box(segments: [&str; 5]) -> Result<(DataKind, u8, Box3), String> {
+    let [fmt, level, a, b, c] = segments;
     let kind = if let Some(e) = Encoding::parse(fmt) {
         DataKind::Cutout(e)
     } else if let Some(p) = Plane::parse(fmt) {
@@ -80,13 +93,7 @@ pub fn parse(segments: [&str; 7]) -> Result<DataRequest, String> {
         DataKind::Slice(Plane::Yz) => (single(a, 0)?, range(b, 1)?, range(c, 2)?),
     };
     let bbox = Box3::new([x.0, y.0, z.0], [x.1, y.1, z.1]).map_err(|e| e.to_string())?;
-    Ok(DataRequest {
-        dataset: ds.to_string(),
-        channel: ch.to_string(),
-        kind,
-        level,
-        bbox,
-    })
+    Ok((kind, level, bbox))
 }
 
 /// Parse `?window=lo,hi`.
@@ -120,8 +127,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(r.kind, DataKind::Slice(Plane::Xy));
+        assert_eq!(r.target.dataset, "kasthuri11");
         assert_eq!(
-            r.bbox,
+            r.target.bbox,
             Box3::new([9000, 12000, 50], [9500, 12500, 51]).unwrap()
         );
     }
@@ -129,17 +137,20 @@ mod tests {
     #[test]
     fn cutouts_and_other_planes() {
         let r = parse(["d", "c", "npy", "2", "0,10", "5,6", "7,9"]).unwrap();
-        assert_eq!((r.kind, r.level), (DataKind::Cutout(Encoding::Npy), 2));
-        assert_eq!(r.bbox.shape(), [10, 1, 2]);
+        assert_eq!(
+            (r.kind, r.target.level),
+            (DataKind::Cutout(Encoding::Npy), 2)
+        );
+        assert_eq!(r.target.bbox.shape(), [10, 1, 2]);
         let xz = parse(["d", "c", "xz", "0", "0,10", "5", "7,9"]).unwrap();
-        assert_eq!(xz.bbox, Box3::new([0, 5, 7], [10, 6, 9]).unwrap());
+        assert_eq!(xz.target.bbox, Box3::new([0, 5, 7], [10, 6, 9]).unwrap());
         let yz = parse(["d", "c", "yz", "0", "3", "0,4", "7,9"]).unwrap();
-        assert_eq!(yz.bbox, Box3::new([3, 0, 7], [4, 4, 9]).unwrap());
+        assert_eq!(yz.target.bbox, Box3::new([3, 0, 7], [4, 4, 9]).unwrap());
     }
 
     #[test]
     fn bad_urls_say_what_is_wrong() {
-        let e = |s: [&str; 7]| parse(s).unwrap_err();
+        let e = |s: [&str; 7]| parse(s).unwrap_err().to_string();
         assert_eq!(
             e(["d", "c", "tiff", "0", "0,1", "0,1", "0,1"]),
             "unknown format 'tiff': use npy, raw or blosc for cutouts, xy, xz or yz for slices"
@@ -161,6 +172,14 @@ mod tests {
             "malformed z coordinate '1,2': use one integer"
         );
         assert!(e(["d", "c", "npy", "0", "-1,1", "0,1", "0,1"]).contains("malformed x range"));
+        assert!(
+            e(["d", "c", "xy", "0", "0,1", "0,1", "18446744073709551615"])
+                .contains("malformed z coordinate")
+        );
+        assert_eq!(
+            e(["d.x", "c", "npy", "0", "0,1", "0,1", "0,1"]),
+            "dataset name 'd.x' is invalid: use 1 to 64 letters, digits, '_' or '-', starting with a letter or digit"
+        );
     }
 
     #[test]

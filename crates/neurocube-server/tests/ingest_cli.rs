@@ -15,6 +15,14 @@ use neurocube_service::{ServiceConfig, Services};
 use neurocube_store::Table;
 use neurocube_store::embedded::{Durability, EmbeddedOptions, EmbeddedStore};
 
+fn dn(s: &str) -> neurocube_core::DatasetName {
+    neurocube_core::DatasetName::parse(s).unwrap()
+}
+
+fn cn(s: &str) -> neurocube_core::ChannelName {
+    neurocube_core::ChannelName::parse(s).unwrap()
+}
+
 fn ingest(data: &Path, src: &Path, extra: &[&str]) -> Output {
     Command::new(BIN)
         .arg("ingest")
@@ -58,7 +66,11 @@ fn services(data: &Path) -> Services {
 }
 
 async fn read(s: &Services, level: u8, b: Box3) -> Vec<u8> {
-    let t = s.volumes.target("d", "c", level, b).await.unwrap();
+    let t = s
+        .volumes
+        .target(&dn("d"), &cn("c"), level, b)
+        .await
+        .unwrap();
     s.volumes.read_all(t).await.unwrap()
 }
 
@@ -122,7 +134,7 @@ async fn png_stack_reads_back_exactly_and_a_failed_run_resumes() {
     let at = |x: usize, y: usize, z: usize| u32::from(want[(z * 70 + y) * 150 + x]);
     let m = (at(20, 10, 3) + at(21, 10, 3) + at(20, 11, 3) + at(21, 11, 3) + 2) / 4;
     assert_eq!(u32::from(l1[(3 * 35 + 5) * 75 + 10]), m);
-    let rc = s.catalog.channel("d", "c").await.unwrap();
+    let rc = s.catalog.channel(&dn("d"), &cn("c")).await.unwrap();
     assert_eq!(s.pyramid.status(&rc).await.unwrap()[1].state, "current");
 }
 

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use neurocube_core::meta::{Channel, Dataset};
-use neurocube_store::{SortRange, Store, Table};
+use neurocube_core::{ChannelName, DatasetName};
+use neurocube_store::{Scan, SortRange, Store, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, ServiceError};
@@ -28,6 +30,10 @@ pub struct ChannelRecord {
 /// A channel with its dataset, ready for cutouts.
 #[derive(Clone, Debug)]
 pub struct ResolvedChannel {
+    /// The dataset's name.
+    pub dataset_name: DatasetName,
+    /// The channel's name.
+    pub channel_name: ChannelName,
     /// The dataset.
     pub dataset: Arc<Dataset>,
     /// The channel.
@@ -53,11 +59,21 @@ fn json<T: Serialize>(v: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
-fn corrupt(what: &str, e: &serde_json::Error) -> ServiceError {
-    ServiceError::CorruptChunk {
-        key: what.to_string(),
-        reason: e.to_string(),
-    }
+/// Every record of a meta partition, parsed.
+async fn records<T: serde::de::DeserializeOwned>(
+    store: &Arc<dyn Store>,
+    partition: Vec<u8>,
+    what: &'static str,
+) -> Result<Vec<T>> {
+    Scan::partition(store.clone(), Table::Meta, partition, SortRange::all())
+        .rows()
+        .map(|row| {
+            let (k, v) = row?;
+            serde_json::from_slice(&v)
+                .map_err(|e| ServiceError::corrupt_json(what, String::from_utf8_lossy(&k.sort), &e))
+        })
+        .try_collect()
+        .await
 }
 
 impl Catalog {
@@ -75,7 +91,7 @@ impl Catalog {
 
     /// Create a dataset; identical re-creation is a no-op, a different one a conflict.
     pub async fn create_dataset(&self, ds: Dataset) -> Result<Created> {
-        ds.validate().map_err(ServiceError::InvalidRequest)?;
+        ds.validate()?;
         let key = keys::dataset(&ds.name);
         if self
             .store
@@ -84,67 +100,50 @@ impl Catalog {
         {
             return Ok(Created::New);
         }
-        let existing = self.dataset(&ds.name).await?;
+        let name =
+            DatasetName::parse(&ds.name).map_err(|e| ServiceError::field("name", e.to_string()))?;
+        let existing = self.dataset(&name).await?;
         if *existing == ds {
             Ok(Created::Unchanged)
         } else {
-            Err(ServiceError::Conflict(format!(
-                "dataset '{}' already exists with different metadata; DELETE /v1/datasets/{} first (this deletes its data) or use another name",
-                ds.name, ds.name
-            )))
+            Err(ServiceError::DatasetExists { name: ds.name })
         }
     }
 
     /// A dataset by name.
-    pub async fn dataset(&self, name: &str) -> Result<Arc<Dataset>> {
+    pub async fn dataset(&self, name: &DatasetName) -> Result<Arc<Dataset>> {
         let got = self
             .store
             .get_many(Table::Meta, &[keys::dataset(name)])
             .await?
             .remove(0);
-        let bytes = got.ok_or_else(|| {
-            ServiceError::NotFound(format!(
-                "dataset '{name}' does not exist; GET /v1/datasets lists the datasets"
-            ))
+        let bytes = got.ok_or_else(|| ServiceError::UnknownDataset {
+            name: name.to_string(),
         })?;
         serde_json::from_slice(&bytes)
             .map(Arc::new)
-            .map_err(|e| corrupt(&format!("dataset {name}"), &e))
+            .map_err(|e| ServiceError::corrupt_json("dataset", name.as_str(), &e))
     }
 
     /// All datasets, by name.
     pub async fn datasets(&self) -> Result<Vec<Dataset>> {
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::Meta, keys::DATASETS, SortRange::all(), token, 1000)
-                .await?;
-            for (k, v) in page.rows {
-                out.push(
-                    serde_json::from_slice(&v)
-                        .map_err(|e| corrupt(&String::from_utf8_lossy(&k.sort), &e))?,
-                );
-            }
-            token = page.next;
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+        records(&self.store, keys::DATASETS.to_vec(), "dataset").await
     }
 
     /// Delete a dataset; with channels only if `recursive`. Returns the
     /// deleted channel records so their chunks can be purged.
-    pub async fn delete_dataset(&self, name: &str, recursive: bool) -> Result<Vec<ChannelRecord>> {
+    pub async fn delete_dataset(
+        &self,
+        name: &DatasetName,
+        recursive: bool,
+    ) -> Result<Vec<ChannelRecord>> {
         self.dataset(name).await?;
         let channels = self.channel_records(name).await?;
         if !channels.is_empty() && !recursive {
-            let names: Vec<_> = channels.iter().map(|c| c.meta.name.as_str()).collect();
-            return Err(ServiceError::Conflict(format!(
-                "dataset '{name}' still has channels ({}); delete them first or add ?recursive=true",
-                names.join(", ")
-            )));
+            return Err(ServiceError::DatasetNotEmpty {
+                name: name.to_string(),
+                channels: channels.iter().map(|c| c.meta.name.clone()).collect(),
+            });
         }
         for c in &channels {
             self.store
@@ -160,9 +159,9 @@ impl Catalog {
     }
 
     /// Create a channel; identical re-creation is a no-op, a different one a conflict.
-    pub async fn create_channel(&self, dataset: &str, ch: Channel) -> Result<Created> {
+    pub async fn create_channel(&self, dataset: &DatasetName, ch: Channel) -> Result<Created> {
         let ds = self.dataset(dataset).await?;
-        ch.validate(&ds).map_err(ServiceError::InvalidRequest)?;
+        ch.validate(&ds)?;
         let uid = uuid::Uuid::new_v4().as_u64_pair().0;
         let rec = ChannelRecord {
             meta: ch.clone(),
@@ -180,19 +179,25 @@ impl Catalog {
         {
             return Ok(Created::New);
         }
-        let existing = self.channel(dataset, &ch.name).await?;
+        let name =
+            ChannelName::parse(&ch.name).map_err(|e| ServiceError::field("name", e.to_string()))?;
+        let existing = self.channel(dataset, &name).await?;
         if existing.channel.meta == ch {
             Ok(Created::Unchanged)
         } else {
-            Err(ServiceError::Conflict(format!(
-                "channel '{}' of dataset '{dataset}' already exists with different metadata; DELETE it first (this deletes its data) or use another name",
-                ch.name
-            )))
+            Err(ServiceError::ChannelExists {
+                dataset: dataset.to_string(),
+                name: ch.name,
+            })
         }
     }
 
     /// A channel and its dataset (cached for a few seconds).
-    pub async fn channel(&self, dataset: &str, name: &str) -> Result<ResolvedChannel> {
+    pub async fn channel(
+        &self,
+        dataset: &DatasetName,
+        name: &ChannelName,
+    ) -> Result<ResolvedChannel> {
         let cache_key = (dataset.to_string(), name.to_string());
         if let Some(hit) = self.channels.get(&cache_key) {
             return Ok(hit);
@@ -203,14 +208,15 @@ impl Catalog {
             .get_many(Table::Meta, &[keys::channel(dataset, name)])
             .await?
             .remove(0);
-        let bytes = got.ok_or_else(|| {
-            ServiceError::NotFound(format!(
-                "channel '{name}' does not exist in dataset '{dataset}'; GET /v1/datasets/{dataset}/channels lists them"
-            ))
+        let bytes = got.ok_or_else(|| ServiceError::UnknownChannel {
+            dataset: dataset.to_string(),
+            name: name.to_string(),
         })?;
         let rec: ChannelRecord = serde_json::from_slice(&bytes)
-            .map_err(|e| corrupt(&format!("channel {dataset}/{name}"), &e))?;
+            .map_err(|e| ServiceError::corrupt_json("channel", format!("{dataset}/{name}"), &e))?;
         let resolved = ResolvedChannel {
+            dataset_name: dataset.clone(),
+            channel_name: name.clone(),
             dataset: ds,
             channel: Arc::new(rec),
         };
@@ -219,30 +225,16 @@ impl Catalog {
     }
 
     /// All channel records of a dataset.
-    pub async fn channel_records(&self, dataset: &str) -> Result<Vec<ChannelRecord>> {
-        let mut out = Vec::new();
-        let mut token = None;
-        let partition = keys::channels_partition(dataset);
-        loop {
-            let page = self
-                .store
-                .scan(Table::Meta, &partition, SortRange::all(), token, 1000)
-                .await?;
-            for (k, v) in page.rows {
-                out.push(
-                    serde_json::from_slice(&v)
-                        .map_err(|e| corrupt(&String::from_utf8_lossy(&k.sort), &e))?,
-                );
-            }
-            token = page.next;
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+    pub async fn channel_records(&self, dataset: &DatasetName) -> Result<Vec<ChannelRecord>> {
+        records(&self.store, keys::channels_partition(dataset), "channel").await
     }
 
     /// Delete a channel's record; returns it so its chunks can be purged.
-    pub async fn delete_channel(&self, dataset: &str, name: &str) -> Result<ChannelRecord> {
+    pub async fn delete_channel(
+        &self,
+        dataset: &DatasetName,
+        name: &ChannelName,
+    ) -> Result<ChannelRecord> {
         let rc = self.channel(dataset, name).await?;
         self.store
             .delete_many(Table::Meta, &[keys::channel(dataset, name)])

@@ -5,12 +5,14 @@
 
 use bytes::Bytes;
 use neurocube_core::meta::{Channel, ChannelType, Compression, Dataset, Scaling};
-use neurocube_core::{Box3, DType};
-use neurocube_store::{Key, Table};
+use neurocube_core::names::NameError;
+use neurocube_core::{Box3, ChannelName, DType, DatasetName};
+use neurocube_store::Table;
 use rayon::prelude::*;
 
 use crate::Services;
-use crate::error::Result;
+use crate::error::{Result, ServiceError};
+use crate::keys;
 
 /// Name of the demo dataset.
 pub const DATASET: &str = "demo";
@@ -117,6 +119,13 @@ fn channel(name: &str, kind: ChannelType, dtype: DType) -> Channel {
     }
 }
 
+fn named<T>(r: std::result::Result<T, NameError>) -> Result<T> {
+    r.map_err(|e| ServiceError::Internal {
+        during: "naming the demo",
+        reason: e.to_string(),
+    })
+}
+
 /// Create the demo dataset (channels `image` uint8 and `segmentation`
 /// uint32) and fill it, reporting `(voxels done, voxels total)`. A completed
 /// demo of the same extent is left as it is.
@@ -125,19 +134,21 @@ pub async fn create(
     extent: [u64; 3],
     progress: impl Fn(u64, u64),
 ) -> Result<bool> {
-    let marker = Key::new(
-        b"demo".to_vec(),
-        format!("complete/{extent:?}").into_bytes(),
+    let ds = named(DatasetName::parse(DATASET))?;
+    let (image, segmentation) = (
+        named(ChannelName::parse("image"))?,
+        named(ChannelName::parse("segmentation"))?,
     );
+    let marker = keys::demo_complete(extent);
     services.catalog.create_dataset(dataset(extent)).await?;
     services
         .catalog
-        .create_channel(DATASET, channel("image", ChannelType::Image, DType::Uint8))
+        .create_channel(&ds, channel("image", ChannelType::Image, DType::Uint8))
         .await?;
     services
         .catalog
         .create_channel(
-            DATASET,
+            &ds,
             channel("segmentation", ChannelType::Segmentation, DType::Uint32),
         )
         .await?;
@@ -166,12 +177,9 @@ pub async fn create(
                 )?;
                 let (img, seg) = tokio::task::spawn_blocking(move || generate(&b)).await?;
                 let seg: Vec<u8> = seg.iter().flat_map(|v| v.to_le_bytes()).collect();
-                let t = services.volumes.target(DATASET, "image", 0, b).await?;
+                let t = services.volumes.target(&ds, &image, 0, b).await?;
                 services.volumes.write(t, Bytes::from(img)).await?;
-                let t = services
-                    .volumes
-                    .target(DATASET, "segmentation", 0, b)
-                    .await?;
+                let t = services.volumes.target(&ds, &segmentation, 0, b).await?;
                 services.volumes.write(t, Bytes::from(seg)).await?;
                 done += b.voxels();
                 progress(done, total);
@@ -179,14 +187,14 @@ pub async fn create(
         }
     }
     // Compute the coarser levels before calling the demo complete.
-    for ch in ["image", "segmentation"] {
-        let (job, _) = services.pyramid.start_downsample(DATASET, ch).await?;
+    for ch in [&image, &segmentation] {
+        let (job, _) = services.pyramid.start_downsample(&ds, ch).await?;
         let done = services.jobs.run_to_end(&job.id, |_| {}).await?;
         if done.state != crate::jobs::JobState::Done {
-            return Err(crate::ServiceError::Task(format!(
-                "downsampling demo/{ch} ended {:?}: {:?}",
-                done.state, done.errors
-            )));
+            return Err(ServiceError::Internal {
+                during: "downsampling the demo",
+                reason: format!("demo/{ch} ended {}: {:?}", done.state.name(), done.errors),
+            });
         }
     }
     services

@@ -22,6 +22,16 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// The URL word.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::Npy => "npy",
+            Encoding::Raw => "raw",
+            Encoding::Blosc => "blosc",
+        }
+    }
+
     /// Parse the URL word.
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
@@ -79,7 +89,10 @@ pub async fn encode(enc: Encoding, s: CutoutStream) -> Result<Encoded> {
                 Blosc::lz4(elem).and_then(|c| c.compress(&raw))
             })
             .await?
-            .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+            .map_err(|e| ServiceError::Internal {
+                during: "compressing a Blosc response",
+                reason: e.to_string(),
+            })?;
             let z = Bytes::from(z);
             Ok(Encoded {
                 len: z.len() as u64,
@@ -87,6 +100,10 @@ pub async fn encode(enc: Encoding, s: CutoutStream) -> Result<Encoded> {
             })
         }
     }
+}
+
+fn bad(format: &'static str, reason: String) -> ServiceError {
+    ServiceError::InvalidBody { format, reason }
 }
 
 /// Check a request body against the target and return its raw voxel bytes.
@@ -98,52 +115,66 @@ pub async fn decode(enc: Encoding, body: Bytes, t: &Target) -> Result<Bytes> {
     match enc {
         Encoding::Raw => {
             if body.len() as u64 != want {
-                return Err(ServiceError::InvalidRequest(format!(
-                    "raw body is {} bytes but box {} of {dtype} (z,y,x shape {zyx:?}) needs exactly {want}",
-                    body.len(),
-                    t.bbox
-                )));
+                return Err(bad(
+                    "raw",
+                    format!(
+                        "raw body is {} bytes but box {} of {dtype} (z,y,x shape {zyx:?}) needs exactly {want}",
+                        body.len(),
+                        t.bbox
+                    ),
+                ));
             }
             Ok(body)
         }
         Encoding::Npy => {
-            let (h, offset) =
-                npy::parse(&body).map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+            let (h, offset) = npy::parse(&body).map_err(|e| bad("npy", e.to_string()))?;
             if h.dtype != dtype {
-                return Err(ServiceError::InvalidRequest(format!(
-                    "npy array is {} but channel '{}' is {dtype}; convert with arr.astype(numpy.{dtype})",
-                    h.dtype, t.rc.channel.meta.name
-                )));
+                return Err(bad(
+                    "npy",
+                    format!(
+                        "npy array is {} but channel '{}' is {dtype}; convert with arr.astype(numpy.{dtype})",
+                        h.dtype, t.rc.channel.meta.name
+                    ),
+                ));
             }
             if h.shape != zyx {
-                return Err(ServiceError::InvalidRequest(format!(
-                    "npy array has shape {:?} but box {} needs (z, y, x) = {zyx:?}",
-                    h.shape, t.bbox
-                )));
+                return Err(bad(
+                    "npy",
+                    format!(
+                        "npy array has shape {:?} but box {} needs (z, y, x) = {zyx:?}",
+                        h.shape, t.bbox
+                    ),
+                ));
             }
             if (body.len() - offset) as u64 != want {
-                return Err(ServiceError::InvalidRequest(format!(
-                    "npy data is {} bytes but shape {zyx:?} of {dtype} needs {want}; the file is truncated or padded",
-                    body.len() - offset
-                )));
+                return Err(bad(
+                    "npy",
+                    format!(
+                        "npy data is {} bytes but shape {zyx:?} of {dtype} needs {want}; the file is truncated or padded",
+                        body.len() - offset
+                    ),
+                ));
             }
             Ok(body.slice(offset..))
         }
         Encoding::Blosc => {
-            let declared = blosc::decompressed_len(&body)
-                .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+            let declared =
+                blosc::decompressed_len(&body).map_err(|e| bad("blosc", e.to_string()))?;
             if declared as u64 != want {
-                return Err(ServiceError::InvalidRequest(format!(
-                    "Blosc body decompresses to {declared} bytes but box {} of {dtype} (z,y,x shape {zyx:?}) needs exactly {want}",
-                    t.bbox
-                )));
+                return Err(bad(
+                    "blosc",
+                    format!(
+                        "Blosc body decompresses to {declared} bytes but box {} of {dtype} (z,y,x shape {zyx:?}) needs exactly {want}",
+                        t.bbox
+                    ),
+                ));
             }
             let raw = tokio::task::spawn_blocking(move || {
                 let mut out = vec![0u8; declared];
                 blosc::decompress_into(&body, &mut out).map(|()| out)
             })
             .await?
-            .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+            .map_err(|e| bad("blosc", e.to_string()))?;
             Ok(Bytes::from(raw))
         }
     }

@@ -1,35 +1,252 @@
-//! Errors of the use cases. The server maps each variant to one HTTP status
-//! in one table; messages say what was wrong and what to do.
+//! Errors of the use cases. Each variant carries the facts of the failure
+//! as fields; `Display` turns them into a sentence that says what was wrong
+//! and what to do, and [`ServiceError::fields`] gives them to clients as
+//! JSON. The server maps every variant to a status in one exhaustive table
+//! (`neurocube-server/src/error.rs`); the enum is deliberately not
+//! `#[non_exhaustive]`, so a new variant does not compile until it is mapped.
 
+use std::time::Duration;
+
+use neurocube_core::Box3;
 use neurocube_store::StoreError;
+use serde_json::{Map, Value, json};
 
 /// A failed use case.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum ServiceError {
-    /// The request is malformed or asks for something impossible (400).
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// A named thing does not exist (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The request conflicts with what is stored (409).
-    #[error("{0}")]
-    Conflict(String),
-    /// The request is larger than the configured limit (413).
+    /// No such dataset (404).
+    #[error("dataset '{name}' does not exist; GET /v1/datasets lists the datasets")]
+    UnknownDataset {
+        /// The name asked for.
+        name: String,
+    },
+    /// No such channel (404).
     #[error(
-        "the cutout is {bytes} bytes, over the limit of {limit} bytes (server setting limits.max_cutout_bytes); request smaller boxes"
+        "channel '{name}' does not exist in dataset '{dataset}'; GET /v1/datasets/{dataset}/channels lists them"
+    )]
+    UnknownChannel {
+        /// Its dataset.
+        dataset: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// No such resolution level (404).
+    #[error("level {level} does not exist: dataset '{dataset}' has levels 0 to {last}")]
+    UnknownLevel {
+        /// The dataset.
+        dataset: String,
+        /// The level asked for.
+        level: u8,
+        /// Its last level.
+        last: u8,
+    },
+    /// No such job (404).
+    #[error("job '{id}' does not exist; GET /v1/jobs lists the jobs")]
+    UnknownJob {
+        /// The id asked for.
+        id: String,
+    },
+    /// No such task of a job (404).
+    #[error("job '{job}' has no task '{task}'")]
+    UnknownTask {
+        /// The job.
+        job: String,
+        /// The task asked for.
+        task: String,
+    },
+    /// A slice coordinate outside the level (404: that tile does not exist).
+    #[error(
+        "slice {axis}={slice} is outside level {level} of dataset '{dataset}', which spans {axis} {start}..{end}"
+    )]
+    SliceOutsideLevel {
+        /// The dataset.
+        dataset: String,
+        /// The level.
+        level: u8,
+        /// Axis across the plane.
+        axis: &'static str,
+        /// The slice asked for.
+        slice: u64,
+        /// First slice of the level.
+        start: u64,
+        /// One past the last.
+        end: u64,
+    },
+    /// A tile row or column outside the level (404).
+    #[error(
+        "tile row {row}, column {col} is outside level {level} of dataset '{dataset}': it has {rows} rows and {cols} columns of {size}-pixel {plane} tiles"
+    )]
+    TileOutsideLevel {
+        /// The dataset.
+        dataset: String,
+        /// The level.
+        level: u8,
+        /// Plane of the tiles.
+        plane: &'static str,
+        /// Tile edge in pixels.
+        size: u32,
+        /// Row asked for.
+        row: u64,
+        /// Column asked for.
+        col: u64,
+        /// Rows of the level.
+        rows: u64,
+        /// Columns of the level.
+        cols: u64,
+    },
+    /// A box not inside the level (400).
+    #[error("box {bbox} is outside level {level} of dataset '{dataset}', which spans {bounds}")]
+    BoxOutsideLevel {
+        /// The dataset.
+        dataset: String,
+        /// The level.
+        level: u8,
+        /// The box asked for.
+        bbox: Box3,
+        /// The level's voxels.
+        bounds: Box3,
+    },
+    /// A box with an empty or inverted range (400).
+    #[error("{reason}")]
+    InvalidBox {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A field of a request is invalid (400); `reason` is a sentence with the fix.
+    #[error("{reason}")]
+    InvalidField {
+        /// The field (JSON key or query parameter).
+        field: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A request body does not fit what it is sent to (400).
+    #[error("{reason}")]
+    InvalidBody {
+        /// Wire format of the body (`npy`, `raw`, `blosc`, `json`, ...).
+        format: &'static str,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A dataset of that name exists with other metadata (409).
+    #[error(
+        "dataset '{name}' already exists with different metadata; DELETE /v1/datasets/{name} first (this deletes its data) or use another name"
+    )]
+    DatasetExists {
+        /// The name.
+        name: String,
+    },
+    /// A channel of that name exists with other metadata (409).
+    #[error(
+        "channel '{name}' of dataset '{dataset}' already exists with different metadata; DELETE it first (this deletes its data) or use another name"
+    )]
+    ChannelExists {
+        /// The dataset.
+        dataset: String,
+        /// The name.
+        name: String,
+    },
+    /// A dataset that still has channels cannot be deleted plainly (409).
+    #[error(
+        "dataset '{name}' still has channels ({}); delete them first or add ?recursive=true",
+        channels.join(", ")
+    )]
+    DatasetNotEmpty {
+        /// The dataset.
+        name: String,
+        /// Its channels.
+        channels: Vec<String>,
+    },
+    /// A job that ended cannot take more work (409).
+    #[error("job '{id}' is {state}; start a new one")]
+    JobEnded {
+        /// The job.
+        id: String,
+        /// Its final state.
+        state: String,
+    },
+    /// The channel a job works on was deleted and created again (409).
+    #[error("channel {dataset}/{channel} was deleted and created again since job {job} started")]
+    ChannelReplaced {
+        /// The dataset.
+        dataset: String,
+        /// The channel.
+        channel: String,
+        /// The job.
+        job: String,
+    },
+    /// Something is larger than a limit (413).
+    #[error(
+        "the {what} is {}, over the limit of {limit} bytes ({limit_source}); {advice}",
+        bytes.map_or_else(|| "more than 2^64 bytes".to_string(), |b| format!("{b} bytes"))
     )]
     TooLarge {
-        /// Requested size.
-        bytes: u64,
-        /// Configured limit.
+        /// What is too large (`cutout`, `request body`, ...).
+        what: &'static str,
+        /// Its size (`None`: it does not even fit in 64 bits).
+        bytes: Option<u64>,
+        /// The limit.
         limit: u64,
+        /// Where the limit comes from (a server setting, the box).
+        limit_source: String,
+        /// What to do instead.
+        advice: &'static str,
+    },
+    /// The server is at a configured bound; retry later (503 with Retry-After).
+    #[error(
+        "the server is busy: {resource} is at its limit of {limit} (server setting {setting}); retry in {} s",
+        retry_after.as_secs().max(1)
+    )]
+    Overloaded {
+        /// What is exhausted.
+        resource: &'static str,
+        /// The bound.
+        limit: u64,
+        /// The setting that sets it.
+        setting: &'static str,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// Concurrent writers kept changing what this request works on (503).
+    #[error("{what} kept changing while this request worked on it ({attempts} attempts); retry")]
+    Contended {
+        /// What changed.
+        what: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// The request ran past its deadline (503).
+    #[error(
+        "the request ran longer than its deadline of {} s (server setting server.request_timeout_secs); ask for less at once",
+        after.as_secs()
+    )]
+    DeadlineExceeded {
+        /// The deadline.
+        after: Duration,
+    },
+    /// The server is stopping (503).
+    #[error("the server is shutting down; retry against another instance or after it restarts")]
+    ShuttingDown,
+    /// No or bad credentials (401).
+    #[error("{reason}")]
+    Unauthenticated {
+        /// What is wrong with the credentials.
+        reason: String,
+    },
+    /// Credentials that do not allow this (403).
+    #[error("{principal} may not {action}")]
+    Forbidden {
+        /// Who asked.
+        principal: String,
+        /// What they asked to do.
+        action: String,
     },
     /// Stored data cannot be decoded (500).
-    #[error("stored chunk {key} is corrupt: {reason}")]
-    CorruptChunk {
-        /// Chunk description.
+    #[error("stored {what} {key} is corrupt: {reason}")]
+    Corrupt {
+        /// Kind of record (`chunk`, `dataset`, `job`, ...).
+        what: &'static str,
+        /// Which one.
         key: String,
         /// Decoder message.
         reason: String,
@@ -37,20 +254,248 @@ pub enum ServiceError {
     /// The store failed or is unreachable (503 or 500).
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A worker task died (500).
-    #[error("internal task failed: {0}")]
-    Task(String),
+    /// A bug or an environment failure on the server's side (500).
+    #[error("internal error while {during}: {reason}")]
+    Internal {
+        /// What the server was doing.
+        during: &'static str,
+        /// What failed.
+        reason: String,
+    },
+}
+
+fn box_json(b: &Box3) -> Value {
+    json!([b.start, b.end])
+}
+
+impl ServiceError {
+    /// The machine-readable name of the variant (`unknown_dataset`, ...).
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServiceError::UnknownDataset { .. } => "unknown_dataset",
+            ServiceError::UnknownChannel { .. } => "unknown_channel",
+            ServiceError::UnknownLevel { .. } => "unknown_level",
+            ServiceError::UnknownJob { .. } => "unknown_job",
+            ServiceError::UnknownTask { .. } => "unknown_task",
+            ServiceError::SliceOutsideLevel { .. } => "slice_outside_level",
+            ServiceError::TileOutsideLevel { .. } => "tile_outside_level",
+            ServiceError::BoxOutsideLevel { .. } => "box_outside_level",
+            ServiceError::InvalidBox { .. } => "invalid_box",
+            ServiceError::InvalidField { .. } => "invalid_field",
+            ServiceError::InvalidBody { .. } => "invalid_body",
+            ServiceError::DatasetExists { .. } => "dataset_exists",
+            ServiceError::ChannelExists { .. } => "channel_exists",
+            ServiceError::DatasetNotEmpty { .. } => "dataset_not_empty",
+            ServiceError::JobEnded { .. } => "job_ended",
+            ServiceError::ChannelReplaced { .. } => "channel_replaced",
+            ServiceError::TooLarge { .. } => "too_large",
+            ServiceError::Overloaded { .. } => "overloaded",
+            ServiceError::Contended { .. } => "contended",
+            ServiceError::DeadlineExceeded { .. } => "deadline_exceeded",
+            ServiceError::ShuttingDown => "shutting_down",
+            ServiceError::Unauthenticated { .. } => "unauthenticated",
+            ServiceError::Forbidden { .. } => "forbidden",
+            ServiceError::Corrupt { .. } => "corrupt",
+            ServiceError::Store(StoreError::Unavailable { .. }) => "store_unavailable",
+            ServiceError::Store(StoreError::BadPageToken { .. }) => "bad_page_token",
+            ServiceError::Store(StoreError::Engine { .. }) => "store_failed",
+            ServiceError::Internal { .. } => "internal",
+        }
+    }
+
+    /// The structured facts of the error, for the JSON body beside `code`
+    /// and `message`.
+    #[must_use]
+    pub fn fields(&self) -> Map<String, Value> {
+        let v = match self {
+            ServiceError::UnknownDataset { name } => json!({ "dataset": name }),
+            ServiceError::UnknownChannel { dataset, name } => {
+                json!({ "dataset": dataset, "channel": name })
+            }
+            ServiceError::UnknownLevel {
+                dataset,
+                level,
+                last,
+            } => json!({ "dataset": dataset, "level": level, "levels": u16::from(*last) + 1 }),
+            ServiceError::UnknownJob { id } => json!({ "job": id }),
+            ServiceError::UnknownTask { job, task } => json!({ "job": job, "task": task }),
+            ServiceError::SliceOutsideLevel {
+                dataset,
+                level,
+                axis,
+                slice,
+                start,
+                end,
+            } => json!({
+                "dataset": dataset, "level": level, "axis": axis, "slice": slice,
+                "range": [start, end],
+            }),
+            ServiceError::TileOutsideLevel {
+                dataset,
+                level,
+                plane,
+                size,
+                row,
+                col,
+                rows,
+                cols,
+            } => json!({
+                "dataset": dataset, "level": level, "plane": plane, "size": size,
+                "row": row, "col": col, "rows": rows, "cols": cols,
+            }),
+            ServiceError::BoxOutsideLevel {
+                dataset,
+                level,
+                bbox,
+                bounds,
+            } => json!({
+                "dataset": dataset, "level": level, "box": box_json(bbox), "bounds": box_json(bounds),
+            }),
+            ServiceError::InvalidBox { .. } => json!({}),
+            ServiceError::InvalidField { field, .. } => json!({ "field": field }),
+            ServiceError::InvalidBody { format, .. } => json!({ "format": format }),
+            ServiceError::DatasetExists { name } => json!({ "dataset": name }),
+            ServiceError::ChannelExists { dataset, name } => {
+                json!({ "dataset": dataset, "channel": name })
+            }
+            ServiceError::DatasetNotEmpty { name, channels } => {
+                json!({ "dataset": name, "channels": channels })
+            }
+            ServiceError::JobEnded { id, state } => json!({ "job": id, "state": state }),
+            ServiceError::ChannelReplaced {
+                dataset,
+                channel,
+                job,
+            } => json!({ "dataset": dataset, "channel": channel, "job": job }),
+            ServiceError::TooLarge {
+                what, bytes, limit, ..
+            } => json!({ "what": what, "bytes": bytes, "limit": limit }),
+            ServiceError::Overloaded {
+                resource,
+                limit,
+                setting,
+                retry_after,
+            } => json!({
+                "resource": resource, "limit": limit, "setting": setting,
+                "retry_after": retry_after.as_secs().max(1),
+            }),
+            ServiceError::Contended { what, attempts } => {
+                json!({ "what": what, "attempts": attempts })
+            }
+            ServiceError::DeadlineExceeded { after } => {
+                json!({ "deadline_seconds": after.as_secs() })
+            }
+            ServiceError::Corrupt { what, key, .. } => json!({ "what": what, "key": key }),
+            ServiceError::Forbidden { action, .. } => json!({ "action": action }),
+            ServiceError::Store(e) => json!({ "backend": e.backend() }),
+            ServiceError::ShuttingDown
+            | ServiceError::Unauthenticated { .. }
+            | ServiceError::Internal { .. } => json!({}),
+        };
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    /// When a client should retry a 503, if this is one.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ServiceError::Overloaded { retry_after, .. } => Some(*retry_after),
+            ServiceError::Store(StoreError::Unavailable { .. }) => Some(Duration::from_secs(5)),
+            ServiceError::Contended { .. } | ServiceError::DeadlineExceeded { .. } => {
+                Some(Duration::from_secs(1))
+            }
+            ServiceError::ShuttingDown => Some(Duration::from_secs(5)),
+            _ => None,
+        }
+    }
+
+    /// A copy for a second waiter of a shared computation (the first gets
+    /// the original). Store engine errors keep their text, not their source.
+    #[must_use]
+    pub fn duplicate(&self) -> Self {
+        match self {
+            ServiceError::Store(StoreError::Unavailable { backend, reason }) => {
+                ServiceError::Store(StoreError::Unavailable {
+                    backend,
+                    reason: reason.clone(),
+                })
+            }
+            ServiceError::Store(StoreError::BadPageToken { backend }) => {
+                ServiceError::Store(StoreError::BadPageToken { backend })
+            }
+            ServiceError::Store(e @ StoreError::Engine { .. }) => ServiceError::Internal {
+                during: "reading from the store",
+                reason: e.to_string(),
+            },
+            ServiceError::UnknownDataset { name } => {
+                ServiceError::UnknownDataset { name: name.clone() }
+            }
+            ServiceError::UnknownChannel { dataset, name } => ServiceError::UnknownChannel {
+                dataset: dataset.clone(),
+                name: name.clone(),
+            },
+            ServiceError::Corrupt { what, key, reason } => ServiceError::Corrupt {
+                what,
+                key: key.clone(),
+                reason: reason.clone(),
+            },
+            ServiceError::Internal { during, reason } => ServiceError::Internal {
+                during,
+                reason: reason.clone(),
+            },
+            other => ServiceError::Internal {
+                during: "sharing a result",
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// A JSON record in the store that does not parse.
+    #[must_use]
+    pub fn corrupt_json(what: &'static str, key: impl Into<String>, e: &serde_json::Error) -> Self {
+        ServiceError::Corrupt {
+            what,
+            key: key.into(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// A request field that is invalid.
+    pub fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ServiceError::InvalidField {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 impl From<neurocube_core::error::GeometryError> for ServiceError {
     fn from(e: neurocube_core::error::GeometryError) -> Self {
-        ServiceError::InvalidRequest(e.to_string())
+        ServiceError::InvalidBox {
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl From<neurocube_core::meta::MetaError> for ServiceError {
+    fn from(e: neurocube_core::meta::MetaError) -> Self {
+        ServiceError::InvalidField {
+            field: e.field.to_string(),
+            reason: e.message,
+        }
     }
 }
 
 impl From<tokio::task::JoinError> for ServiceError {
     fn from(e: tokio::task::JoinError) -> Self {
-        ServiceError::Task(e.to_string())
+        ServiceError::Internal {
+            during: "running a worker task",
+            reason: e.to_string(),
+        }
     }
 }
 

@@ -1,14 +1,29 @@
 //! Row keys, built in exactly one place.
 //!
-//! Chunks: partition = channel uid (u64) ‖ level (u8) ‖ Morton code of the
-//! 4×4×4-chunk super-block (u64); sort = the chunk's Morton code (u64); all
-//! big-endian so byte order is numeric order. Partitioning by super-block
-//! (never by level alone, ndstore's mistake) spreads a level over a
-//! Cassandra ring while keeping neighbouring chunks together.
+//! Numbers are big-endian so that byte order is numeric order. No key is
+//! partitioned by a channel or a level alone (ndstore's Cassandra mistake):
+//! a partition holds at most a super-block's worth of rows, or a bounded
+//! list, so that a big write spreads over a cluster.
+//!
+//! | table | partition | sort | value |
+//! |---|---|---|---|
+//! | chunks | uid ‖ level ‖ super-block | Morton code | Blosc frame |
+//! | meta | `datasets` | name | dataset JSON |
+//! | meta | `channels/{ds}` | name | channel JSON |
+//! | meta | `stale/` uid ‖ level ‖ super-block | Morton code | generation |
+//! | meta | `stale-index/` uid ‖ level ‖ shard | super-block | empty |
+//! | meta | `stale-channels` | uid (hex) | channel to downsample |
+//! | meta | `purge` | uid (hex) | deleted channel to purge |
+//! | meta | `demo` | `complete/{extent}` | marker of a finished demo |
+//! | jobs | `job/` bucket | id | job JSON |
+//! | jobs | `job-buckets` | bucket | empty |
+//! | jobs | `active`, `dedupe`, `extkey` | id or key | id or key |
+//! | jobs | `task/{id}` | `{phase:04}/{name}` | task JSON |
 
+use bytes::Bytes;
 use neurocube_core::ChunkIndex;
 use neurocube_core::morton;
-use neurocube_store::Key;
+use neurocube_store::{Key, SortRange};
 
 /// Chunks per super-block edge is `2^SUPER_BLOCK_BITS`.
 pub const SUPER_BLOCK_BITS: u32 = 2;
@@ -23,14 +38,25 @@ pub fn chunk(uid: u64, level: u8, idx: ChunkIndex) -> Key {
     )
 }
 
-/// Partition key of a super-block.
-#[must_use]
-pub fn chunk_partition(uid: u64, level: u8, super_block: u64) -> Vec<u8> {
-    let mut p = Vec::with_capacity(17);
+fn uid_level_block(prefix: &[u8], uid: u64, level: u8, block: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(prefix.len() + 17);
+    p.extend_from_slice(prefix);
     p.extend_from_slice(&uid.to_be_bytes());
     p.push(level);
-    p.extend_from_slice(&super_block.to_be_bytes());
+    p.extend_from_slice(&block.to_be_bytes());
     p
+}
+
+/// Partition key of a super-block of chunks.
+#[must_use]
+pub fn chunk_partition(uid: u64, level: u8, super_block: u64) -> Vec<u8> {
+    uid_level_block(b"", uid, level, super_block)
+}
+
+/// The Morton code in a chunk's (or stale mark's) sort key.
+#[must_use]
+pub fn morton_of(sort: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(sort.get(..8)?.try_into().ok()?))
 }
 
 /// Meta partition holding all datasets.
@@ -54,6 +80,163 @@ pub fn channel(dataset: &str, name: &str) -> Key {
     Key::new(channels_partition(dataset), name.as_bytes().to_vec())
 }
 
+/// Shards of a channel level's stale index.
+pub const STALE_SHARDS: u8 = 16;
+
+/// Partition of the stale marks of one super-block of a channel level (the
+/// same super-blocks as the chunks).
+#[must_use]
+pub fn stale_partition(uid: u64, level: u8, super_block: u64) -> Vec<u8> {
+    uid_level_block(b"stale/", uid, level, super_block)
+}
+
+/// Stale mark of one chunk (its value is the generation of the write).
+#[must_use]
+pub fn stale_mark(uid: u64, level: u8, code: u64) -> Key {
+    Key::new(
+        stale_partition(uid, level, morton::super_block(code, SUPER_BLOCK_BITS)),
+        code.to_be_bytes().to_vec(),
+    )
+}
+
+/// Partition of one shard of the index of super-blocks with stale marks.
+#[must_use]
+pub fn stale_index_partition(uid: u64, level: u8, shard: u8) -> Vec<u8> {
+    let mut p = Vec::with_capacity(21);
+    p.extend_from_slice(b"stale-index/");
+    p.extend_from_slice(&uid.to_be_bytes());
+    p.push(level);
+    p.push(shard);
+    p
+}
+
+/// Index entry saying a super-block may hold stale marks.
+#[must_use]
+pub fn stale_index(uid: u64, level: u8, super_block: u64) -> Key {
+    // Neighbouring super-blocks land in different shards.
+    let shard = (super_block.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as u8 % STALE_SHARDS;
+    Key::new(
+        stale_index_partition(uid, level, shard),
+        super_block.to_be_bytes().to_vec(),
+    )
+}
+
+/// Channels with stale levels (for automatic downsampling).
+pub const DIRTY: &[u8] = b"stale-channels";
+
+/// Entry of a channel with stale levels.
+#[must_use]
+pub fn dirty(uid: u64) -> Key {
+    Key::new(DIRTY.to_vec(), format!("{uid:016x}").into_bytes())
+}
+
+/// Deleted channels whose chunks are still to be purged.
+pub const PURGE: &[u8] = b"purge";
+
+/// Purge entry of a deleted channel.
+#[must_use]
+pub fn purge(uid: u64) -> Key {
+    Key::new(PURGE.to_vec(), format!("{uid:016x}").into_bytes())
+}
+
+/// Job ids start with their creation time in ms; records are bucketed by
+/// it (2^31 ms, about 25 days, per partition).
+const JOB_BUCKET_BITS: u32 = 31;
+
+/// The time bucket of a job id (`None`: not a job id).
+#[must_use]
+pub fn job_bucket(id: &str) -> Option<u64> {
+    let ms: u64 = id.get(..13)?.parse().ok()?;
+    Some(ms >> JOB_BUCKET_BITS)
+}
+
+/// Partition of the job records of one time bucket.
+#[must_use]
+pub fn jobs_partition(bucket: u64) -> Vec<u8> {
+    let mut p = b"job/".to_vec();
+    p.extend_from_slice(&bucket.to_be_bytes());
+    p
+}
+
+/// Key of a job record (`None`: not a job id).
+#[must_use]
+pub fn job(id: &str) -> Option<Key> {
+    Some(Key::new(
+        jobs_partition(job_bucket(id)?),
+        id.as_bytes().to_vec(),
+    ))
+}
+
+/// The list of job buckets that hold records.
+pub const JOB_BUCKETS: &[u8] = b"job-buckets";
+
+/// Entry saying a bucket holds job records.
+#[must_use]
+pub fn job_bucket_entry(bucket: u64) -> Key {
+    Key::new(JOB_BUCKETS.to_vec(), bucket.to_be_bytes().to_vec())
+}
+
+/// The bucket number of a `job-buckets` entry.
+#[must_use]
+pub fn bucket_of(sort: &[u8]) -> Option<u64> {
+    morton_of(sort)
+}
+
+/// Jobs not yet finished.
+pub const ACTIVE: &[u8] = b"active";
+
+/// Active-list entry of a job (its value is its dedupe key, if any).
+#[must_use]
+pub fn active(id: &str) -> Key {
+    Key::new(ACTIVE.to_vec(), id.as_bytes().to_vec())
+}
+
+/// The one unfinished job per dedupe key.
+#[must_use]
+pub fn dedupe(key: &str) -> Key {
+    Key::new(b"dedupe".to_vec(), key.as_bytes().to_vec())
+}
+
+/// The job made for a client-run job's key.
+#[must_use]
+pub fn external(key: &str) -> Key {
+    Key::new(b"extkey".to_vec(), key.as_bytes().to_vec())
+}
+
+/// Partition of a job's tasks.
+#[must_use]
+pub fn tasks_partition(id: &str) -> Vec<u8> {
+    format!("task/{id}").into_bytes()
+}
+
+/// Key of a task.
+#[must_use]
+pub fn task(id: &str, phase: u32, name: &str) -> Key {
+    Key::new(
+        tasks_partition(id),
+        format!("{phase:04}/{name}").into_bytes(),
+    )
+}
+
+/// Sort range of the tasks of one phase.
+#[must_use]
+pub fn phase_range(phase: u32) -> SortRange {
+    SortRange {
+        start: Some(Bytes::from(format!("{phase:04}/"))),
+        // '0' follows '/': the first key past every "{phase}/..." name.
+        end: Some(Bytes::from(format!("{phase:04}0"))),
+    }
+}
+
+/// Marker of a completed demo of one extent.
+#[must_use]
+pub fn demo_complete(extent: [u64; 3]) -> Key {
+    Key::new(
+        b"demo".to_vec(),
+        format!("complete/{extent:?}").into_bytes(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +251,31 @@ mod tests {
         assert_ne!(chunk(7, 1, [4, 4, 4]).partition, a.partition);
         assert_ne!(chunk(8, 0, [4, 4, 4]).partition, a.partition);
         assert_eq!(a.partition.len(), 17);
+    }
+
+    #[test]
+    fn stale_marks_follow_the_chunks_super_blocks() {
+        let code = morton::encode([5, 6, 7]);
+        let m = stale_mark(7, 1, code);
+        assert_eq!(morton_of(&m.sort), Some(code));
+        assert_eq!(&m.partition[6..], &chunk(7, 1, [5, 6, 7]).partition[..]);
+        // A level's index is spread over every shard.
+        let shards: std::collections::HashSet<_> =
+            (0..256).map(|sb| stale_index(7, 1, sb).partition).collect();
+        assert_eq!(shards.len(), usize::from(STALE_SHARDS));
+    }
+
+    #[test]
+    fn jobs_are_bucketed_by_creation_time() {
+        let a = "1763900000000-0a0b0c0d";
+        let b = "1763900000001-ffffffff";
+        assert_eq!(job(a).unwrap().partition, job(b).unwrap().partition);
+        let later = format!("{:013}-00000000", 1_763_900_000_000u64 + (1 << 31));
+        assert_ne!(job(a).unwrap().partition, job(&later).unwrap().partition);
+        assert!(job("../x").is_none());
+        let r = phase_range(3);
+        assert!(r.contains(task("j", 3, "t9").sort.as_ref()));
+        assert!(!r.contains(task("j", 30, "t").sort.as_ref()));
+        assert!(!r.contains(task("j", 4, "a").sort.as_ref()));
     }
 }

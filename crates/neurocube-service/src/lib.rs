@@ -1,12 +1,23 @@
 //! neurocube's use cases, with no HTTP: the catalog of datasets and
-//! channels, cutout reads and writes, slices, and the metrics they record.
-//! One [`Services`] struct owns them; the server's handlers receive it.
+//! channels, cutout reads and writes, slices, tiles, the resolution
+//! pyramid, background jobs, and the metrics they record.
+//!
+//! One [`Services`] struct owns them. The server calls its use-case methods
+//! (`usecases.rs`), each with the [`context::RequestContext`] of the
+//! request; every background task is a [`background::Worker`] run by the
+//! one [`background::BackgroundRunner`] that [`Services::start`] fills and
+//! [`Services::shutdown`] drains.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use neurocube_store::Store;
 
+pub mod admission;
+pub mod background;
+pub mod body;
 pub mod catalog;
+pub mod context;
 pub mod demo;
 pub mod encoding;
 pub mod error;
@@ -14,27 +25,43 @@ pub mod jobs;
 pub mod keys;
 mod locks;
 pub mod metrics;
+pub mod purge;
 pub mod pyramid;
 pub mod slice;
 pub mod tiles;
+mod usecases;
 pub mod volume;
 
+pub use context::{Access, RequestContext};
 pub use error::{Result, ServiceError};
+pub use usecases::{CutoutResponse, SliceResponse, VolumeBox};
 
 /// Settings of the service layer.
 #[derive(Clone, Debug)]
 pub struct ServiceConfig {
-    /// Largest cutout (decoded bytes) one request may read or write.
-    pub max_cutout_bytes: u64,
+    /// Cutout size and compare-and-set limits.
+    pub volumes: volume::VolumeLimits,
+    /// Decoded bytes that requests in flight may hold at once (beyond: 503).
+    pub max_inflight_bytes: u64,
     /// Tile cache and prefetching.
     pub tiles: tiles::TileConfig,
+    /// Job workers.
+    pub jobs: jobs::JobsConfig,
+    /// Downsample written channels after this quiet time (`None`: only on request).
+    pub auto_downsample: Option<Duration>,
+    /// Threads of the background runner.
+    pub background_threads: usize,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
-            max_cutout_bytes: 1 << 30,
+            volumes: volume::VolumeLimits::default(),
+            max_inflight_bytes: 4 << 30,
             tiles: tiles::TileConfig::default(),
+            jobs: jobs::JobsConfig::default(),
+            auto_downsample: None,
+            background_threads: 2,
         }
     }
 }
@@ -55,10 +82,22 @@ pub struct Services {
     pub jobs: Arc<jobs::Jobs>,
     /// The resolution pyramid: stale levels and downsampling.
     pub pyramid: Arc<pyramid::Pyramid>,
+    /// Chunks of deleted channels, removed in the background.
+    pub purger: Arc<purge::Purger>,
+    /// The in-flight byte budget of heavy requests.
+    pub admission: admission::Admission,
+    /// Who may do what.
+    pub access: context::AccessPolicy,
+    /// Every background worker.
+    pub runner: background::BackgroundRunner,
+    config: ServiceConfig,
 }
 
 impl Services {
-    /// Build the services over a store.
+    /// Build the services over a store, and wire them together: write
+    /// listeners (tile invalidation, stale marks) and job kinds are
+    /// registered here and nowhere else. Nothing runs in the background
+    /// until [`Services::start`].
     #[must_use]
     pub fn new(config: &ServiceConfig, store: Arc<dyn Store>) -> Self {
         let metrics = metrics::Metrics::new();
@@ -67,7 +106,7 @@ impl Services {
             store.clone(),
             catalog.clone(),
             metrics.clone(),
-            config.max_cutout_bytes,
+            config.volumes,
         ));
         let tiles = Arc::new(tiles::TileCache::new(
             &config.tiles,
@@ -76,12 +115,20 @@ impl Services {
             &metrics.registry,
         ));
         let jobs = Arc::new(jobs::Jobs::new(store.clone()));
-        let pyramid = pyramid::Pyramid::install(
+        jobs.configure(config.jobs.clone());
+        let pyramid = pyramid::Pyramid::new(
             store.clone(),
             catalog.clone(),
             volumes.clone(),
             jobs.clone(),
         );
+        volumes.on_write(tiles.listener());
+        volumes.on_write(pyramid.listener());
+        jobs.register(pyramid::KIND, pyramid.job_handler());
+        let purger = Arc::new(purge::Purger::new(store.clone()));
+        let admission = admission::Admission::new(config.max_inflight_bytes, &metrics.registry);
+        let runner =
+            background::BackgroundRunner::new(config.background_threads, &metrics.registry);
         Self {
             store,
             catalog,
@@ -90,39 +137,45 @@ impl Services {
             tiles,
             jobs,
             pyramid,
+            purger,
+            admission,
+            access: context::AccessPolicy,
+            runner,
+            config: config.clone(),
         }
     }
 
-    /// Delete a channel: its record now, its chunks in the background.
-    pub async fn delete_channel(&self, dataset: &str, name: &str) -> Result<()> {
-        let rc = self.catalog.channel(dataset, name).await?;
-        self.catalog.delete_channel(dataset, name).await?;
-        self.spawn_purge(rc);
-        Ok(())
-    }
-
-    /// Delete a dataset (with its channels if `recursive`).
-    pub async fn delete_dataset(&self, name: &str, recursive: bool) -> Result<()> {
-        let ds = self.catalog.dataset(name).await?;
-        for rec in self.catalog.delete_dataset(name, recursive).await? {
-            self.spawn_purge(catalog::ResolvedChannel {
-                dataset: ds.clone(),
-                channel: Arc::new(rec),
-            });
+    /// Start the background workers: job workers, automatic downsampling,
+    /// tile prefetchers and the purge of deleted channels.
+    pub fn start(&self) {
+        for n in 0..self.config.jobs.workers {
+            self.runner
+                .spawn(jobs::JobWorker::new(self.jobs.clone(), n));
         }
-        Ok(())
+        if let Some(quiet) = self.config.auto_downsample
+            && self.config.jobs.workers > 0
+        {
+            self.runner
+                .spawn(pyramid::AutoDownsample::new(&self.pyramid, quiet));
+        }
+        for w in self.tiles.prefetch_workers() {
+            self.runner.spawn(w);
+        }
+        self.runner.spawn(self.purger.worker());
     }
 
-    fn spawn_purge(&self, rc: catalog::ResolvedChannel) {
-        let volumes = self.volumes.clone();
-        tokio::spawn(async move {
-            let name = format!("{}/{}", rc.dataset.name, rc.channel.meta.name);
-            match volumes.purge(&rc).await {
-                Ok(()) => tracing::info!(channel = %name, "purged chunks of deleted channel"),
-                Err(e) => {
-                    tracing::warn!(channel = %name, error = %e, "purging chunks of deleted channel failed; they are unreachable but use disk")
-                }
-            }
-        });
+    /// Stop the background workers (letting queued work drain for at most
+    /// `grace`) and make everything written durable. Returns whether every
+    /// worker finished in time.
+    pub async fn shutdown(&self, grace: Duration) -> Result<bool> {
+        let finished = self.runner.shutdown(grace).await;
+        self.store.flush().await?;
+        Ok(finished)
+    }
+
+    /// Allow `ctx` to do `access`, or say why not: the one check every
+    /// request passes before its use case runs.
+    pub fn authorize(&self, ctx: &RequestContext, access: &Access) -> Result<()> {
+        self.access.check(ctx, access)
     }
 }

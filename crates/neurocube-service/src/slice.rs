@@ -57,9 +57,9 @@ impl Volumes {
         let (width, height) = match (u32::try_from(w), u32::try_from(h)) {
             (Ok(w), Ok(h)) => (w, h),
             _ => {
-                return Err(ServiceError::InvalidRequest(format!(
-                    "a {w}x{h} image is too large"
-                )));
+                return Err(ServiceError::InvalidBox {
+                    reason: format!("a {w}x{h} image is too large"),
+                });
             }
         };
         let dtype = t.dtype();
@@ -83,7 +83,16 @@ impl Volumes {
             )
         })
         .await?
-        .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+        .map_err(|e| match e {
+            // The one rendering failure a request causes: a JPEG over 65535 px.
+            neurocube_core::error::RenderError::TooLarge { .. } => ServiceError::InvalidBox {
+                reason: e.to_string(),
+            },
+            other => ServiceError::Internal {
+                during: "encoding a slice",
+                reason: other.to_string(),
+            },
+        })?;
         Ok(Bytes::from(img))
     }
 }

@@ -3,14 +3,14 @@
 //! zeros; all-zero chunks are deleted, never stored.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use neurocube_core::blosc::{self, Blosc};
 use neurocube_core::cutout::{copy_region, is_zero};
 use neurocube_core::meta::Level;
-use neurocube_core::{Box3, ChunkGrid, ChunkIndex, DType};
+use neurocube_core::{Box3, ChannelName, ChunkGrid, ChunkIndex, DType, DatasetName};
 use neurocube_store::{Key, Store, Table};
 use rayon::prelude::*;
 
@@ -46,13 +46,31 @@ pub struct WriteSummary {
     pub chunks_deleted: usize,
 }
 
+/// Limits of cutouts.
+#[derive(Clone, Copy, Debug)]
+pub struct VolumeLimits {
+    /// Largest cutout (decoded bytes) one request may read or write.
+    pub max_cutout_bytes: u64,
+    /// Compare-and-set attempts on one chunk before a write gives up (503).
+    pub max_cas_attempts: u32,
+}
+
+impl Default for VolumeLimits {
+    fn default() -> Self {
+        Self {
+            max_cutout_bytes: 1 << 30,
+            max_cas_attempts: 64,
+        }
+    }
+}
+
 /// A completed write, as listeners see it.
 #[derive(Clone, Debug)]
 pub struct WriteEvent {
     /// Dataset name.
-    pub dataset: String,
+    pub dataset: DatasetName,
     /// Channel name.
-    pub channel: String,
+    pub channel: ChannelName,
     /// Uid of the channel's chunks.
     pub channel_uid: u64,
     /// Level written.
@@ -76,7 +94,7 @@ pub struct Volumes {
     catalog: Arc<Catalog>,
     metrics: Metrics,
     locks: ChunkLocks,
-    max_cutout_bytes: u64,
+    limits: VolumeLimits,
     listeners: std::sync::RwLock<Vec<Arc<dyn WriteListener>>>,
 }
 
@@ -98,10 +116,17 @@ impl Target {
         self.rc.channel.meta.dtype
     }
 
-    /// Bytes the box holds.
+    /// Bytes the box holds (checked against the limit when the target was made).
     #[must_use]
     pub fn bytes(&self) -> u64 {
         self.bbox.voxels() * self.dtype().size() as u64
+    }
+
+    /// Bytes of one z-slab (one chunk layer) of the box, at most.
+    #[must_use]
+    pub fn slab_bytes(&self) -> u64 {
+        let s = self.bbox.shape();
+        s[0] * s[1] * s[2].min(self.grid().chunk[2]) * self.dtype().size() as u64
     }
 
     fn grid(&self) -> ChunkGrid {
@@ -124,19 +149,20 @@ impl Volumes {
         store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         metrics: Metrics,
-        max_cutout_bytes: u64,
+        limits: VolumeLimits,
     ) -> Self {
         Self {
             store,
             catalog,
             metrics,
             locks: ChunkLocks::default(),
-            max_cutout_bytes,
+            limits,
             listeners: std::sync::RwLock::default(),
         }
     }
 
-    /// Register a listener called synchronously after every write.
+    /// Register a listener awaited after every write, before it is
+    /// acknowledged (the services wire them up in one place, `Services::new`).
     pub fn on_write(&self, l: Arc<dyn WriteListener>) {
         self.listeners
             .write()
@@ -146,8 +172,8 @@ impl Volumes {
 
     async fn notify(&self, t: &Target) -> Result<()> {
         let event = WriteEvent {
-            dataset: t.rc.dataset.name.clone(),
-            channel: t.rc.channel.meta.name.clone(),
+            dataset: t.rc.dataset_name.clone(),
+            channel: t.rc.channel_name.clone(),
             channel_uid: t.rc.channel.uid,
             level: t.level.level,
             bbox: t.bbox,
@@ -166,52 +192,62 @@ impl Volumes {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// The configured size limit.
+    /// The configured limits.
     #[must_use]
-    pub fn max_cutout_bytes(&self) -> u64 {
-        self.max_cutout_bytes
+    pub fn limits(&self) -> VolumeLimits {
+        self.limits
     }
 
     /// Resolve and check a cutout: the level exists, the box lies inside it,
-    /// and it is within the size limit.
+    /// and it is within the size limit (checked arithmetic: a box whose byte
+    /// count does not fit in 64 bits is too large, never wrapped around).
     pub async fn target(
         &self,
-        dataset: &str,
-        channel: &str,
+        dataset: &DatasetName,
+        channel: &ChannelName,
         level: u8,
         bbox: Box3,
     ) -> Result<Target> {
         let rc = self.catalog.channel(dataset, channel).await?;
         if level >= rc.dataset.levels {
-            return Err(ServiceError::NotFound(format!(
-                "level {level} does not exist: dataset '{dataset}' has levels 0 to {}",
-                rc.dataset.levels - 1
-            )));
+            return Err(ServiceError::UnknownLevel {
+                dataset: dataset.to_string(),
+                level,
+                last: rc.dataset.levels - 1,
+            });
         }
         let lv = rc.dataset.level(level);
         let bounds = lv.bounds();
         if !bounds.contains(&bbox) {
-            return Err(ServiceError::InvalidRequest(format!(
-                "box {bbox} is outside level {level} of dataset '{dataset}', which spans {bounds}"
-            )));
+            return Err(ServiceError::BoxOutsideLevel {
+                dataset: dataset.to_string(),
+                level,
+                bbox,
+                bounds,
+            });
         }
-        let t = Target {
+        let bytes = bbox.checked_bytes(rc.channel.meta.dtype.size());
+        let limit = self.limits.max_cutout_bytes;
+        if bytes.is_none_or(|b| b > limit) {
+            return Err(ServiceError::TooLarge {
+                what: "cutout",
+                bytes,
+                limit,
+                limit_source: "server setting limits.max_cutout_bytes".into(),
+                advice: "request smaller boxes",
+            });
+        }
+        Ok(Target {
             rc,
             level: lv,
             bbox,
-        };
-        if t.bytes() > self.max_cutout_bytes {
-            return Err(ServiceError::TooLarge {
-                bytes: t.bytes(),
-                limit: self.max_cutout_bytes,
-            });
-        }
-        Ok(t)
+        })
     }
 
     /// Read a box as a stream of z-slabs (one chunk layer each): memory stays
-    /// bounded by two slabs however large the cutout.
-    pub fn read(&self, t: Target) -> CutoutStream {
+    /// bounded by two slabs however large the cutout. Past `deadline` the
+    /// stream ends with [`ServiceError::DeadlineExceeded`].
+    pub fn read(&self, t: Target, deadline: Option<(Instant, Duration)>) -> CutoutStream {
         let b = t.bbox;
         let slabs = z_slabs(&t);
         let store = self.store.clone();
@@ -223,7 +259,17 @@ impl Volumes {
         let (dtype, len) = (t.dtype(), t.bytes());
         let t = Arc::new(t);
         let body = stream::iter(slabs)
-            .map(move |slab| read_slab(store.clone(), metrics.clone(), t.clone(), slab))
+            .map(move |slab| {
+                let (store, metrics, t) = (store.clone(), metrics.clone(), t.clone());
+                async move {
+                    if let Some((at, after)) = deadline
+                        && Instant::now() > at
+                    {
+                        return Err(ServiceError::DeadlineExceeded { after });
+                    }
+                    read_slab(store, metrics, t, slab).await
+                }
+            })
             .buffered(PIPELINE)
             .boxed();
         CutoutStream {
@@ -309,13 +355,16 @@ impl Volumes {
     /// under per-chunk locks and stored by compare-and-set.
     pub async fn write(&self, t: Target, data: Bytes) -> Result<WriteSummary> {
         if data.len() as u64 != t.bytes() {
-            return Err(ServiceError::InvalidRequest(format!(
-                "body holds {} bytes of voxels but the box {} of {} needs {}",
-                data.len(),
-                t.bbox,
-                t.dtype(),
-                t.bytes()
-            )));
+            return Err(ServiceError::InvalidBody {
+                format: "raw",
+                reason: format!(
+                    "body holds {} bytes of voxels but the box {} of {} needs {}",
+                    data.len(),
+                    t.bbox,
+                    t.dtype(),
+                    t.bytes()
+                ),
+            });
         }
         let grid = t.grid();
         let all = grid.chunks_in(&t.bbox);
@@ -403,11 +452,13 @@ impl Volumes {
     }
 
     /// Read, patch and compare-and-set one partly covered chunk, retrying if
-    /// another server instance changed it in between. Returns false if the
-    /// chunk became all zero (and was deleted).
+    /// another server instance changed it in between (at most
+    /// `max_cas_attempts` times, then 503). Returns false if the chunk
+    /// became all zero (and was deleted).
     async fn patch_chunk(&self, t: &Arc<Target>, data: &Bytes, idx: ChunkIndex) -> Result<bool> {
         let key = t.key(idx);
-        loop {
+        let attempts = self.limits.max_cas_attempts.max(1);
+        for _ in 0..attempts {
             let started = Instant::now();
             let old = self
                 .store
@@ -440,25 +491,13 @@ impl Volumes {
             }
             self.metrics.cas_retries.inc();
         }
-    }
-
-    /// Delete every chunk of a channel at every level (after its record is gone).
-    pub async fn purge(&self, rc: &ResolvedChannel) -> Result<()> {
-        let grid = rc.channel.meta.grid();
-        let sb = 1u64 << keys::SUPER_BLOCK_BITS;
-        for level in rc.dataset.all_levels() {
-            let (lo, hi) = grid.chunk_range(&level.bounds());
-            for z in lo[2] / sb..hi[2].div_ceil(sb) {
-                for y in lo[1] / sb..hi[1].div_ceil(sb) {
-                    for x in lo[0] / sb..hi[0].div_ceil(sb) {
-                        let code = neurocube_core::morton::encode([x, y, z]);
-                        let p = keys::chunk_partition(rc.channel.uid, level.level, code);
-                        self.store.delete_partition(Table::Chunks, &p).await?;
-                    }
-                }
-            }
-        }
-        Ok(())
+        Err(ServiceError::Contended {
+            what: format!(
+                "chunk {idx:?} of {}/{} level {}",
+                t.rc.dataset.name, t.rc.channel.meta.name, t.level.level
+            ),
+            attempts,
+        })
     }
 }
 
@@ -477,23 +516,25 @@ fn encode_chunk(
     if let Some(old) = old {
         decode_chunk(t, idx, old, &mut chunk)?;
     }
-    let region = cb
-        .overlap(&t.bbox)
-        .expect("chunk listed for the box overlaps it");
-    copy_region(data, &t.bbox, &mut chunk, &cb, &region, elem);
+    if let Some(region) = cb.overlap(&t.bbox) {
+        copy_region(data, &t.bbox, &mut chunk, &cb, &region, elem);
+    }
     if is_zero(&chunk) {
         return Ok(None);
     }
-    let codec = Blosc::new(t.rc.channel.meta.compression.compressor(), 5, elem)
-        .map_err(|e| ServiceError::Task(e.to_string()))?;
-    let z = codec
-        .compress(&chunk)
-        .map_err(|e| ServiceError::Task(e.to_string()))?;
+    let internal = |e: neurocube_core::error::BloscError| ServiceError::Internal {
+        during: "compressing a chunk",
+        reason: e.to_string(),
+    };
+    let codec =
+        Blosc::new(t.rc.channel.meta.compression.compressor(), 5, elem).map_err(internal)?;
+    let z = codec.compress(&chunk).map_err(internal)?;
     Ok(Some(Bytes::from(z)))
 }
 
 fn decode_chunk(t: &Target, idx: ChunkIndex, stored: &[u8], out: &mut [u8]) -> Result<()> {
-    blosc::decompress_into(stored, out).map_err(|e| ServiceError::CorruptChunk {
+    blosc::decompress_into(stored, out).map_err(|e| ServiceError::Corrupt {
+        what: "chunk",
         key: format!(
             "{}/{} level {} chunk {:?}",
             t.rc.dataset.name, t.rc.channel.meta.name, t.level.level, idx

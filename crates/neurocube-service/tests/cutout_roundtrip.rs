@@ -10,6 +10,14 @@ use neurocube_service::{ServiceConfig, Services};
 use neurocube_store::memory::MemoryStore;
 use proptest::prelude::*;
 
+fn dn(s: &str) -> neurocube_core::DatasetName {
+    neurocube_core::DatasetName::parse(s).unwrap()
+}
+
+fn cn(s: &str) -> neurocube_core::ChannelName {
+    neurocube_core::ChannelName::parse(s).unwrap()
+}
+
 const EXTENT: [u64; 3] = [70, 50, 40];
 
 fn services(dtype: DType) -> (tokio::runtime::Runtime, Services) {
@@ -38,7 +46,7 @@ fn services(dtype: DType) -> (tokio::runtime::Runtime, Services) {
             compression: Compression::BloscLz4,
             description: String::new(),
         };
-        s.catalog.create_channel("d", ch).await.unwrap();
+        s.catalog.create_channel(&dn("d"), ch).await.unwrap();
     });
     (rt, s)
 }
@@ -92,13 +100,13 @@ proptest! {
                 .collect();
             put(&mut reference, b, &data, elem);
             rt.block_on(async {
-                let t = s.volumes.target("d", "c", 0, *b).await.unwrap();
+                let t = s.volumes.target(&dn("d"), &cn("c"), 0, *b).await.unwrap();
                 s.volumes.write(t, Bytes::from(data)).await.unwrap();
             });
         }
         for b in reads.iter().chain(std::iter::once(&Box3::new([0, 0, 0], EXTENT).unwrap())) {
             let got = rt.block_on(async {
-                let t = s.volumes.target("d", "c", 0, *b).await.unwrap();
+                let t = s.volumes.target(&dn("d"), &cn("c"), 0, *b).await.unwrap();
                 s.volumes.read_all(t).await.unwrap()
             });
             prop_assert_eq!(got, sub(&reference, b, elem));

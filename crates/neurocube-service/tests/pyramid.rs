@@ -13,6 +13,14 @@ use neurocube_service::jobs::JobState;
 use neurocube_service::{ServiceConfig, Services};
 use neurocube_store::embedded::{Durability, EmbeddedOptions, EmbeddedStore};
 
+fn dn(s: &str) -> neurocube_core::DatasetName {
+    neurocube_core::DatasetName::parse(s).unwrap()
+}
+
+fn cn(s: &str) -> neurocube_core::ChannelName {
+    neurocube_core::ChannelName::parse(s).unwrap()
+}
+
 fn services(dir: &tempfile::TempDir) -> Services {
     let store = EmbeddedStore::open(&EmbeddedOptions {
         path: dir.path().to_path_buf(),
@@ -97,7 +105,7 @@ async fn read_level(
     b: Box3,
     dtype: DType,
 ) -> Vec<u64> {
-    let t = s.volumes.target(ds, ch, level, b).await.unwrap();
+    let t = s.volumes.target(&dn(ds), &cn(ch), level, b).await.unwrap();
     let raw = s.volumes.read_all(t).await.unwrap();
     raw.chunks(dtype.size())
         .map(|c| {
@@ -118,7 +126,7 @@ async fn setup(
     s.catalog.create_dataset(ds.clone()).await.unwrap();
     s.catalog
         .create_channel(
-            &ds.name,
+            &dn(&ds.name),
             Channel {
                 name: "c".into(),
                 kind,
@@ -134,7 +142,7 @@ async fn setup(
 }
 
 async fn write0(s: &Services, ds: &str, b: Box3, v: &[u64], dtype: DType) {
-    let t = s.volumes.target(ds, "c", 0, b).await.unwrap();
+    let t = s.volumes.target(&dn(ds), &cn("c"), 0, b).await.unwrap();
     s.volumes
         .write(t, Bytes::from(bytes_of(v, dtype)))
         .await
@@ -142,7 +150,7 @@ async fn write0(s: &Services, ds: &str, b: Box3, v: &[u64], dtype: DType) {
 }
 
 async fn downsample_all(s: &Services, ds: &str) {
-    let (job, _) = s.pyramid.start_downsample(ds, "c").await.unwrap();
+    let (job, _) = s.pyramid.start_downsample(&dn(ds), &cn("c")).await.unwrap();
     let done = s.jobs.run_to_end(&job.id, |_| {}).await.unwrap();
     assert_eq!(done.state, JobState::Done, "{:?}", done.errors);
     assert_eq!(done.done, done.total);
@@ -161,10 +169,10 @@ async fn assert_pyramid(s: &Services, d: &Dataset, level0: &Vol, dtype: DType, m
         assert_eq!(got.len(), want.v.len());
         let bad = got.iter().zip(&want.v).position(|(a, b)| a != b);
         assert!(bad.is_none(), "level {l} differs at voxel {bad:?}");
-        let rc = s.catalog.channel(&d.name, "c").await.unwrap();
+        let rc = s.catalog.channel(&dn(&d.name), &cn("c")).await.unwrap();
         let t = s
             .volumes
-            .target(&d.name, "c", l, lv.bounds())
+            .target(&dn(&d.name), &cn("c"), l, lv.bounds())
             .await
             .unwrap();
         assert!(!s.pyramid.is_stale(&t).await.unwrap());
@@ -204,12 +212,12 @@ async fn image_pyramid_matches_the_reference_and_updates_incrementally() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) & 0xff)
         .collect();
     write0(&s, "img", b0, &v, DType::Uint8).await;
-    let rc = s.catalog.channel("img", "c").await.unwrap();
+    let rc = s.catalog.channel(&dn("img"), &cn("c")).await.unwrap();
     let st = s.pyramid.status(&rc).await.unwrap();
     assert!(st[1..].iter().all(|l| l.state == "stale"), "{st:?}");
     let t1 = s
         .volumes
-        .target("img", "c", 1, d.level(1).bounds())
+        .target(&dn("img"), &cn("c"), 1, d.level(1).bounds())
         .await
         .unwrap();
     assert!(s.pyramid.is_stale(&t1).await.unwrap());
@@ -232,8 +240,8 @@ async fn image_pyramid_matches_the_reference_and_updates_incrementally() {
     let far = s
         .volumes
         .target(
-            "img",
-            "c",
+            &dn("img"),
+            &cn("c"),
             1,
             Box3::new([100, 64, 1], [140, 90, 5]).unwrap(),
         )
@@ -254,7 +262,11 @@ async fn image_pyramid_matches_the_reference_and_updates_incrementally() {
             }
         }
     }
-    let (job, _) = s.pyramid.start_downsample("img", "c").await.unwrap();
+    let (job, _) = s
+        .pyramid
+        .start_downsample(&dn("img"), &cn("c"))
+        .await
+        .unwrap();
     assert_eq!(job.total, 3, "only the affected chunks are recomputed");
     let done = s.jobs.run_to_end(&job.id, |_| {}).await.unwrap();
     assert_eq!((done.state, done.done), (JobState::Done, 3));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::{Key, PageToken, SortRange, Store, Table};
+use crate::{Key, PageToken, Scan, SortRange, Store, Table};
 
 /// A store under test, and whatever must live as long as it (a temp dir, a keyspace).
 pub struct Fixture {
@@ -24,14 +24,15 @@ macro_rules! conformance_tests {
             put_get_delete, overwrite_and_missing, get_many_keeps_order, partitions_and_tables_are_separate,
             scan_in_sort_order_within_range, scan_pages_resume_without_gaps, scan_all_covers_the_table,
             compare_and_set_semantics, compare_and_set_never_loses_an_update, large_values,
-            delete_partition_removes_only_that_partition, empty_batches);
+            delete_partition_removes_only_that_partition, empty_batches,
+            scan_helper_reads_every_page, flush_keeps_everything);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let fixture: $crate::conformance::Fixture = $make.await;
-                $crate::conformance::$name(&*fixture.store).await;
+                $crate::conformance::$name(&fixture.store).await;
                 drop(fixture);
             }
         )*
@@ -47,7 +48,7 @@ fn v(s: &str) -> Bytes {
 }
 
 /// Rows written are read back; deleted rows read as absent.
-pub async fn put_get_delete(s: &dyn Store) {
+pub async fn put_get_delete(s: &Arc<dyn Store>) {
     s.put_many(
         Table::Meta,
         vec![(k("p", "a"), v("1")), (k("p", "b"), v("2"))],
@@ -68,7 +69,7 @@ pub async fn put_get_delete(s: &dyn Store) {
 }
 
 /// A second write replaces the value; an unknown key is `None`, not an error.
-pub async fn overwrite_and_missing(s: &dyn Store) {
+pub async fn overwrite_and_missing(s: &Arc<dyn Store>) {
     s.put_many(Table::Meta, vec![(k("o", "x"), v("old"))])
         .await
         .unwrap();
@@ -89,7 +90,7 @@ pub async fn overwrite_and_missing(s: &dyn Store) {
 }
 
 /// One result per key, in request order, duplicates included.
-pub async fn get_many_keeps_order(s: &dyn Store) {
+pub async fn get_many_keeps_order(s: &Arc<dyn Store>) {
     let rows: Vec<_> = (0..50)
         .map(|i| {
             (
@@ -120,7 +121,7 @@ pub async fn get_many_keeps_order(s: &dyn Store) {
 }
 
 /// Partition `a` never sees rows of partition `ab`, and tables never share rows.
-pub async fn partitions_and_tables_are_separate(s: &dyn Store) {
+pub async fn partitions_and_tables_are_separate(s: &Arc<dyn Store>) {
     s.put_many(
         Table::Meta,
         vec![(k("a", "bc"), v("a/bc")), (k("ab", "c"), v("ab/c"))],
@@ -146,7 +147,7 @@ pub async fn partitions_and_tables_are_separate(s: &dyn Store) {
 }
 
 /// Scans return sort order, honour `[start, end)`, and stay in their partition.
-pub async fn scan_in_sort_order_within_range(s: &dyn Store) {
+pub async fn scan_in_sort_order_within_range(s: &Arc<dyn Store>) {
     let rows: Vec<_> = [5u8, 1, 9, 3, 7]
         .iter()
         .map(|&i| (Key::new(b"sc".to_vec(), vec![i]), Bytes::from(vec![i; 3])))
@@ -173,7 +174,7 @@ pub async fn scan_in_sort_order_within_range(s: &dyn Store) {
 }
 
 /// Paging with small limits returns every row exactly once, in order.
-pub async fn scan_pages_resume_without_gaps(s: &dyn Store) {
+pub async fn scan_pages_resume_without_gaps(s: &Arc<dyn Store>) {
     let rows: Vec<_> = (0u16..23)
         .map(|i| {
             (
@@ -208,7 +209,7 @@ pub async fn scan_pages_resume_without_gaps(s: &dyn Store) {
 }
 
 /// `scan_all` pages cover every row of every partition of the table, once.
-pub async fn scan_all_covers_the_table(s: &dyn Store) {
+pub async fn scan_all_covers_the_table(s: &Arc<dyn Store>) {
     let mut want = Vec::new();
     for p in 0..6 {
         let rows: Vec<_> = (0..4)
@@ -238,7 +239,7 @@ pub async fn scan_all_covers_the_table(s: &dyn Store) {
 }
 
 /// CAS sets only from the expected value; `None` means absent / delete.
-pub async fn compare_and_set_semantics(s: &dyn Store) {
+pub async fn compare_and_set_semantics(s: &Arc<dyn Store>) {
     let key = k("cas", "x");
     assert!(
         s.compare_and_set(Table::Jobs, key.clone(), None, Some(v("1")))
@@ -285,7 +286,7 @@ pub async fn compare_and_set_semantics(s: &dyn Store) {
 }
 
 /// Concurrent read-modify-write through CAS loses no increment.
-pub async fn compare_and_set_never_loses_an_update(s: &dyn Store) {
+pub async fn compare_and_set_never_loses_an_update(s: &Arc<dyn Store>) {
     let key = k("counter", "n");
     let tasks = 6;
     let each = 15;
@@ -328,7 +329,7 @@ pub async fn compare_and_set_never_loses_an_update(s: &dyn Store) {
 }
 
 /// Multi-MiB values (large chunks) round-trip byte for byte.
-pub async fn large_values(s: &dyn Store) {
+pub async fn large_values(s: &Arc<dyn Store>) {
     let big: Vec<u8> = (0..(4 << 20))
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -349,7 +350,7 @@ pub async fn large_values(s: &dyn Store) {
 }
 
 /// Deleting a partition leaves neighbours (`dp` vs `dpx`) intact.
-pub async fn delete_partition_removes_only_that_partition(s: &dyn Store) {
+pub async fn delete_partition_removes_only_that_partition(s: &Arc<dyn Store>) {
     let rows: Vec<_> = (0..30)
         .map(|i| (k("dp", &format!("{i:02}")), v("x")))
         .collect();
@@ -376,7 +377,7 @@ pub async fn delete_partition_removes_only_that_partition(s: &dyn Store) {
 }
 
 /// Empty requests are no-ops, not errors.
-pub async fn empty_batches(s: &dyn Store) {
+pub async fn empty_batches(s: &Arc<dyn Store>) {
     s.put_many(Table::Meta, vec![]).await.unwrap();
     assert!(s.get_many(Table::Meta, &[]).await.unwrap().is_empty());
     s.delete_many(Table::Meta, &[]).await.unwrap();
@@ -386,5 +387,66 @@ pub async fn empty_batches(s: &dyn Store) {
             .unwrap()
             .rows
             .is_empty()
+    );
+}
+
+/// The scan helper follows every page of a partition, of a sort range and
+/// of a whole table: more rows than one page, none dropped, none twice.
+pub async fn scan_helper_reads_every_page(s: &Arc<dyn Store>) {
+    let rows: Vec<(Key, Bytes)> = (0..2_345u32)
+        .map(|i| {
+            let sort = format!("{i:05}");
+            (k("many", &sort), v(&sort))
+        })
+        .collect();
+    for batch in rows.chunks(500) {
+        s.put_many(Table::Jobs, batch.to_vec()).await.unwrap();
+    }
+    s.put_many(Table::Jobs, vec![(k("other", "x"), v("x"))])
+        .await
+        .unwrap();
+    let got = Scan::partition(s.clone(), Table::Jobs, b"many".to_vec(), SortRange::all())
+        .page_size(100)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(got, rows, "every row of the partition, in order");
+    let range = SortRange {
+        start: Some(v("00990")),
+        end: Some(v("02001")),
+    };
+    let got = Scan::partition(s.clone(), Table::Jobs, b"many".to_vec(), range)
+        .page_size(7)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(got, rows[990..2001].to_vec());
+    let all = Scan::table(s.clone(), Table::Jobs)
+        .page_size(64)
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), rows.len() + 1);
+    let mut keys: Vec<Key> = all.into_iter().map(|(k, _)| k).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), rows.len() + 1, "no row twice");
+    let n = Scan::partition(s.clone(), Table::Jobs, b"many".to_vec(), SortRange::all())
+        .page_size(100)
+        .count(1_000)
+        .await
+        .unwrap();
+    assert_eq!(n, 1_000);
+}
+
+/// `flush` succeeds and loses nothing.
+pub async fn flush_keeps_everything(s: &Arc<dyn Store>) {
+    s.put_many(Table::Meta, vec![(k("f", "1"), v("one"))])
+        .await
+        .unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(
+        s.get_many(Table::Meta, &[k("f", "1")]).await.unwrap(),
+        vec![Some(v("one"))]
     );
 }

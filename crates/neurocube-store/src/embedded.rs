@@ -315,4 +315,9 @@ impl Store for EmbeddedStore {
         })
         .await
     }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.blocking(|s| s.db.persist(PersistMode::SyncAll).map_err(engine("flush")))
+            .await
+    }
 }

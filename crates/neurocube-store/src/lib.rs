@@ -23,7 +23,10 @@ pub mod cassandra;
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
+mod scan;
 mod striped;
+
+pub use scan::{DEFAULT_PAGE, Scan};
 
 /// The tables of neurocube. Backends create them all when they open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,7 +112,6 @@ impl SortRange {
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StoreError {
     /// The backend cannot be reached now; retrying later may succeed.
     #[error("{backend} store unavailable: {reason}")]
@@ -136,6 +138,18 @@ pub enum StoreError {
         /// Backend name.
         backend: &'static str,
     },
+}
+
+impl StoreError {
+    /// The backend that failed.
+    #[must_use]
+    pub fn backend(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable { backend, .. }
+            | StoreError::Engine { backend, .. }
+            | StoreError::BadPageToken { backend } => backend,
+        }
+    }
 }
 
 /// The storage trait. Missing rows are `None`, not errors: the layer above
@@ -187,6 +201,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete every row of a partition.
     async fn delete_partition(&self, table: Table, partition: &[u8]) -> Result<(), StoreError>;
+
+    /// Make everything written so far durable on this node's disk (at
+    /// shutdown; each write is already durable when it returns).
+    async fn flush(&self) -> Result<(), StoreError>;
 }
 
 /// Encode a key for an ordered engine: `u16 BE partition length ‖ partition ‖ sort`.

@@ -145,4 +145,8 @@ impl Store for MemoryStore {
             .retain(|(t, k), _| *t != table || !k.starts_with(&prefix));
         Ok(())
     }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

@@ -19,6 +19,7 @@ use clap::{Args, Subcommand};
 use futures::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use neurocube_core::Box3;
+use neurocube_core::{ChannelName, DatasetName};
 use neurocube_service::jobs::{JobState, TaskSpec};
 use neurocube_service::{ServiceConfig, Services};
 use serde_json::{Value, json};
@@ -32,11 +33,11 @@ pub struct IngestArgs {
     /// per z), a 3-D TIFF, or a 3-D `.npy` array (z, y, x).
     pub source: PathBuf,
     /// Dataset to load into.
-    #[arg(long)]
-    pub dataset: String,
+    #[arg(long, value_parser = DatasetName::parse)]
+    pub dataset: DatasetName,
     /// Channel to load into.
-    #[arg(long)]
-    pub channel: String,
+    #[arg(long, value_parser = ChannelName::parse)]
+    pub channel: ChannelName,
     /// A running server to send the data to, e.g. http://127.0.0.1:8080
     /// (otherwise the local data directory is opened).
     #[arg(long)]
@@ -96,9 +97,11 @@ pub enum JobsCmd {
     /// Start downsampling a channel.
     Downsample {
         /// Dataset.
-        dataset: String,
+        #[arg(value_parser = DatasetName::parse)]
+        dataset: DatasetName,
         /// Channel.
-        channel: String,
+        #[arg(value_parser = ChannelName::parse)]
+        channel: ChannelName,
     },
 }
 
@@ -130,7 +133,10 @@ pub async fn run(a: IngestArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let config = ServiceConfig {
-                max_cutout_bytes: s.limits.max_cutout_bytes,
+                volumes: neurocube_service::volume::VolumeLimits {
+                    max_cutout_bytes: s.limits.max_cutout_bytes,
+                    max_cas_attempts: s.limits.max_cas_attempts,
+                },
                 ..ServiceConfig::default()
             };
             Sink::Local(Arc::new(Services::new(&config, store)))
@@ -225,13 +231,15 @@ pub async fn run(a: IngestArgs) -> Result<(), String> {
                 [target.end[0], target.end[1], s1],
             )
             .map_err(|e| e.to_string())?;
-            sink.write(&d.name, &c.name, b, data).await.map_err(|e| {
-                format!(
-                    "writing slices {} to {}: {e}",
-                    st.name(s0 - target.start[2]),
-                    st.name(s1 - 1 - target.start[2])
-                )
-            })?;
+            sink.write(&a.dataset, &a.channel, b, data)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "writing slices {} to {}: {e}",
+                        st.name(s0 - target.start[2]),
+                        st.name(s1 - 1 - target.start[2])
+                    )
+                })?;
             sink.task_done(&job.id, &name(s0)).await
         }
         .await;
@@ -253,7 +261,7 @@ pub async fn run(a: IngestArgs) -> Result<(), String> {
         st.shape[2], st.shape[0], st.shape[1], st.dtype, d.name, c.name, job.id
     );
     if !a.no_downsample && d.levels > 1 {
-        let r = sink.downsample(&d.name, &c.name).await?;
+        let r = sink.downsample(&a.dataset, &a.channel).await?;
         if r.state != JobState::Done {
             return Err(format!(
                 "downsampling job {} ended {:?}: {:?}",

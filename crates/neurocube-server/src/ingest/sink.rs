@@ -10,6 +10,7 @@ use bytes::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use neurocube_core::Box3;
 use neurocube_core::meta::{Channel, ChannelType, Compression, Dataset, Scaling, default_chunk};
+use neurocube_core::{ChannelName, DatasetName};
 use neurocube_service::Services;
 use neurocube_service::jobs::{JobRecord, TaskSpec};
 use serde_json::{Value, json};
@@ -123,7 +124,7 @@ impl Sink {
                     l
                 });
                 let d = Dataset {
-                    name: ds.clone(),
+                    name: ds.to_string(),
                     voxel_size: [vx, vy, vz],
                     extent: [st.shape[0], st.shape[1], a.z.unwrap_or(0) + st.shape[2]],
                     offset: [0, 0, 0],
@@ -183,7 +184,7 @@ impl Sink {
                     k => return Err(format!("--kind '{k}' must be image or segmentation")),
                 };
                 let c = Channel {
-                    name: ch.clone(),
+                    name: ch.to_string(),
                     kind,
                     dtype: st.dtype,
                     chunk_size: default_chunk(),
@@ -282,8 +283,8 @@ impl Sink {
 
     pub(super) async fn write(
         &self,
-        ds: &str,
-        ch: &str,
+        ds: &DatasetName,
+        ch: &ChannelName,
         b: Box3,
         data: Vec<u8>,
     ) -> Result<(), String> {
@@ -353,7 +354,11 @@ impl Sink {
     }
 
     /// Start downsampling and follow it to the end with a progress bar.
-    pub(super) async fn downsample(&self, ds: &str, ch: &str) -> Result<JobRecord, String> {
+    pub(super) async fn downsample(
+        &self,
+        ds: &DatasetName,
+        ch: &ChannelName,
+    ) -> Result<JobRecord, String> {
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(

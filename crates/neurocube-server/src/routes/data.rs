@@ -3,26 +3,32 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::TryStreamExt;
 use neurocube_core::render::ImageFormat;
-use neurocube_service::encoding::{self, Encoding};
 use neurocube_service::slice::RenderOptions;
+use neurocube_service::{Access, RequestContext};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::body;
+use crate::endpoint::{Endpoint, content_length, query, segment};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::url::{self, DataKind, DataRequest};
 
-type Segments = web::Path<(String, String, String, String, String, String, String)>;
-
-fn parse(p: Segments) -> ApiResult<DataRequest> {
-    let (ds, ch, fmt, level, a, b, c) = p.into_inner();
-    url::parse([&ds, &ch, &fmt, &level, &a, &b, &c]).map_err(ApiError::BadRequest)
+fn parse(req: &HttpRequest) -> ApiResult<DataRequest> {
+    let s = |n| segment(req, n);
+    url::parse([
+        s("ds")?,
+        s("ch")?,
+        s("fmt")?,
+        s("level")?,
+        s("a")?,
+        s("b")?,
+        s("c")?,
+    ])
 }
 
 /// Query options of slices.
-#[derive(Deserialize)]
-pub struct SliceQuery {
+#[derive(Deserialize, Default)]
+struct SliceQuery {
     format: Option<String>,
     quality: Option<String>,
     window: Option<String>,
@@ -37,14 +43,14 @@ impl SliceQuery {
                 .ok()
                 .filter(|q| (1..=100).contains(q))
                 .ok_or_else(|| {
-                    ApiError::BadRequest(format!("quality '{q}' must be an integer from 1 to 100"))
+                    ApiError::query(format!("quality '{q}' must be an integer from 1 to 100"))
                 })?,
         };
         let format = match self.format.as_deref() {
             None | Some("png") => ImageFormat::Png,
             Some("jpeg" | "jpg") => ImageFormat::Jpeg(quality),
             Some(f) => {
-                return Err(ApiError::BadRequest(format!(
+                return Err(ApiError::query(format!(
                     "unknown image format '{f}': use png or jpeg"
                 )));
             }
@@ -54,91 +60,108 @@ impl SliceQuery {
             .as_deref()
             .map(url::window)
             .transpose()
-            .map_err(ApiError::BadRequest)?;
+            .map_err(ApiError::query)?;
         Ok(RenderOptions { format, window })
     }
 }
 
-fn shape_header(r: &DataRequest) -> String {
-    let s = r.bbox.shape();
+fn shape_header(s: [u64; 3]) -> String {
     format!("{},{},{}", s[2], s[1], s[0])
 }
 
-/// Read the first slab before the response starts, so a store that is
-/// down answers 503 (with Retry-After) instead of a 200 whose connection is
-/// then cut. A failure after the first slab still ends the body early.
-async fn first_slab_read(
-    mut s: neurocube_service::volume::CutoutStream,
-) -> Result<neurocube_service::volume::CutoutStream, neurocube_service::ServiceError> {
-    use futures::StreamExt;
-    if let Some(first) = s.body.next().await {
-        let first = first?;
-        s.body = futures::stream::once(async move { Ok(first) })
-            .chain(s.body)
-            .boxed();
-    }
-    Ok(s)
+/// `GET /{ds}/{ch}/{fmt}/{level}/{a}/{b}/{c}/`: a cutout or a slice.
+pub struct Get {
+    r: DataRequest,
+    render: Option<RenderOptions>,
 }
 
-/// `GET /{ds}/{ch}/{fmt}/{level}/{a}/{b}/{c}/`: a cutout or a slice.
-pub async fn get(
-    state: web::Data<AppState>,
-    path: Segments,
-    q: web::Query<SliceQuery>,
-) -> ApiResult<HttpResponse> {
-    let r = parse(path)?;
-    let volumes = &state.services.volumes;
-    let t = volumes
-        .target(&r.dataset, &r.channel, r.level, r.bbox)
-        .await?;
-    let dtype = t.dtype();
-    // A coarser level not yet recomputed after a write says so.
-    let stale = state.services.pyramid.is_stale(&t).await?;
-    let mut ok = HttpResponse::Ok();
-    if stale {
-        ok.insert_header(("X-Neurocube-Level-Stale", "true"));
+impl Endpoint for Get {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let r = parse(req)?;
+        let render = match r.kind {
+            DataKind::Slice(_) => Some(query::<SliceQuery>(req)?.options()?),
+            DataKind::Cutout(_) => None,
+        };
+        Ok(Self { r, render })
     }
-    match r.kind {
-        DataKind::Cutout(enc) => {
-            let e = encoding::encode(enc, first_slab_read(volumes.read(t)).await?).await?;
-            Ok(ok
-                .content_type(enc.content_type())
-                .insert_header(("X-Neurocube-Dtype", dtype.name()))
-                .insert_header(("X-Neurocube-Shape", shape_header(&r)))
-                .no_chunking(e.len)
-                .streaming(e.body.map_err(ApiError::from)))
-        }
-        DataKind::Slice(plane) => {
-            let opts = q.options()?;
-            let img = volumes.slice(plane, t, opts).await?;
-            Ok(ok.content_type(opts.format.content_type()).body(img))
+
+    fn access(&self) -> Access {
+        Access::Read(self.r.target.dataset.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let s = &state.services;
+        let mut ok = HttpResponse::Ok();
+        match (self.r.kind, self.render) {
+            (DataKind::Cutout(enc), _) => {
+                let c = s.read_cutout(ctx, &self.r.target, enc).await?;
+                if c.stale {
+                    ok.insert_header(("X-Neurocube-Level-Stale", "true"));
+                }
+                Ok(ok
+                    .content_type(enc.content_type())
+                    .insert_header(("X-Neurocube-Dtype", c.dtype.name()))
+                    .insert_header(("X-Neurocube-Shape", shape_header(c.shape)))
+                    .no_chunking(c.body.len)
+                    .streaming(c.body.body.map_err(ApiError::from)))
+            }
+            (DataKind::Slice(plane), render) => {
+                let opts = render.unwrap_or(RenderOptions {
+                    format: ImageFormat::Png,
+                    window: None,
+                });
+                let img = s.read_slice(ctx, &self.r.target, plane, opts).await?;
+                if img.stale {
+                    ok.insert_header(("X-Neurocube-Level-Stale", "true"));
+                }
+                Ok(ok.content_type(opts.format.content_type()).body(img.image))
+            }
         }
     }
 }
 
 /// `PUT /{ds}/{ch}/{npy|raw|blosc}/{level}/{x0,x1}/{y0,y1}/{z0,z1}/`: write a cutout.
-pub async fn put(
-    state: web::Data<AppState>,
-    path: Segments,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
-    let r = parse(path)?;
-    let DataKind::Cutout(enc) = r.kind else {
-        return Err(ApiError::BadRequest(
-            "slices are read-only: write with npy, raw or blosc cutout URLs".into(),
-        ));
-    };
-    let volumes = &state.services.volumes;
-    let t = volumes
-        .target(&r.dataset, &r.channel, r.level, r.bbox)
-        .await?;
-    let body = body::read(&req, payload, state.body_limit).await?;
-    let voxels = encoding::decode(enc, body, &t).await?;
-    let summary = volumes.write(t, voxels).await?;
-    Ok(HttpResponse::Created().json(json!({
-        "chunks_written": summary.chunks_written,
-        "chunks_deleted": summary.chunks_deleted,
-        "format": match enc { Encoding::Npy => "npy", Encoding::Raw => "raw", Encoding::Blosc => "blosc" },
-    })))
+pub struct Put(DataRequest);
+
+impl Endpoint for Put {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let r = parse(req)?;
+        if let DataKind::Slice(_) = r.kind {
+            return Err(ApiError::path(
+                "slices are read-only: write with npy, raw or blosc cutout URLs",
+            ));
+        }
+        Ok(Self(r))
+    }
+
+    fn access(&self) -> Access {
+        Access::Write(self.0.target.dataset.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        body: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let DataKind::Cutout(enc) = self.0.kind else {
+            return Err(ApiError::path("slices are read-only"));
+        };
+        let summary = state
+            .services
+            .write_cutout(ctx, &self.0.target, enc, content_length(req), body)
+            .await?;
+        Ok(HttpResponse::Created().json(json!({
+            "chunks_written": summary.chunks_written,
+            "chunks_deleted": summary.chunks_deleted,
+            "format": enc.name(),
+        })))
+    }
 }

@@ -1,11 +1,13 @@
 //! Jobs under `/v1/jobs`, and starting a channel's downsampling.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use neurocube_core::{ChannelName, DatasetName};
 use neurocube_service::jobs::{JobRecord, TaskSpec};
+use neurocube_service::{Access, RequestContext};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::body;
+use crate::endpoint::{Endpoint, channel, json_body, query, segment};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -16,68 +18,140 @@ fn view(r: JobRecord) -> Value {
     serde_json::to_value(r.view()).unwrap_or_default()
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> ApiResult<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid {what} JSON: {e}")))
+fn id(req: &HttpRequest) -> ApiResult<String> {
+    Ok(segment(req, "id")?.to_string())
 }
 
 /// `GET /v1/jobs`
-pub async fn list(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    let jobs: Vec<Value> = state
-        .services
-        .jobs
-        .list()
-        .await?
-        .into_iter()
-        .map(view)
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "jobs": jobs })))
+pub struct ListJobs;
+
+impl Endpoint for ListJobs {
+    fn parse(_: &HttpRequest) -> ApiResult<Self> {
+        Ok(ListJobs)
+    }
+
+    fn access(&self) -> Access {
+        Access::ServerRead
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let jobs: Vec<Value> = state
+            .services
+            .list_jobs(ctx)
+            .await?
+            .into_iter()
+            .map(view)
+            .collect();
+        Ok(HttpResponse::Ok().json(json!({ "jobs": jobs })))
+    }
 }
 
 /// Query of `GET /v1/jobs/{id}`.
 #[derive(Deserialize)]
-pub struct GetQuery {
+#[serde(deny_unknown_fields)]
+struct GetQuery {
     #[serde(default)]
     tasks: bool,
 }
 
 /// `GET /v1/jobs/{id}[?tasks=true]`
-pub async fn get(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    q: web::Query<GetQuery>,
-) -> ApiResult<HttpResponse> {
-    let jobs = &state.services.jobs;
-    let mut v = view(jobs.get(&id).await?);
-    if q.tasks {
-        let tasks: Vec<Value> = jobs
-            .tasks(&id, None)
-            .await?
-            .into_iter()
-            .map(|(_, t)| json!({"name": t.name, "phase": t.phase, "state": t.state, "holder": t.holder, "attempts": t.attempts}))
-            .collect();
-        v["tasks"] = Value::Array(tasks);
+pub struct GetJob {
+    id: String,
+    tasks: bool,
+}
+
+impl Endpoint for GetJob {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let q: GetQuery = query(req)?;
+        Ok(Self {
+            id: id(req)?,
+            tasks: q.tasks,
+        })
     }
-    Ok(HttpResponse::Ok().json(v))
+
+    fn access(&self) -> Access {
+        Access::ServerRead
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let (job, tasks) = state.services.get_job(ctx, &self.id, self.tasks).await?;
+        let mut v = view(job);
+        if let Some(tasks) = tasks {
+            let tasks: Vec<Value> = tasks
+                .into_iter()
+                .map(|t| json!({"name": t.name, "phase": t.phase, "state": t.state, "holder": t.holder, "attempts": t.attempts}))
+                .collect();
+            v["tasks"] = Value::Array(tasks);
+        }
+        Ok(HttpResponse::Ok().json(v))
+    }
 }
 
 /// `DELETE /v1/jobs/{id}`: cancel.
-pub async fn cancel(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
-    let r = state.services.jobs.cancel(&id).await?;
-    Ok(HttpResponse::Ok().json(view(r)))
+pub struct CancelJob(String);
+
+impl Endpoint for CancelJob {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        Ok(Self(id(req)?))
+    }
+
+    fn access(&self) -> Access {
+        Access::ServerWrite
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let r = state.services.cancel_job(ctx, &self.0).await?;
+        Ok(HttpResponse::Ok().json(view(r)))
+    }
 }
 
 /// `POST /v1/datasets/{ds}/channels/{ch}/downsample`: start (or return the
 /// running) downsample job of a channel.
-pub async fn downsample(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let (ds, ch) = path.into_inner();
-    let (job, created) = state.services.pyramid.start_downsample(&ds, &ch).await?;
-    let mut v = view(job);
-    v["created"] = json!(created);
-    Ok(HttpResponse::Accepted().json(v))
+pub struct Downsample(DatasetName, ChannelName);
+
+impl Endpoint for Downsample {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let (d, c) = channel(req)?;
+        Ok(Self(d, c))
+    }
+
+    fn access(&self) -> Access {
+        Access::Write(self.0.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let (job, created) = state
+            .services
+            .start_downsample(ctx, &self.0, &self.1)
+            .await?;
+        let mut v = view(job);
+        v["created"] = json!(created);
+        Ok(HttpResponse::Accepted().json(v))
+    }
 }
 
 /// A task of a client-run job.
@@ -106,50 +180,76 @@ fn bytes_unit() -> String {
 }
 
 /// `POST /v1/jobs`: create a client-run job, or return the one made for its key.
-pub async fn create(
-    state: web::Data<AppState>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
-    let bytes = body::read(&req, payload, JOB_LIMIT).await?;
-    let j: NewJob = parse_json(&bytes, "job")?;
-    if j.kind.is_empty() || j.key.is_empty() || j.tasks.is_empty() {
-        return Err(ApiError::BadRequest(
-            "a job needs a kind, a key and at least one task".into(),
-        ));
+pub struct CreateJob;
+
+impl Endpoint for CreateJob {
+    fn parse(_: &HttpRequest) -> ApiResult<Self> {
+        Ok(CreateJob)
     }
-    let tasks = j
-        .tasks
-        .into_iter()
-        .map(|t| TaskSpec {
-            name: t.name,
-            units: t.units,
-            spec: Value::Null,
-        })
-        .collect();
-    let (rec, created) = state
-        .services
-        .jobs
-        .create_external(&j.key, &j.kind, j.params, &j.unit, tasks)
-        .await?;
-    let mut v = view(rec);
-    v["created"] = json!(created);
-    Ok(if created {
-        HttpResponse::Created()
-    } else {
-        HttpResponse::Ok()
+
+    fn access(&self) -> Access {
+        Access::ServerWrite
     }
-    .json(v))
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        body: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let j: NewJob = json_body(req, body, JOB_LIMIT, "job").await?;
+        if j.kind.is_empty() || j.key.is_empty() || j.tasks.is_empty() {
+            return Err(ApiError::body(
+                "a job needs a kind, a key and at least one task",
+            ));
+        }
+        let tasks = j
+            .tasks
+            .into_iter()
+            .map(|t| TaskSpec {
+                name: t.name,
+                units: t.units,
+                spec: Value::Null,
+            })
+            .collect();
+        let (rec, created) = state
+            .services
+            .create_client_job(ctx, &j.key, &j.kind, j.params, &j.unit, tasks)
+            .await?;
+        let mut v = view(rec);
+        v["created"] = json!(created);
+        Ok(if created {
+            HttpResponse::Created()
+        } else {
+            HttpResponse::Ok()
+        }
+        .json(v))
+    }
 }
 
 /// `POST /v1/jobs/{id}/tasks/{name}/done`: a client finished a task.
-pub async fn task_done(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let (id, name) = path.into_inner();
-    let r = state.services.jobs.complete_task(&id, &name).await?;
-    Ok(HttpResponse::Ok().json(view(r)))
+pub struct TaskDone(String, String);
+
+impl Endpoint for TaskDone {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        Ok(Self(id(req)?, segment(req, "name")?.to_string()))
+    }
+
+    fn access(&self) -> Access {
+        Access::ServerWrite
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let r = state.services.complete_task(ctx, &self.0, &self.1).await?;
+        Ok(HttpResponse::Ok().json(view(r)))
+    }
 }
 
 /// Body of `POST /v1/jobs/{id}/fail`.
@@ -159,14 +259,26 @@ struct Failure {
 }
 
 /// `POST /v1/jobs/{id}/fail`: a client stopped on an error.
-pub async fn fail(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
-    let bytes = body::read(&req, payload, 1 << 20).await?;
-    let f: Failure = parse_json(&bytes, "failure")?;
-    let r = state.services.jobs.fail(&id, f.error).await?;
-    Ok(HttpResponse::Ok().json(view(r)))
+pub struct FailJob(String);
+
+impl Endpoint for FailJob {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        Ok(Self(id(req)?))
+    }
+
+    fn access(&self) -> Access {
+        Access::ServerWrite
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        body: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let f: Failure = json_body(req, body, 1 << 20, "failure").await?;
+        let r = state.services.fail_job(ctx, &self.0, f.error).await?;
+        Ok(HttpResponse::Ok().json(view(r)))
+    }
 }

@@ -2,10 +2,12 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use neurocube_core::meta::{Channel, Dataset, Level};
-use neurocube_service::catalog::{ChannelRecord, Created};
+use neurocube_core::{ChannelName, DatasetName};
+use neurocube_service::catalog::Created;
+use neurocube_service::{Access, RequestContext};
 use serde::{Deserialize, Serialize};
 
-use crate::body;
+use crate::endpoint::{Endpoint, channel, dataset, json_body, query};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -37,20 +39,9 @@ struct ChannelView<'a> {
     level_status: Option<Vec<neurocube_service::pyramid::LevelStatus>>,
 }
 
-#[derive(Deserialize)]
-pub struct DeleteQuery {
-    #[serde(default)]
-    recursive: bool,
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> ApiResult<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid {what} JSON: {e}")))
-}
-
 fn check_name(body_name: &str, url_name: &str, what: &str) -> ApiResult<()> {
     if !body_name.is_empty() && body_name != url_name {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::body(format!(
             "{what} name '{body_name}' in the body differs from '{url_name}' in the URL"
         )));
     }
@@ -65,115 +56,245 @@ fn created(c: Created) -> actix_web::HttpResponseBuilder {
 }
 
 /// `GET /v1/datasets`
-pub async fn list_datasets(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
-    let all: Vec<DatasetView> = state
-        .services
-        .catalog
-        .datasets()
-        .await?
-        .into_iter()
-        .map(view)
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "datasets": all })))
+pub struct ListDatasets;
+
+impl Endpoint for ListDatasets {
+    fn parse(_: &HttpRequest) -> ApiResult<Self> {
+        Ok(ListDatasets)
+    }
+
+    fn access(&self) -> Access {
+        Access::ServerRead
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let all: Vec<DatasetView> = state
+            .services
+            .list_datasets(ctx)
+            .await?
+            .into_iter()
+            .map(view)
+            .collect();
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "datasets": all })))
+    }
 }
 
 /// `GET /v1/datasets/{ds}`
-pub async fn get_dataset(
-    state: web::Data<AppState>,
-    ds: web::Path<String>,
-) -> ApiResult<HttpResponse> {
-    let d = state.services.catalog.dataset(&ds).await?;
-    Ok(HttpResponse::Ok().json(view((*d).clone())))
+pub struct GetDataset(DatasetName);
+
+impl Endpoint for GetDataset {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        Ok(Self(dataset(req)?))
+    }
+
+    fn access(&self) -> Access {
+        Access::Read(self.0.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let d = state.services.get_dataset(ctx, &self.0).await?;
+        Ok(HttpResponse::Ok().json(view((*d).clone())))
+    }
 }
 
 /// `PUT /v1/datasets/{ds}`
-pub async fn put_dataset(
-    state: web::Data<AppState>,
-    ds: web::Path<String>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
-    let bytes = body::read(&req, payload, META_LIMIT).await?;
-    let mut d: Dataset = parse_json(&bytes, "dataset")?;
-    check_name(&d.name, &ds, "dataset")?;
-    d.name = ds.into_inner();
-    let c = state.services.catalog.create_dataset(d.clone()).await?;
-    Ok(created(c).json(view(d)))
+pub struct PutDataset(DatasetName);
+
+impl Endpoint for PutDataset {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        Ok(Self(dataset(req)?))
+    }
+
+    fn access(&self) -> Access {
+        Access::ServerWrite
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        body: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let mut d: Dataset = json_body(req, body, META_LIMIT, "dataset").await?;
+        check_name(&d.name, &self.0, "dataset")?;
+        d.name = self.0.to_string();
+        let c = state.services.create_dataset(ctx, d.clone()).await?;
+        Ok(created(c).json(view(d)))
+    }
+}
+
+/// Query of `DELETE /v1/datasets/{ds}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    recursive: bool,
 }
 
 /// `DELETE /v1/datasets/{ds}[?recursive=true]`
-pub async fn delete_dataset(
-    state: web::Data<AppState>,
-    ds: web::Path<String>,
-    q: web::Query<DeleteQuery>,
-) -> ApiResult<HttpResponse> {
-    state.services.delete_dataset(&ds, q.recursive).await?;
-    Ok(HttpResponse::NoContent().finish())
+pub struct DeleteDataset {
+    ds: DatasetName,
+    recursive: bool,
+}
+
+impl Endpoint for DeleteDataset {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let q: DeleteQuery = query(req)?;
+        Ok(Self {
+            ds: dataset(req)?,
+            recursive: q.recursive,
+        })
+    }
+
+    fn access(&self) -> Access {
+        Access::Admin(self.ds.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        state
+            .services
+            .delete_dataset(ctx, &self.ds, self.recursive)
+            .await?;
+        Ok(HttpResponse::NoContent().finish())
+    }
 }
 
 /// `GET /v1/datasets/{ds}/channels`
-pub async fn list_channels(
-    state: web::Data<AppState>,
-    ds: web::Path<String>,
-) -> ApiResult<HttpResponse> {
-    state.services.catalog.dataset(&ds).await?;
-    let recs: Vec<ChannelRecord> = state.services.catalog.channel_records(&ds).await?;
-    let views: Vec<ChannelView<'_>> = recs
-        .iter()
-        .map(|r| ChannelView {
-            channel: &r.meta,
-            dataset: &ds,
-            level_status: None,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "channels": views })))
+pub struct ListChannels(DatasetName);
+
+impl Endpoint for ListChannels {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        Ok(Self(dataset(req)?))
+    }
+
+    fn access(&self) -> Access {
+        Access::Read(self.0.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let recs = state.services.list_channels(ctx, &self.0).await?;
+        let views: Vec<ChannelView<'_>> = recs
+            .iter()
+            .map(|r| ChannelView {
+                channel: &r.meta,
+                dataset: &self.0,
+                level_status: None,
+            })
+            .collect();
+        Ok(HttpResponse::Ok().json(serde_json::json!({ "channels": views })))
+    }
 }
 
 /// `GET /v1/datasets/{ds}/channels/{ch}`
-pub async fn get_channel(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let (ds, ch) = path.into_inner();
-    let rc = state.services.catalog.channel(&ds, &ch).await?;
-    let level_status = state.services.pyramid.status(&rc).await?;
-    Ok(HttpResponse::Ok().json(ChannelView {
-        channel: &rc.channel.meta,
-        dataset: &ds,
-        level_status: Some(level_status),
-    }))
+pub struct GetChannel(DatasetName, ChannelName);
+
+impl Endpoint for GetChannel {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let (d, c) = channel(req)?;
+        Ok(Self(d, c))
+    }
+
+    fn access(&self) -> Access {
+        Access::Read(self.0.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let (rc, level_status) = state.services.get_channel(ctx, &self.0, &self.1).await?;
+        Ok(HttpResponse::Ok().json(ChannelView {
+            channel: &rc.channel.meta,
+            dataset: &self.0,
+            level_status: Some(level_status),
+        }))
+    }
 }
 
 /// `PUT /v1/datasets/{ds}/channels/{ch}`
-pub async fn put_channel(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-    req: HttpRequest,
-    payload: web::Payload,
-) -> ApiResult<HttpResponse> {
-    let (ds, ch) = path.into_inner();
-    let bytes = body::read(&req, payload, META_LIMIT).await?;
-    let mut c: Channel = parse_json(&bytes, "channel")?;
-    check_name(&c.name, &ch, "channel")?;
-    c.name = ch;
-    let created_ = state
-        .services
-        .catalog
-        .create_channel(&ds, c.clone())
-        .await?;
-    Ok(created(created_).json(ChannelView {
-        channel: &c,
-        dataset: &ds,
-        level_status: None,
-    }))
+pub struct PutChannel(DatasetName, ChannelName);
+
+impl Endpoint for PutChannel {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let (d, c) = channel(req)?;
+        Ok(Self(d, c))
+    }
+
+    fn access(&self) -> Access {
+        Access::Admin(self.0.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        body: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let mut c: Channel = json_body(req, body, META_LIMIT, "channel").await?;
+        check_name(&c.name, &self.1, "channel")?;
+        c.name = self.1.to_string();
+        let created_ = state
+            .services
+            .create_channel(ctx, &self.0, c.clone())
+            .await?;
+        Ok(created(created_).json(ChannelView {
+            channel: &c,
+            dataset: &self.0,
+            level_status: None,
+        }))
+    }
 }
 
 /// `DELETE /v1/datasets/{ds}/channels/{ch}`
-pub async fn delete_channel(
-    state: web::Data<AppState>,
-    path: web::Path<(String, String)>,
-) -> ApiResult<HttpResponse> {
-    let (ds, ch) = path.into_inner();
-    state.services.delete_channel(&ds, &ch).await?;
-    Ok(HttpResponse::NoContent().finish())
+pub struct DeleteChannel(DatasetName, ChannelName);
+
+impl Endpoint for DeleteChannel {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let (d, c) = channel(req)?;
+        Ok(Self(d, c))
+    }
+
+    fn access(&self) -> Access {
+        Access::Admin(self.0.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        _: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        state.services.delete_channel(ctx, &self.0, &self.1).await?;
+        Ok(HttpResponse::NoContent().finish())
+    }
 }

@@ -1,8 +1,12 @@
-//! Routes: each parses its request into typed values and makes one service
-//! call. Registered in order: API, operations, OCP prefix, bare data URLs.
+//! The route table: every route of the server, in matching order, as
+//! (method, path, what it does, endpoint). `configure` registers it, the
+//! API index (`GET /v1`) lists it, and tests walk it, so none of them can
+//! forget a route. Each endpoint is a type in one of the modules below.
 
+use actix_web::http::Method;
 use actix_web::{HttpRequest, web};
 
+use crate::endpoint::{Endpoint, serve};
 use crate::error::ApiError;
 
 mod data;
@@ -12,76 +16,165 @@ mod ops;
 mod tiles;
 mod viewer;
 
-/// Register every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(ops::health))
-        .route("/metrics", web::get().to(ops::metrics))
-        .route("/v1", web::get().to(ops::index))
-        .route("/v1/datasets", web::get().to(meta::list_datasets))
-        .service(
-            web::resource("/v1/datasets/{ds}")
-                .route(web::get().to(meta::get_dataset))
-                .route(web::put().to(meta::put_dataset))
-                .route(web::delete().to(meta::delete_dataset)),
-        )
-        .route(
-            "/v1/datasets/{ds}/channels",
-            web::get().to(meta::list_channels),
-        )
-        .service(
-            web::resource("/v1/datasets/{ds}/channels/{ch}")
-                .route(web::get().to(meta::get_channel))
-                .route(web::put().to(meta::put_channel))
-                .route(web::delete().to(meta::delete_channel)),
-        );
-    // Tiles and the viewer, before the generic data URLs.
-    cfg.route(
-        "/v1/tiles/{ds}/{ch}/{plane}/{size}/{level}/{slice}/{row}/{col}",
-        web::get().to(tiles::tile),
-    )
-    .route(
-        "/catmaid/{ds}/{ch}/{plane}/{z}/{tile}",
-        web::get().to(tiles::catmaid),
-    )
-    .route("/viewer", web::get().to(viewer::index))
-    .route("/viewer/{file}", web::get().to(viewer::file));
-    // Jobs and downsampling, before the generic data URLs.
-    cfg.service(
-        web::resource("/v1/jobs")
-            .route(web::get().to(jobs::list))
-            .route(web::post().to(jobs::create)),
-    )
-    .service(
-        web::resource("/v1/jobs/{id}")
-            .route(web::get().to(jobs::get))
-            .route(web::delete().to(jobs::cancel)),
-    )
-    .route(
-        "/v1/jobs/{id}/tasks/{name}/done",
-        web::post().to(jobs::task_done),
-    )
-    .route("/v1/jobs/{id}/fail", web::post().to(jobs::fail))
-    .route(
-        "/v1/datasets/{ds}/channels/{ch}/downsample",
-        web::post().to(jobs::downsample),
-    );
+/// One route.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path pattern.
+    pub path: String,
+    /// What it does, for the API index.
+    pub does: &'static str,
+    handler: fn(Method) -> actix_web::Route,
+}
+
+fn to<E: Endpoint>(m: Method) -> actix_web::Route {
+    web::method(m).to(serve::<E>)
+}
+
+fn route<E: Endpoint>(method: Method, path: &str, does: &'static str) -> Route {
+    Route {
+        method,
+        path: path.to_string(),
+        does,
+        handler: to::<E>,
+    }
+}
+
+/// Every route, in matching order: the API, operations, tiles, the viewer
+/// and jobs first, then the OCP data URLs (under `/ocp/ca` and bare).
+#[must_use]
+pub fn table() -> Vec<Route> {
+    use Method as M;
+    let mut t = vec![
+        route::<ops::Health>(
+            M::GET,
+            "/health",
+            "liveness, store backend and background workers",
+        ),
+        route::<ops::Metrics>(M::GET, "/metrics", "Prometheus metrics"),
+        route::<ops::Index>(M::GET, "/v1", "this list"),
+        route::<ops::Workers>(
+            M::GET,
+            "/v1/workers",
+            "background workers: state, queue depth, errors",
+        ),
+        route::<meta::ListDatasets>(M::GET, "/v1/datasets", "list datasets"),
+        route::<meta::GetDataset>(M::GET, "/v1/datasets/{ds}", "a dataset and its levels"),
+        route::<meta::PutDataset>(
+            M::PUT,
+            "/v1/datasets/{ds}",
+            "create a dataset (JSON: voxel_size, extent, offset, levels, scaling)",
+        ),
+        route::<meta::DeleteDataset>(
+            M::DELETE,
+            "/v1/datasets/{ds}",
+            "delete a dataset (?recursive=true with its channels)",
+        ),
+        route::<meta::ListChannels>(M::GET, "/v1/datasets/{ds}/channels", "list channels"),
+        route::<meta::GetChannel>(
+            M::GET,
+            "/v1/datasets/{ds}/channels/{ch}",
+            "a channel and the state of its levels",
+        ),
+        route::<meta::PutChannel>(
+            M::PUT,
+            "/v1/datasets/{ds}/channels/{ch}",
+            "create a channel (JSON: type, dtype, chunk_size, compression)",
+        ),
+        route::<meta::DeleteChannel>(
+            M::DELETE,
+            "/v1/datasets/{ds}/channels/{ch}",
+            "delete a channel (its chunks are purged in the background)",
+        ),
+        route::<tiles::Tile>(
+            M::GET,
+            "/v1/tiles/{ds}/{ch}/{plane}/{size}/{level}/{slice}/{row}/{col}",
+            "a cached square tile {xy|xz|yz}/{256|512|1024}/{level}/{slice}/{row}/{col}.{png|jpg} (ETag, 304)",
+        ),
+        route::<tiles::Catmaid>(
+            M::GET,
+            "/catmaid/{ds}/{ch}/{plane}/{z}/{tile}",
+            "CATMAID tile source: xy/{z}/{row}_{col}_{level}.{png|jpg}, 512-pixel tiles, z in level-0 sections",
+        ),
+        route::<viewer::Page>(M::GET, "/viewer", "the tile viewer page"),
+        route::<viewer::File>(
+            M::GET,
+            "/viewer/{file}",
+            "the viewer's script and style sheet",
+        ),
+        route::<jobs::ListJobs>(
+            M::GET,
+            "/v1/jobs",
+            "background jobs, newest first: state, done/total, rate, eta_seconds, errors, holder",
+        ),
+        route::<jobs::CreateJob>(
+            M::POST,
+            "/v1/jobs",
+            "create a client-run job (the ingest command)",
+        ),
+        route::<jobs::GetJob>(
+            M::GET,
+            "/v1/jobs/{id}",
+            "one job (?tasks=true lists its tasks)",
+        ),
+        route::<jobs::CancelJob>(M::DELETE, "/v1/jobs/{id}", "cancel a job"),
+        route::<jobs::TaskDone>(
+            M::POST,
+            "/v1/jobs/{id}/tasks/{name}/done",
+            "a client finished a task of its job",
+        ),
+        route::<jobs::FailJob>(
+            M::POST,
+            "/v1/jobs/{id}/fail",
+            "a client stopped its job on an error (JSON: error)",
+        ),
+        route::<jobs::Downsample>(
+            M::POST,
+            "/v1/datasets/{ds}/channels/{ch}/downsample",
+            "recompute the stale coarser levels of a channel (a job; 202)",
+        ),
+    ];
     for prefix in ["/ocp/ca", ""] {
-        cfg.service(
-            web::resource(format!(
-                "{prefix}/{{ds}}/{{ch}}/{{fmt}}/{{level}}/{{a}}/{{b}}/{{c}}"
-            ))
-            .route(web::get().to(data::get))
-            .route(web::put().to(data::put))
-            .route(web::post().to(data::put)),
-        );
+        let path = format!("{prefix}/{{ds}}/{{ch}}/{{fmt}}/{{level}}/{{a}}/{{b}}/{{c}}");
+        t.push(route::<data::Get>(M::GET, &path, "a cutout {npy|raw|blosc}/{level}/{x0,x1}/{y0,y1}/{z0,z1}/ or a slice xy/{level}/{x0,x1}/{y0,y1}/{z}/ (also xz, yz; ?format=jpeg&quality=85, ?window=lo,hi)"));
+        t.push(route::<data::Put>(
+            M::PUT,
+            &path,
+            "write a cutout {npy|raw|blosc}/{level}/{x0,x1}/{y0,y1}/{z0,z1}/, C order (z, y, x)",
+        ));
+        t.push(route::<data::Put>(
+            M::POST,
+            &path,
+            "write a cutout (as PUT)",
+        ));
+    }
+    t
+}
+
+/// Register every route: one resource per path (so a known path with an
+/// unknown method is a 405), in table order.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let table = table();
+    let mut paths: Vec<&str> = Vec::new();
+    for r in &table {
+        if !paths.contains(&r.path.as_str()) {
+            paths.push(&r.path);
+        }
+    }
+    for path in paths {
+        let mut resource = web::resource(path);
+        for r in table.iter().filter(|r| r.path == path) {
+            resource = resource.route((r.handler)(r.method.clone()));
+        }
+        cfg.service(resource);
     }
 }
 
 /// 404 for every URL no route matches.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NoRoute(format!(
-        "no route for {} {}; GET /v1 lists the API, data URLs look like /{{dataset}}/{{channel}}/npy/{{level}}/x0,x1/y0,y1/z0,z1/",
-        req.method(),
-        req.path()
-    )))
+    Err(ApiError::NoRoute {
+        method: req.method().to_string(),
+        path: req.path().to_string(),
+    })
 }

@@ -6,8 +6,12 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use neurocube_service::slice::Plane;
-use neurocube_service::tiles::{CATMAID_TILE_SIZE, SliceSpace, Tile, TileFormat, TileRequest};
+use neurocube_service::tiles::{
+    CATMAID_TILE_SIZE, SliceSpace, Tile as CachedTile, TileFormat, TileRequest,
+};
+use neurocube_service::{Access, RequestContext};
 
+use crate::endpoint::{Endpoint, channel, segment};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -15,40 +19,26 @@ use crate::state::AppState;
 /// with its ETag (writes change the tag).
 const CACHE_CONTROL: &str = "public, max-age=30";
 
-type TilePath = web::Path<(
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-    String,
-)>;
-type CatmaidPath = web::Path<(String, String, String, String, String)>;
-
 fn number<T: std::str::FromStr>(s: &str, what: &str) -> ApiResult<T> {
     s.parse()
-        .map_err(|_| ApiError::BadRequest(format!("{what} '{s}' must be a non-negative integer")))
+        .map_err(|_| ApiError::path(format!("{what} '{s}' must be a non-negative integer")))
 }
 
 fn plane(s: &str) -> ApiResult<Plane> {
-    Plane::parse(s)
-        .ok_or_else(|| ApiError::BadRequest(format!("unknown plane '{s}': use xy, xz or yz")))
+    Plane::parse(s).ok_or_else(|| ApiError::path(format!("unknown plane '{s}': use xy, xz or yz")))
 }
 
 /// Split `name.ext` into the name and the tile format.
 fn file(s: &str) -> ApiResult<(&str, TileFormat)> {
     let (name, ext) = s.rsplit_once('.').ok_or_else(|| {
-        ApiError::BadRequest(format!("tile file '{s}' needs an extension: .png or .jpg"))
+        ApiError::path(format!("tile file '{s}' needs an extension: .png or .jpg"))
     })?;
-    let format = TileFormat::parse(ext).ok_or_else(|| {
-        ApiError::BadRequest(format!("unknown tile format '{ext}': use png or jpg"))
-    })?;
+    let format = TileFormat::parse(ext)
+        .ok_or_else(|| ApiError::path(format!("unknown tile format '{ext}': use png or jpg")))?;
     Ok((name, format))
 }
 
-fn respond(req: &HttpRequest, tile: &Tile) -> HttpResponse {
+fn respond(req: &HttpRequest, tile: &CachedTile) -> HttpResponse {
     let fresh = req
         .headers()
         .get_all(header::IF_NONE_MATCH)
@@ -72,57 +62,92 @@ fn respond(req: &HttpRequest, tile: &Tile) -> HttpResponse {
     }
 }
 
-/// `GET /v1/tiles/{ds}/{ch}/{plane}/{size}/{level}/{slice}/{row}/{col}.{png|jpg}`.
-pub async fn tile(
-    state: web::Data<AppState>,
-    path: TilePath,
-    req: HttpRequest,
+async fn serve_tile(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: &HttpRequest,
+    r: &TileRequest,
 ) -> ApiResult<HttpResponse> {
-    let (dataset, channel, p, size, level, slice, row, last) = path.into_inner();
-    let (col, format) = file(&last)?;
-    let r = TileRequest {
-        plane: plane(&p)?,
-        size: number(&size, "tile size")?,
-        level: number(&level, "level")?,
-        slice: number(&slice, "slice")?,
-        slice_space: SliceSpace::Level,
-        row: number(&row, "tile row")?,
-        col: number(col, "tile column")?,
-        format,
-        dataset,
-        channel,
-    };
-    let t = state.services.tiles.tile(&r).await?;
-    Ok(respond(&req, &t))
+    let t = state.services.tile(ctx, r).await?;
+    Ok(respond(req, &t))
+}
+
+/// `GET /v1/tiles/{ds}/{ch}/{plane}/{size}/{level}/{slice}/{row}/{col}.{png|jpg}`.
+pub struct Tile(TileRequest);
+
+impl Endpoint for Tile {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let (dataset, channel) = channel(req)?;
+        let (col, format) = file(segment(req, "col")?)?;
+        Ok(Self(TileRequest {
+            plane: plane(segment(req, "plane")?)?,
+            size: number(segment(req, "size")?, "tile size")?,
+            level: number(segment(req, "level")?, "level")?,
+            slice: number(segment(req, "slice")?, "slice")?,
+            slice_space: SliceSpace::Level,
+            row: number(segment(req, "row")?, "tile row")?,
+            col: number(col, "tile column")?,
+            format,
+            dataset,
+            channel,
+        }))
+    }
+
+    fn access(&self) -> Access {
+        Access::Read(self.0.dataset.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        serve_tile(state, ctx, req, &self.0).await
+    }
 }
 
 /// `GET /catmaid/{ds}/{ch}/{plane}/{z}/{row}_{col}_{level}.{png|jpg}`: CATMAID
 /// tile source type 1 with 512-pixel tiles; `z` counts level-0 sections.
-pub async fn catmaid(
-    state: web::Data<AppState>,
-    path: CatmaidPath,
-    req: HttpRequest,
-) -> ApiResult<HttpResponse> {
-    let (dataset, channel, p, z, last) = path.into_inner();
-    let (name, format) = file(&last)?;
-    let parts: Vec<&str> = name.split('_').collect();
-    let [row, col, level] = parts[..] else {
-        return Err(ApiError::BadRequest(format!(
-            "CATMAID tile '{last}' must look like {{row}}_{{col}}_{{level}}.png"
-        )));
-    };
-    let r = TileRequest {
-        plane: plane(&p)?,
-        size: CATMAID_TILE_SIZE,
-        level: number(level, "level")?,
-        slice: number(&z, "section")?,
-        slice_space: SliceSpace::Full,
-        row: number(row, "tile row")?,
-        col: number(col, "tile column")?,
-        format,
-        dataset,
-        channel,
-    };
-    let t = state.services.tiles.tile(&r).await?;
-    Ok(respond(&req, &t))
+pub struct Catmaid(TileRequest);
+
+impl Endpoint for Catmaid {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let (dataset, channel) = channel(req)?;
+        let last = segment(req, "tile")?;
+        let (name, format) = file(last)?;
+        let parts: Vec<&str> = name.split('_').collect();
+        let [row, col, level] = parts[..] else {
+            return Err(ApiError::path(format!(
+                "CATMAID tile '{last}' must look like {{row}}_{{col}}_{{level}}.png"
+            )));
+        };
+        Ok(Self(TileRequest {
+            plane: plane(segment(req, "plane")?)?,
+            size: CATMAID_TILE_SIZE,
+            level: number(level, "level")?,
+            slice: number(segment(req, "z")?, "section")?,
+            slice_space: SliceSpace::Full,
+            row: number(row, "tile row")?,
+            col: number(col, "tile column")?,
+            format,
+            dataset,
+            channel,
+        }))
+    }
+
+    fn access(&self) -> Access {
+        Access::Read(self.0.dataset.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        serve_tile(state, ctx, req, &self.0).await
+    }
 }

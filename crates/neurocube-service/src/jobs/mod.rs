@@ -10,26 +10,29 @@
 //! finished task is never run again, so a restarted server resumes where the
 //! killed one stopped.
 //!
-//! Rows (`jobs` table): `job/{id}` the record; `active/{id}` jobs not yet
-//! finished; `task/{id}/{phase:04}/{name}` tasks; `dedupe/{key}` the one
-//! active job for a key (e.g. one downsample job per channel).
+//! Rows (`jobs` table, keys in `keys.rs`): the record, bucketed by creation
+//! time; `active/{id}` jobs not yet finished; `task/{id}` its tasks;
+//! `dedupe/{key}` the one active job for a key (e.g. one downsample job per
+//! channel). Job workers ([`JobWorker`]) run under the background runner.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use futures::future::BoxFuture;
-use neurocube_store::{Key, SortRange, Store, Table};
+use neurocube_store::{Key, Scan, SortRange, Store, Table};
 use serde::Serialize;
+use tokio::sync::Notify;
 
 use crate::error::{Result, ServiceError};
+use crate::keys;
 
-const JOB: &[u8] = b"job";
-const ACTIVE: &[u8] = b"active";
-const DEDUPE: &[u8] = b"dedupe";
 /// A task that failed this many times fails its job.
 const MAX_ATTEMPTS: u32 = 3;
+/// Compare-and-set attempts on one job record before giving up (503).
+const MAX_CAS_ATTEMPTS: u32 = 64;
 
 /// Milliseconds since the Unix epoch.
 #[must_use]
@@ -44,6 +47,7 @@ mod records;
 mod runner;
 
 pub use model::{JobRecord, JobState, JobView, TaskRecord, TaskSpec, TaskState};
+pub use runner::JobWorker;
 
 /// What a kind of job does.
 pub trait JobHandler: Send + Sync {
@@ -62,7 +66,8 @@ pub trait JobHandler: Send + Sync {
 /// Settings of the workers.
 #[derive(Clone, Debug)]
 pub struct JobsConfig {
-    /// Worker tasks in this process.
+    /// Job workers in this process (0: jobs run only where asked, e.g. by
+    /// another server instance or the command line).
     pub workers: usize,
     /// How long a claimed task stays reserved to its holder.
     pub lease: Duration,
@@ -86,32 +91,21 @@ pub struct Jobs {
     handlers: RwLock<HashMap<String, Arc<dyn JobHandler>>>,
     instance: String,
     config: RwLock<JobsConfig>,
+    /// Woken when a job is created here.
+    wake: Notify,
 }
 
-fn task_partition(id: &str) -> Vec<u8> {
-    format!("task/{id}").into_bytes()
-}
-
-fn task_key(id: &str, phase: u32, name: &str) -> Key {
-    Key::new(
-        task_partition(id),
-        format!("{phase:04}/{name}").into_bytes(),
-    )
-}
-
-fn job_key(id: &str) -> Key {
-    Key::new(JOB.to_vec(), id.as_bytes().to_vec())
+/// The key of a job record, or `UnknownJob` for a string that is no job id.
+fn job_key(id: &str) -> Result<Key> {
+    keys::job(id).ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })
 }
 
 fn to_bytes<T: Serialize>(v: &T) -> Bytes {
     Bytes::from(serde_json::to_vec(v).unwrap_or_default())
 }
 
-fn corrupt(what: &str, e: &serde_json::Error) -> ServiceError {
-    ServiceError::CorruptChunk {
-        key: what.to_string(),
-        reason: e.to_string(),
-    }
+fn corrupt(key: &str, e: &serde_json::Error) -> ServiceError {
+    ServiceError::corrupt_json("job", key, e)
 }
 
 fn push_error(errors: &mut Vec<String>, e: String) {
@@ -131,6 +125,7 @@ impl Jobs {
             handlers: RwLock::default(),
             instance,
             config: RwLock::new(JobsConfig::default()),
+            wake: Notify::new(),
         }
     }
 
@@ -140,7 +135,7 @@ impl Jobs {
         &self.instance
     }
 
-    /// Change the worker settings (before [`Jobs::spawn_workers`]).
+    /// Change the worker settings (before the workers start).
     pub fn configure(&self, c: JobsConfig) {
         *self
             .config
@@ -148,7 +143,9 @@ impl Jobs {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = c;
     }
 
-    fn config(&self) -> JobsConfig {
+    /// The worker settings.
+    #[must_use]
+    pub fn config(&self) -> JobsConfig {
         self.config
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -171,28 +168,31 @@ impl Jobs {
             .cloned()
     }
 
-    async fn active_ids(&self) -> Result<Vec<(String, Bytes)>> {
-        let page = self
-            .store
-            .scan(Table::Jobs, ACTIVE, SortRange::all(), None, 10_000)
-            .await?;
-        Ok(page
-            .rows
-            .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(&k.sort).to_string(), v))
-            .collect())
+    /// Ids of the jobs not yet finished (every one of them, however many).
+    async fn active_ids(&self) -> Result<Vec<String>> {
+        Scan::partition(
+            self.store.clone(),
+            Table::Jobs,
+            keys::ACTIVE.to_vec(),
+            SortRange::all(),
+        )
+        .rows()
+        .map_ok(|(k, _)| String::from_utf8_lossy(&k.sort).to_string())
+        .try_collect()
+        .await
+        .map_err(ServiceError::from)
     }
 
     /// Drop a finished job from the active list and release its dedupe key.
     async fn retire(&self, rec: &JobRecord) -> Result<()> {
-        let ak = Key::new(ACTIVE.to_vec(), rec.id.as_bytes().to_vec());
+        let ak = keys::active(&rec.id);
         let dedupe = self
             .store
             .get_many(Table::Jobs, std::slice::from_ref(&ak))
             .await?
             .remove(0);
         if let Some(d) = dedupe.filter(|d| !d.is_empty()) {
-            let dk = Key::new(DEDUPE.to_vec(), d.to_vec());
+            let dk = keys::dedupe(&String::from_utf8_lossy(&d));
             self.store
                 .compare_and_set(Table::Jobs, dk, Some(Bytes::from(rec.id.clone())), None)
                 .await?;

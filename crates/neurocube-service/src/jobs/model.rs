@@ -22,6 +22,18 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// The state's name, as in JSON.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
     /// True once the job will not change any more.
     #[must_use]
     pub fn is_final(self) -> bool {

@@ -1,14 +1,16 @@
 //! Creating, reading and updating job and task records.
 
 use bytes::Bytes;
-use neurocube_store::{Key, SortRange, Table};
+use futures::TryStreamExt;
+use neurocube_store::{Scan, SortRange, Table};
 use serde_json::Value;
 
 use super::{
-    ACTIVE, DEDUPE, JOB, JobRecord, JobState, Jobs, TaskRecord, TaskSpec, TaskState, corrupt,
-    job_key, now_ms, push_error, task_key, task_partition, to_bytes,
+    JobRecord, JobState, Jobs, MAX_CAS_ATTEMPTS, TaskRecord, TaskSpec, TaskState, corrupt, job_key,
+    now_ms, push_error, to_bytes,
 };
 use crate::error::{Result, ServiceError};
+use crate::keys;
 
 impl Jobs {
     /// Create a job. With `dedupe`, an unfinished job of the same key is
@@ -28,8 +30,16 @@ impl Jobs {
             uuid::Uuid::new_v4().as_u64_pair().0 as u32
         );
         if let Some(k) = dedupe {
-            let dk = Key::new(DEDUPE.to_vec(), k.as_bytes().to_vec());
+            let dk = keys::dedupe(k);
+            let mut attempts = 0;
             loop {
+                attempts += 1;
+                if attempts > MAX_CAS_ATTEMPTS {
+                    return Err(ServiceError::Contended {
+                        what: format!("the job reservation '{k}'"),
+                        attempts: MAX_CAS_ATTEMPTS,
+                    });
+                }
                 if self
                     .store
                     .compare_and_set(Table::Jobs, dk.clone(), None, Some(Bytes::from(id.clone())))
@@ -82,12 +92,16 @@ impl Jobs {
             updated_ms: now,
             finished_ms: None,
         };
-        let mut rows = vec![(job_key(&id), to_bytes(&rec))];
+        let mut rows = vec![(job_key(&id)?, to_bytes(&rec))];
+        if let Some(b) = keys::job_bucket(&id) {
+            rows.push((keys::job_bucket_entry(b), Bytes::new()));
+        }
         rows.push((
-            Key::new(ACTIVE.to_vec(), id.as_bytes().to_vec()),
+            keys::active(&id),
             Bytes::from(dedupe.unwrap_or_default().to_string()),
         ));
         self.store.put_many(Table::Jobs, rows).await?;
+        self.wake.notify_waiters();
         Ok((rec, true))
     }
 
@@ -102,7 +116,7 @@ impl Jobs {
         unit: &str,
         tasks: Vec<TaskSpec>,
     ) -> Result<(JobRecord, bool)> {
-        let kk = Key::new(b"extkey".to_vec(), key.as_bytes().to_vec());
+        let kk = keys::external(key);
         let existing = self
             .store
             .get_many(Table::Jobs, std::slice::from_ref(&kk))
@@ -115,7 +129,7 @@ impl Jobs {
                     return Ok((self.reopen(&id).await?, false));
                 }
                 Ok(j) => return Ok((j, false)),
-                Err(ServiceError::NotFound(_)) => {}
+                Err(ServiceError::UnknownJob { .. }) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -138,38 +152,45 @@ impl Jobs {
     pub async fn get(&self, id: &str) -> Result<JobRecord> {
         let got = self
             .store
-            .get_many(Table::Jobs, &[job_key(id)])
+            .get_many(Table::Jobs, &[job_key(id)?])
             .await?
             .remove(0)
-            .ok_or_else(|| {
-                ServiceError::NotFound(format!(
-                    "job '{id}' does not exist; GET /v1/jobs lists the jobs"
-                ))
-            })?;
-        serde_json::from_slice(&got).map_err(|e| corrupt(&format!("job {id}"), &e))
+            .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
+        serde_json::from_slice(&got).map_err(|e| corrupt(id, &e))
     }
 
     /// Every job, newest first.
     pub async fn list(&self) -> Result<Vec<JobRecord>> {
+        let buckets = Scan::partition(
+            self.store.clone(),
+            Table::Jobs,
+            keys::JOB_BUCKETS.to_vec(),
+            SortRange::all(),
+        )
+        .collect()
+        .await?;
         let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::Jobs, JOB, SortRange::all(), token, 1000)
-                .await?;
-            for (k, v) in page.rows {
-                out.push(
-                    serde_json::from_slice(&v)
-                        .map_err(|e| corrupt(&String::from_utf8_lossy(&k.sort), &e))?,
-                );
-            }
-            token = page.next;
-            if token.is_none() {
-                break;
-            }
+        for (k, _) in buckets.iter().rev() {
+            let Some(b) = keys::bucket_of(&k.sort) else {
+                continue;
+            };
+            let rows = Scan::partition(
+                self.store.clone(),
+                Table::Jobs,
+                keys::jobs_partition(b),
+                SortRange::all(),
+            )
+            .rows()
+            .and_then(|(k, v)| async move {
+                Ok(serde_json::from_slice::<JobRecord>(&v)
+                    .map_err(|e| corrupt(&String::from_utf8_lossy(&k.sort), &e)))
+            })
+            .try_collect::<Vec<_>>()
+            .await?;
+            let mut bucket = rows.into_iter().collect::<Result<Vec<JobRecord>>>()?;
+            bucket.reverse();
+            out.extend(bucket);
         }
-        out.reverse();
         Ok(out)
     }
 
@@ -180,16 +201,15 @@ impl Jobs {
         id: &str,
         mut f: impl FnMut(&mut JobRecord) -> bool,
     ) -> Result<JobRecord> {
-        let key = job_key(id);
-        loop {
+        let key = job_key(id)?;
+        for _ in 0..MAX_CAS_ATTEMPTS {
             let old = self
                 .store
                 .get_many(Table::Jobs, std::slice::from_ref(&key))
                 .await?
                 .remove(0)
-                .ok_or_else(|| ServiceError::NotFound(format!("job '{id}' does not exist")))?;
-            let mut rec: JobRecord =
-                serde_json::from_slice(&old).map_err(|e| corrupt(&format!("job {id}"), &e))?;
+                .ok_or_else(|| ServiceError::UnknownJob { id: id.to_string() })?;
+            let mut rec: JobRecord = serde_json::from_slice(&old).map_err(|e| corrupt(id, &e))?;
             if !f(&mut rec) {
                 return Ok(rec);
             }
@@ -208,6 +228,10 @@ impl Jobs {
                 return Ok(rec);
             }
         }
+        Err(ServiceError::Contended {
+            what: format!("job '{id}'"),
+            attempts: MAX_CAS_ATTEMPTS,
+        })
     }
     /// Cancel a job (a no-op on a finished one). Running tasks finish; no new ones start.
     pub async fn cancel(&self, id: &str) -> Result<JobRecord> {
@@ -237,7 +261,7 @@ impl Jobs {
             self.store
                 .compare_and_set(
                     Table::Jobs,
-                    task_key(id, phase, &s.name),
+                    keys::task(id, phase, &s.name),
                     None,
                     Some(to_bytes(&t)),
                 )
@@ -248,30 +272,22 @@ impl Jobs {
 
     /// Tasks of a job (of one phase, or all), in name order.
     pub async fn tasks(&self, id: &str, phase: Option<u32>) -> Result<Vec<(Bytes, TaskRecord)>> {
-        let range = match phase {
-            Some(p) => SortRange {
-                start: Some(Bytes::from(format!("{p:04}/"))),
-                end: Some(Bytes::from(format!("{p:04}0"))),
-            },
-            None => SortRange::all(),
-        };
-        let mut out = Vec::new();
-        let mut token = None;
-        loop {
-            let page = self
-                .store
-                .scan(Table::Jobs, &task_partition(id), range.clone(), token, 1000)
-                .await?;
-            for (k, v) in page.rows {
+        let range = phase.map_or_else(SortRange::all, keys::phase_range);
+        let rows = Scan::partition(
+            self.store.clone(),
+            Table::Jobs,
+            keys::tasks_partition(id),
+            range,
+        )
+        .collect()
+        .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
                 let t: TaskRecord = serde_json::from_slice(&v)
                     .map_err(|e| corrupt(&String::from_utf8_lossy(&k.sort), &e))?;
-                out.push((v, t));
-            }
-            token = page.next;
-            if token.is_none() {
-                return Ok(out);
-            }
-        }
+                Ok((v, t))
+            })
+            .collect()
     }
 
     /// Mark a task of an external job done (the ingest command reports each
@@ -279,18 +295,21 @@ impl Jobs {
     pub async fn complete_task(&self, id: &str, name: &str) -> Result<JobRecord> {
         let job = self.get(id).await?;
         if job.state.is_final() && job.state != JobState::Done {
-            return Err(ServiceError::Conflict(format!(
-                "job '{id}' is {:?}; start a new one",
-                job.state
-            )));
+            return Err(ServiceError::JobEnded {
+                id: id.to_string(),
+                state: job.state.name().to_string(),
+            });
         }
-        let key = task_key(id, 0, name);
+        let key = keys::task(id, 0, name);
         let old = self
             .store
             .get_many(Table::Jobs, std::slice::from_ref(&key))
             .await?
             .remove(0)
-            .ok_or_else(|| ServiceError::NotFound(format!("job '{id}' has no task '{name}'")))?;
+            .ok_or_else(|| ServiceError::UnknownTask {
+                job: id.to_string(),
+                task: name.to_string(),
+            })?;
         let mut t: TaskRecord = serde_json::from_slice(&old).map_err(|e| corrupt(name, &e))?;
         if t.state == TaskState::Done {
             return Ok(job);
@@ -355,13 +374,7 @@ impl Jobs {
             })
             .await?;
         self.store
-            .put_many(
-                Table::Jobs,
-                vec![(
-                    Key::new(ACTIVE.to_vec(), id.as_bytes().to_vec()),
-                    Bytes::new(),
-                )],
-            )
+            .put_many(Table::Jobs, vec![(keys::active(id), Bytes::new())])
             .await?;
         Ok(rec)
     }

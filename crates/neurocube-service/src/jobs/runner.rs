@@ -1,34 +1,31 @@
-//! Working on jobs: claiming tasks with leases, phases, and the worker loop.
+//! Working on jobs: claiming tasks with leases, phases, and the job worker.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use neurocube_store::{Key, Table};
+use neurocube_store::Table;
 
 use super::{
-    ACTIVE, JobHandler, JobRecord, JobState, Jobs, MAX_ATTEMPTS, TaskState, now_ms, push_error,
-    task_key, to_bytes,
+    JobHandler, JobRecord, JobState, Jobs, MAX_ATTEMPTS, TaskState, now_ms, push_error, to_bytes,
 };
+use crate::background::{Worker, WorkerState};
 use crate::error::{Result, ServiceError};
+use crate::keys;
 
 impl Jobs {
     /// Do one step of work on any active job (or only on `only`): plan a
     /// phase, run one task, or advance a phase. Returns false if there was
     /// nothing to do.
     pub async fn work_once(&self, worker: &str, only: Option<&str>) -> Result<bool> {
-        for (id, _) in self.active_ids().await? {
+        for id in self.active_ids().await? {
             if only.is_some_and(|o| o != id) {
                 continue;
             }
             let rec = match self.get(&id).await {
                 Ok(r) => r,
-                Err(ServiceError::NotFound(_)) => {
+                Err(ServiceError::UnknownJob { .. }) => {
                     self.store
-                        .delete_many(
-                            Table::Jobs,
-                            &[Key::new(ACTIVE.to_vec(), id.as_bytes().to_vec())],
-                        )
+                        .delete_many(Table::Jobs, &[keys::active(&id)])
                         .await?;
                     continue;
                 }
@@ -120,7 +117,7 @@ impl Jobs {
         claimed.state = TaskState::Claimed;
         claimed.holder = Some(holder.clone());
         claimed.lease_until_ms = now + lease.as_millis() as u64;
-        let key = task_key(id, phase, &task.name);
+        let key = keys::task(id, phase, &task.name);
         let new = to_bytes(&claimed);
         if !self
             .store
@@ -195,35 +192,52 @@ impl Jobs {
             }
         }
     }
+}
 
-    /// Start the configured number of worker tasks on the current runtime;
-    /// `tick` runs before each idle pause (e.g. to start automatic jobs).
-    pub fn spawn_workers(
-        self: &Arc<Self>,
-        tick: Option<Arc<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>>,
-    ) {
-        let n = self.config().workers;
-        for w in 0..n {
-            let jobs = self.clone();
-            let tick = if w == 0 { tick.clone() } else { None };
-            tokio::spawn(async move {
-                let name = format!("w{w}");
-                loop {
-                    let did = match jobs.work_once(&name, None).await {
-                        Ok(d) => d,
-                        Err(e) => {
-                            tracing::warn!(worker = %name, error = %e, "job worker step failed");
-                            false
-                        }
-                    };
-                    if !did {
-                        if let Some(t) = &tick {
-                            t().await;
-                        }
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                }
-            });
+/// How often an idle job worker looks for jobs created by other server
+/// instances (jobs created here wake it at once).
+const POLL: Duration = Duration::from_secs(1);
+
+/// One job worker: claims and runs tasks of any active job, one per step.
+pub struct JobWorker {
+    jobs: Arc<Jobs>,
+    name: String,
+}
+
+impl JobWorker {
+    /// Worker number `n` of this process.
+    #[must_use]
+    pub fn new(jobs: Arc<Jobs>, n: usize) -> Self {
+        Self {
+            jobs,
+            name: format!("w{n}"),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Worker for JobWorker {
+    fn name(&self) -> String {
+        format!("jobs/{}", self.name)
+    }
+
+    async fn work(&mut self, stopping: bool) -> Result<WorkerState> {
+        if stopping {
+            // Jobs live in the store; a claimed task's lease runs out and
+            // another worker (or this one after a restart) takes it over.
+            return Ok(WorkerState::Done);
+        }
+        Ok(if self.jobs.work_once(&self.name, None).await? {
+            WorkerState::Busy
+        } else {
+            WorkerState::Idle
+        })
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::select! {
+            () = self.jobs.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
         }
     }
 }
@@ -232,6 +246,7 @@ impl Jobs {
 mod tests {
     use super::super::{TaskRecord, TaskSpec};
     use super::*;
+    use futures::future::BoxFuture;
     use neurocube_store::Store;
     use neurocube_store::memory::MemoryStore;
     use serde_json::Value;
@@ -271,7 +286,10 @@ mod tests {
                 let mut f = self.fail_once.lock().unwrap();
                 if *f && task.name == "t1" && task.phase == 1 {
                     *f = false;
-                    return Err(ServiceError::Task("flaky".into()));
+                    return Err(ServiceError::Internal {
+                        during: "testing",
+                        reason: "flaky".into(),
+                    });
                 }
                 self.ran
                     .lock()
@@ -362,7 +380,7 @@ mod tests {
                 store
                     .compare_and_set(
                         Table::Jobs,
-                        task_key(&j.id, 0, &t.name),
+                        keys::task(&j.id, 0, &t.name),
                         Some(old),
                         Some(to_bytes(&t))
                     )

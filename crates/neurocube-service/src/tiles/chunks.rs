@@ -7,7 +7,6 @@ use neurocube_core::{Box3, ChunkIndex};
 
 use super::metrics::TileMetrics;
 use super::{Epochs, InitError};
-use crate::error::ServiceError;
 use crate::volume::{Target, Volumes};
 
 /// A chunk of one level of one channel.
@@ -99,29 +98,5 @@ impl ChunkCache {
 
     pub(crate) fn weighted_size(&self) -> u64 {
         self.cache.weighted_size()
-    }
-}
-
-/// A copy of an error that several waiters share.
-pub(crate) fn clone_error(e: &ServiceError) -> ServiceError {
-    match e {
-        ServiceError::InvalidRequest(m) => ServiceError::InvalidRequest(m.clone()),
-        ServiceError::NotFound(m) => ServiceError::NotFound(m.clone()),
-        ServiceError::Conflict(m) => ServiceError::Conflict(m.clone()),
-        ServiceError::TooLarge { bytes, limit } => ServiceError::TooLarge {
-            bytes: *bytes,
-            limit: *limit,
-        },
-        ServiceError::CorruptChunk { key, reason } => ServiceError::CorruptChunk {
-            key: key.clone(),
-            reason: reason.clone(),
-        },
-        ServiceError::Store(neurocube_store::StoreError::Unavailable { backend, reason }) => {
-            ServiceError::Store(neurocube_store::StoreError::Unavailable {
-                backend,
-                reason: reason.clone(),
-            })
-        }
-        other => ServiceError::Task(other.to_string()),
     }
 }

@@ -7,13 +7,16 @@
 //! computation (`try_get_with`). After each tile served, a prefetcher
 //! predicts the next ones (the rest of the chunk slab, the next slab in
 //! the direction the client moves, the four neighbours, the next coarser
-//! level) and renders them on background threads from a bounded queue;
+//! level) and renders them with background workers from a bounded queue;
 //! demand requests never wait behind it. Writes invalidate the chunks and
-//! tiles of the box written, synchronously, before they are acknowledged.
+//! tiles of the box written, through [`TileCache::listener`], before they
+//! are acknowledged.
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+
+use tokio::sync::Notify;
 
 use bytes::Bytes;
 use neurocube_core::Box3;
@@ -32,6 +35,7 @@ mod prefetch;
 mod request;
 
 pub use metrics::TileMetrics;
+pub use prefetch::PrefetchWorker;
 pub use request::{
     CATMAID_TILE_SIZE, JPEG_QUALITY, SliceSpace, TILE_SIZES, Tile, TileConfig, TileFormat,
     TileRequest,
@@ -57,9 +61,10 @@ impl From<InitError> for ServiceError {
     fn from(e: InitError) -> Self {
         match e {
             InitError::Failed(e) => e,
-            InitError::Stale => ServiceError::Conflict(
-                "the data changed while the tile was drawn; try again".into(),
-            ),
+            InitError::Stale => ServiceError::Contended {
+                what: "the tile's voxels".into(),
+                attempts: 1,
+            },
         }
     }
 }
@@ -69,7 +74,7 @@ fn unwrap_init(e: Arc<InitError>) -> InitError {
         Ok(e) => e,
         Err(shared) => match &*shared {
             InitError::Stale => InitError::Stale,
-            InitError::Failed(se) => InitError::Failed(chunks::clone_error(se)),
+            InitError::Failed(se) => InitError::Failed(se.duplicate()),
         },
     }
 }
@@ -117,6 +122,8 @@ pub(crate) struct Inner {
     epoch: Arc<Epochs>,
     /// Demand renderings in progress.
     demand: AtomicUsize,
+    /// Woken when a demand rendering ends (prefetch waits for a free core).
+    demand_done: Notify,
     busy_limit: usize,
     /// Last slice and direction per tile column, to predict the next slab.
     motion: moka::sync::Cache<ViewKey, (u64, i8)>,
@@ -126,6 +133,7 @@ pub(crate) struct Inner {
 /// Encoded tiles and decoded chunks in memory, with prefetching.
 pub struct TileCache {
     inner: Arc<Inner>,
+    prefetch_workers: usize,
 }
 
 struct Invalidator(Weak<Inner>);
@@ -140,17 +148,19 @@ impl WriteListener for Invalidator {
     }
 }
 
-struct DemandGuard<'a>(&'a AtomicUsize);
+struct DemandGuard<'a>(&'a Inner);
 
 impl Drop for DemandGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.demand.fetch_sub(1, Ordering::SeqCst);
+        self.0.demand_done.notify_waiters();
     }
 }
 
 impl TileCache {
-    /// A tile cache over the volumes; registers its metrics and its write
-    /// listener, and starts the prefetch threads if enabled.
+    /// A tile cache over the volumes, with its metrics in `registry`. Its
+    /// write listener ([`TileCache::listener`]) and prefetch workers
+    /// ([`TileCache::prefetch_workers`]) are started by the services.
     #[must_use]
     pub fn new(
         config: &TileConfig,
@@ -187,6 +197,7 @@ impl TileCache {
             metrics,
             epoch,
             demand: AtomicUsize::new(0),
+            demand_done: Notify::new(),
             busy_limit: std::thread::available_parallelism().map_or(2, usize::from),
             motion: moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -195,11 +206,27 @@ impl TileCache {
             queue: (config.prefetch && config.prefetch_queue > 0)
                 .then(|| prefetch::Queue::new(config.prefetch_queue)),
         });
-        volumes.on_write(Arc::new(Invalidator(Arc::downgrade(&inner))));
-        if inner.queue.is_some() {
-            prefetch::spawn_workers(Arc::downgrade(&inner), config.prefetch_workers.max(1));
+        Self {
+            inner,
+            prefetch_workers: config.prefetch_workers.max(1),
         }
-        Self { inner }
+    }
+
+    /// The write listener that drops what a write made out of date.
+    #[must_use]
+    pub fn listener(&self) -> Arc<dyn WriteListener> {
+        Arc::new(Invalidator(Arc::downgrade(&self.inner)))
+    }
+
+    /// The prefetch workers to run (none when prefetching is off).
+    #[must_use]
+    pub fn prefetch_workers(&self) -> Vec<PrefetchWorker> {
+        if self.inner.queue.is_none() {
+            return Vec::new();
+        }
+        (0..self.prefetch_workers)
+            .map(|i| PrefetchWorker::new(Arc::downgrade(&self.inner), i))
+            .collect()
     }
 
     /// The metrics.
@@ -213,10 +240,13 @@ impl TileCache {
     pub async fn tile(&self, req: &TileRequest) -> Result<Arc<Tile>> {
         let inner = &self.inner;
         if !TILE_SIZES.contains(&req.size) {
-            return Err(ServiceError::InvalidRequest(format!(
-                "tile size {} is not offered: use 256, 512 or 1024",
-                req.size
-            )));
+            return Err(ServiceError::field(
+                "size",
+                format!(
+                    "tile size {} is not offered: use 256, 512 or 1024",
+                    req.size
+                ),
+            ));
         }
         let rc = inner.catalog.channel(&req.dataset, &req.channel).await?;
         let slice = match req.slice_space {
@@ -286,7 +316,7 @@ impl Inner {
         }
         self.metrics.misses.inc();
         self.demand.fetch_add(1, Ordering::SeqCst);
-        let _guard = DemandGuard(&self.demand);
+        let _guard = DemandGuard(self);
         let tile = self.get_or_render(key, target, false).await?;
         if tile.prefetched.swap(false, Ordering::SeqCst) {
             self.metrics.prefetch_used.inc();
@@ -319,9 +349,10 @@ impl Inner {
         match self.render(target, key.plane, key.format, false).await {
             Ok(t) => Ok(t),
             Err(InitError::Failed(e)) => Err(e),
-            Err(InitError::Stale) => Err(ServiceError::Conflict(
-                "the tile changed while it was drawn, three times; try again".into(),
-            )),
+            Err(InitError::Stale) => Err(ServiceError::Contended {
+                what: "the tile's voxels".into(),
+                attempts: 4,
+            }),
         }
     }
 
@@ -374,7 +405,10 @@ impl Inner {
         })
         .await
         .map_err(ServiceError::from)?
-        .map_err(|e| ServiceError::InvalidRequest(e.to_string()))?;
+        .map_err(|e| ServiceError::Internal {
+            during: "encoding a tile",
+            reason: e.to_string(),
+        })?;
         if self.epoch.get(uid, level) != epoch {
             return Err(InitError::Stale);
         }
@@ -479,8 +513,6 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use neurocube_core::DType;
     use neurocube_core::meta::{Channel, Compression};
 
@@ -491,6 +523,8 @@ mod tests {
         let mut ds = crate::demo::dataset([1024, 1024, 64]);
         ds.levels = 1;
         ResolvedChannel {
+            dataset_name: neurocube_core::DatasetName::parse(&ds.name).unwrap(),
+            channel_name: neurocube_core::ChannelName::parse("c").unwrap(),
             dataset: Arc::new(ds),
             channel: Arc::new(ChannelRecord {
                 meta: Channel {
@@ -524,7 +558,7 @@ mod tests {
         // A newer batch goes ahead; duplicates are kept once; the oldest fall off.
         assert_eq!(q.push(jobs(&rc, 3..9)), 1);
         let order: Vec<u64> = std::iter::from_fn(|| {
-            let j = q.pop(Duration::from_millis(1))?;
+            let j = q.pop()?;
             q.finish();
             Some(j.key.slice)
         })
@@ -546,7 +580,13 @@ mod tests {
             (Plane::Xz, 0, 1, 0),
         ] {
             let e = locate(&rc, plane, 256, 0, slice, row, col, TileFormat::Png).unwrap_err();
-            assert!(matches!(e, ServiceError::NotFound(_)), "{e}");
+            assert!(
+                matches!(
+                    e,
+                    ServiceError::SliceOutsideLevel { .. } | ServiceError::TileOutsideLevel { .. }
+                ),
+                "{e}"
+            );
         }
     }
 }

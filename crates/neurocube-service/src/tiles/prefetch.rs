@@ -1,13 +1,17 @@
 //! The prefetch queue: a bounded list of predicted tiles, newest
-//! predictions first, worked off by background threads that step aside
+//! predictions first, worked off by background workers that step aside
 //! while demand requests keep the cores busy.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Condvar, Mutex, PoisonError, Weak};
+use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use super::{Inner, TileKey};
+use crate::background::{Worker, WorkerState};
+use crate::error::Result;
 use crate::volume::Target;
 
 /// A predicted tile and where its voxels are.
@@ -19,7 +23,7 @@ pub(crate) struct Job {
 /// Predicted tiles, at most `cap`.
 pub(crate) struct Queue {
     jobs: Mutex<VecDeque<Job>>,
-    ready: Condvar,
+    ready: Notify,
     cap: usize,
     /// Jobs taken and not yet finished.
     running: std::sync::atomic::AtomicUsize,
@@ -29,7 +33,7 @@ impl Queue {
     pub(crate) fn new(cap: usize) -> Self {
         Self {
             jobs: Mutex::new(VecDeque::with_capacity(cap)),
-            ready: Condvar::new(),
+            ready: Notify::new(),
             cap,
             running: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -52,18 +56,25 @@ impl Queue {
         next.truncate(self.cap);
         *jobs = next;
         drop(jobs);
-        self.ready.notify_all();
+        self.ready.notify_waiters();
         dropped
     }
 
-    /// The most likely prediction, waiting up to `wait` for one.
-    pub(crate) fn pop(&self, wait: Duration) -> Option<Job> {
-        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mut jobs, _) = self
-            .ready
-            .wait_timeout_while(jobs, wait, |j| j.is_empty())
-            .unwrap_or_else(PoisonError::into_inner);
-        let job = jobs.pop_front();
+    /// Predictions waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// The most likely prediction, if any.
+    pub(crate) fn pop(&self) -> Option<Job> {
+        let job = self
+            .jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front();
         if job.is_some() {
             self.running.fetch_add(1, Ordering::SeqCst);
         }
@@ -82,47 +93,66 @@ impl Queue {
     }
 }
 
-/// Start `n` prefetch threads; each ends once the cache is dropped.
-pub(crate) fn spawn_workers(inner: Weak<Inner>, n: usize) {
-    for i in 0..n {
-        let weak = inner.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("tile-prefetch-{i}"))
-            .spawn(move || worker(&weak));
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start a tile prefetch thread; prefetching less");
-        }
+/// Longest a prediction waits for a free core before it is rendered anyway.
+const YIELD_AT_MOST: Duration = Duration::from_millis(500);
+
+/// Renders predicted tiles, one per step; ends when the cache is dropped.
+pub struct PrefetchWorker {
+    inner: Weak<Inner>,
+    n: usize,
+}
+
+impl PrefetchWorker {
+    pub(crate) fn new(inner: Weak<Inner>, n: usize) -> Self {
+        Self { inner, n }
     }
 }
 
-fn worker(weak: &Weak<Inner>) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::warn!(error = %e, "tile prefetch thread has no runtime; not prefetching");
-            return;
+#[async_trait::async_trait]
+impl Worker for PrefetchWorker {
+    fn name(&self) -> String {
+        format!("tile-prefetch/{}", self.n)
+    }
+
+    async fn work(&mut self, stopping: bool) -> Result<WorkerState> {
+        // Predictions are optional: dropped at shutdown.
+        let Some(inner) = self.inner.upgrade().filter(|_| !stopping) else {
+            return Ok(WorkerState::Done);
+        };
+        let Some(queue) = inner.queue.as_ref() else {
+            return Ok(WorkerState::Done);
+        };
+        let Some(job) = queue.pop() else {
+            return Ok(WorkerState::Idle);
+        };
+        // Demand first: wait while demand renderings fill the cores.
+        let started = tokio::time::Instant::now();
+        while inner.busy() && started.elapsed() < YIELD_AT_MOST {
+            let _ =
+                tokio::time::timeout(Duration::from_millis(20), inner.demand_done.notified()).await;
         }
-    };
-    loop {
-        let Some(inner) = weak.upgrade() else { return };
+        inner.prefetch(job).await;
+        queue.finish();
+        Ok(WorkerState::Busy)
+    }
+
+    async fn wait_for_work(&mut self) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
         let Some(queue) = inner.queue.as_ref() else {
             return;
         };
-        let Some(job) = queue.pop(Duration::from_millis(200)) else {
-            continue;
-        };
-        // Demand first: wait while demand renderings fill the cores.
-        for _ in 0..500 {
-            if inner.busy() {
-                std::thread::sleep(Duration::from_millis(1));
-            } else {
-                break;
-            }
+        let ready = queue.ready.notified();
+        if queue.len() > 0 {
+            return;
         }
-        rt.block_on(inner.prefetch(job));
-        queue.finish();
+        // Re-checked now and then, so a dropped cache ends the worker.
+        let _ = tokio::time::timeout(Duration::from_secs(1), ready).await;
+    }
+
+    fn queue_depth(&self) -> Option<u64> {
+        let inner = self.inner.upgrade()?;
+        inner.queue.as_ref().map(|q| q.len() as u64)
     }
 }

@@ -88,9 +88,9 @@ pub enum SliceSpace {
 #[derive(Clone, Debug)]
 pub struct TileRequest {
     /// Dataset name.
-    pub dataset: String,
+    pub dataset: neurocube_core::DatasetName,
     /// Channel name.
-    pub channel: String,
+    pub channel: neurocube_core::ChannelName,
     /// Plane.
     pub plane: Plane,
     /// Edge length in pixels (one of [`TILE_SIZES`]).
@@ -166,30 +166,39 @@ pub(super) fn locate(
 ) -> Result<(TileKey, Target)> {
     let ds = &rc.dataset;
     if level >= ds.levels {
-        return Err(ServiceError::NotFound(format!(
-            "level {level} does not exist: dataset '{}' has levels 0 to {}",
-            ds.name,
-            ds.levels - 1
-        )));
+        return Err(ServiceError::UnknownLevel {
+            dataset: ds.name.clone(),
+            level,
+            last: ds.levels - 1,
+        });
     }
     let lv = ds.level(level);
     let b = lv.bounds();
     let (u, v, n) = axes(plane);
     if slice < b.start[n] || slice >= b.end[n] {
-        return Err(ServiceError::NotFound(format!(
-            "slice {}={slice} is outside level {level} of dataset '{}', which spans {} {}..{}",
-            AXES[n], ds.name, AXES[n], b.start[n], b.end[n]
-        )));
+        return Err(ServiceError::SliceOutsideLevel {
+            dataset: ds.name.clone(),
+            level,
+            axis: AXES[n],
+            slice,
+            start: b.start[n],
+            end: b.end[n],
+        });
     }
     let s = u64::from(size);
     let cols = (b.end[u] - b.start[u]).div_ceil(s);
     let rows = (b.end[v] - b.start[v]).div_ceil(s);
     if row >= rows || col >= cols {
-        return Err(ServiceError::NotFound(format!(
-            "tile row {row}, column {col} is outside level {level} of dataset '{}': it has {rows} rows and {cols} columns of {size}-pixel {} tiles",
-            ds.name,
-            plane_name(plane)
-        )));
+        return Err(ServiceError::TileOutsideLevel {
+            dataset: ds.name.clone(),
+            level,
+            plane: plane_name(plane),
+            size,
+            row,
+            col,
+            rows,
+            cols,
+        });
     }
     let mut start = [0u64; 3];
     let mut end = [0u64; 3];

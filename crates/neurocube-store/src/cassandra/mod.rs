@@ -594,4 +594,10 @@ impl Store for CassandraStore {
         .await
         .map(drop)
     }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        // Writes are acknowledged by the cluster at the write consistency;
+        // there is nothing buffered on this side.
+        Ok(())
+    }
 }

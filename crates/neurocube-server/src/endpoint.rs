@@ -1,0 +1,113 @@
+//! Typed endpoints. Every route is an [`Endpoint`]: a type that parses its
+//! request (path and query) into typed values, says what access it needs
+//! (which names its dataset, if it has one), and handles it with one
+//! service call. [`serve`] runs them all the same way: take the request
+//! context built by the middleware, parse, check access once, handle.
+
+use std::future::Future;
+use std::time::Duration;
+
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use neurocube_core::{ChannelName, DatasetName};
+use neurocube_service::{Access, RequestContext};
+use serde::de::DeserializeOwned;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// A route's typed request.
+pub trait Endpoint: Sized + 'static {
+    /// Parse the path and query (the body is read by `handle`).
+    fn parse(req: &HttpRequest) -> ApiResult<Self>;
+
+    /// What the request needs to be allowed.
+    fn access(&self) -> Access;
+
+    /// Do it: one service call, and the response.
+    fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        body: web::Payload,
+    ) -> impl Future<Output = ApiResult<HttpResponse>>;
+}
+
+/// Run an endpoint: context, parse, the one access check, handle.
+pub async fn serve<E: Endpoint>(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Payload,
+) -> ApiResult<HttpResponse> {
+    let ctx = context(&req, state.request_timeout);
+    let e = E::parse(&req)?;
+    state.services.authorize(&ctx, &e.access())?;
+    e.handle(&state, &ctx, &req, body).await
+}
+
+/// The request's context (made by the middleware; made here for requests
+/// that did not pass through it).
+pub fn context(req: &HttpRequest, timeout: Option<Duration>) -> RequestContext {
+    if let Some(ctx) = req.extensions().get::<RequestContext>() {
+        return ctx.clone();
+    }
+    RequestContext::anonymous(new_request_id(), timeout)
+}
+
+/// A fresh request id.
+#[must_use]
+pub fn new_request_id() -> String {
+    format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0)
+}
+
+/// A path segment by name (a route that matched has it).
+pub fn segment<'a>(req: &'a HttpRequest, name: &str) -> ApiResult<&'a str> {
+    req.match_info()
+        .get(name)
+        .ok_or_else(|| ApiError::path(format!("the URL lacks its {name} segment")))
+}
+
+/// The `{ds}` segment, validated.
+pub fn dataset(req: &HttpRequest) -> ApiResult<DatasetName> {
+    Ok(DatasetName::parse(segment(req, "ds")?)?)
+}
+
+/// The `{ds}` and `{ch}` segments, validated.
+pub fn channel(req: &HttpRequest) -> ApiResult<(DatasetName, ChannelName)> {
+    Ok((dataset(req)?, ChannelName::parse(segment(req, "ch")?)?))
+}
+
+/// The query string as `T`.
+pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> ApiResult<T> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::query(format!("bad query string: {e}")))
+}
+
+/// The request's `Content-Length`, if it sent one.
+#[must_use]
+pub fn content_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
+/// A JSON body of at most `limit` bytes, parsed as `T`.
+pub async fn json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    body: web::Payload,
+    limit: u64,
+    what: &str,
+) -> ApiResult<T> {
+    let bytes = neurocube_service::body::read(
+        content_length(req),
+        body,
+        &neurocube_service::body::BodyLimit {
+            bytes: limit,
+            source: format!("the largest {what} body"),
+            advice: "send a smaller body",
+        },
+    )
+    .await?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::body(format!("invalid {what} JSON: {e}")))
+}

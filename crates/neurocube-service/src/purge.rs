@@ -1,0 +1,208 @@
+//! The chunks of deleted channels, removed in the background. Deleting a
+//! channel first stores a purge entry (`purge/{uid}` in the meta table,
+//! with the geometry needed to find its chunks), then deletes the channel
+//! record, and wakes the purge worker. The worker deletes the chunks and
+//! stale marks of every level and then the entry, so a purge cut off by a
+//! restart is resumed, never forgotten. An entry whose channel record still
+//! exists with the same uid (a delete that has not finished or failed) is
+//! left alone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use neurocube_core::meta::Dataset;
+use neurocube_store::{Scan, SortRange, Store, Table};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::background::{Worker, WorkerState};
+use crate::catalog::ChannelRecord;
+use crate::error::{Result, ServiceError};
+use crate::keys;
+
+/// A deleted channel whose chunks remain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Entry {
+    dataset: Dataset,
+    channel: ChannelRecord,
+}
+
+/// How often the worker looks for entries it was not woken for (left by
+/// another server instance, or kept because a delete was unfinished).
+const RESCAN: Duration = Duration::from_secs(60);
+
+/// The purge queue.
+pub struct Purger {
+    store: Arc<dyn Store>,
+    wake: Notify,
+}
+
+impl Purger {
+    /// A purge queue over a store.
+    #[must_use]
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            wake: Notify::new(),
+        }
+    }
+
+    /// Record that a channel is being deleted (before its record goes).
+    pub async fn enqueue(&self, dataset: &Dataset, channel: &ChannelRecord) -> Result<()> {
+        let entry = Entry {
+            dataset: dataset.clone(),
+            channel: channel.clone(),
+        };
+        let value = serde_json::to_vec(&entry).map_err(|e| ServiceError::Internal {
+            during: "recording a purge",
+            reason: e.to_string(),
+        })?;
+        self.store
+            .put_many(
+                Table::Meta,
+                vec![(keys::purge(channel.uid), Bytes::from(value))],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Start working on the queue now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Entries waiting.
+    pub async fn pending(&self) -> Result<u64> {
+        Ok(Scan::partition(
+            self.store.clone(),
+            Table::Meta,
+            keys::PURGE.to_vec(),
+            SortRange::all(),
+        )
+        .count(u64::MAX)
+        .await?)
+    }
+
+    /// Purge one entry if its channel is really gone; returns whether one was purged.
+    async fn purge_next(&self) -> Result<bool> {
+        let rows = Scan::partition(
+            self.store.clone(),
+            Table::Meta,
+            keys::PURGE.to_vec(),
+            SortRange::all(),
+        )
+        .rows();
+        futures::pin_mut!(rows);
+        while let Some((key, value)) = rows.try_next().await? {
+            let entry: Entry = serde_json::from_slice(&value).map_err(|e| {
+                ServiceError::corrupt_json("purge entry", String::from_utf8_lossy(&key.sort), &e)
+            })?;
+            if self.still_exists(&entry).await? {
+                continue;
+            }
+            self.purge(&entry).await?;
+            self.store.delete_many(Table::Meta, &[key]).await?;
+            tracing::info!(
+                channel = %format!("{}/{}", entry.dataset.name, entry.channel.meta.name),
+                "purged the chunks of a deleted channel"
+            );
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn still_exists(&self, e: &Entry) -> Result<bool> {
+        let got = self
+            .store
+            .get_many(
+                Table::Meta,
+                &[keys::channel(&e.dataset.name, &e.channel.meta.name)],
+            )
+            .await?
+            .remove(0);
+        Ok(match got {
+            Some(v) => serde_json::from_slice::<ChannelRecord>(&v)
+                .map(|r| r.uid == e.channel.uid)
+                .unwrap_or(false),
+            None => false,
+        })
+    }
+
+    /// Delete every chunk and stale mark of a channel at every level.
+    async fn purge(&self, e: &Entry) -> Result<()> {
+        let (ds, uid) = (&e.dataset, e.channel.uid);
+        let grid = e.channel.meta.grid();
+        let sb = 1u64 << keys::SUPER_BLOCK_BITS;
+        for level in ds.all_levels() {
+            let (lo, hi) = grid.chunk_range(&level.bounds());
+            for z in lo[2] / sb..hi[2].div_ceil(sb) {
+                for y in lo[1] / sb..hi[1].div_ceil(sb) {
+                    for x in lo[0] / sb..hi[0].div_ceil(sb) {
+                        let code = neurocube_core::morton::encode([x, y, z]);
+                        let p = keys::chunk_partition(uid, level.level, code);
+                        self.store.delete_partition(Table::Chunks, &p).await?;
+                    }
+                }
+            }
+            for shard in 0..keys::STALE_SHARDS {
+                let index = keys::stale_index_partition(uid, level.level, shard);
+                let blocks = Scan::partition(
+                    self.store.clone(),
+                    Table::Meta,
+                    index.clone(),
+                    SortRange::all(),
+                )
+                .collect()
+                .await?;
+                for (k, _) in blocks {
+                    if let Some(block) = keys::morton_of(&k.sort) {
+                        let p = keys::stale_partition(uid, level.level, block);
+                        self.store.delete_partition(Table::Meta, &p).await?;
+                    }
+                }
+                self.store.delete_partition(Table::Meta, &index).await?;
+            }
+        }
+        self.store
+            .delete_many(Table::Meta, &[keys::dirty(uid)])
+            .await?;
+        Ok(())
+    }
+
+    /// The worker that empties the queue.
+    #[must_use]
+    pub fn worker(self: &Arc<Self>) -> PurgeWorker {
+        PurgeWorker(self.clone())
+    }
+}
+
+/// Purges deleted channels, one per step.
+pub struct PurgeWorker(Arc<Purger>);
+
+#[async_trait::async_trait]
+impl Worker for PurgeWorker {
+    fn name(&self) -> String {
+        "purge".into()
+    }
+
+    async fn work(&mut self, stopping: bool) -> Result<WorkerState> {
+        if stopping {
+            // Entries are in the store: the next start resumes them.
+            return Ok(WorkerState::Done);
+        }
+        Ok(if self.0.purge_next().await? {
+            WorkerState::Busy
+        } else {
+            WorkerState::Idle
+        })
+    }
+
+    async fn wait_for_work(&mut self) {
+        tokio::select! {
+            () = self.0.wake.notified() => {}
+            () = tokio::time::sleep(RESCAN) => {}
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The use cases as the server calls them: one method per kind of request,
+//! each taking the request's [`RequestContext`]. Access has been checked
+//! before any of them runs ([`Services::authorize`]); here the context
+//! gives the deadline of long reads. Heavy requests reserve their memory
+//! with admission control before they start.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use neurocube_core::meta::{Channel, Dataset};
+use neurocube_core::{Box3, ChannelName, DType, DatasetName};
+use serde_json::Value;
+
+use crate::body::{self, BodyLimit};
+use crate::catalog::{ChannelRecord, Created, ResolvedChannel};
+use crate::context::RequestContext;
+use crate::encoding::{self, Encoded, Encoding};
+use crate::error::Result;
+use crate::jobs::{JobRecord, TaskRecord, TaskSpec};
+use crate::pyramid::LevelStatus;
+use crate::slice::{Plane, RenderOptions};
+use crate::tiles::{Tile, TileRequest};
+use crate::volume::{CutoutStream, Target, WriteSummary};
+use crate::{Services, volume};
+
+/// A box of one level of one channel, as a request names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeBox {
+    /// The dataset.
+    pub dataset: DatasetName,
+    /// The channel.
+    pub channel: ChannelName,
+    /// The resolution level.
+    pub level: u8,
+    /// The box, in that level's voxels.
+    pub bbox: Box3,
+}
+
+/// A cutout on its way out.
+pub struct CutoutResponse {
+    /// Voxel type.
+    pub dtype: DType,
+    /// Shape `[x, y, z]`.
+    pub shape: [u64; 3],
+    /// The level is out of date in this box (a write awaits downsampling).
+    pub stale: bool,
+    /// The encoded body (holds its memory reservation until sent).
+    pub body: Encoded,
+}
+
+/// A rendered slice.
+pub struct SliceResponse {
+    /// The image.
+    pub image: Bytes,
+    /// The level is out of date in this box.
+    pub stale: bool,
+}
+
+/// Room for an npy header (at most 64 KiB) or Blosc overhead around a body.
+const BODY_SLACK: u64 = 1 << 16;
+/// Slabs a streamed read holds at once (fetching, decoding, sending).
+const SLABS_HELD: u64 = 3;
+
+impl Services {
+    async fn target(&self, b: &VolumeBox) -> Result<Target> {
+        self.volumes
+            .target(&b.dataset, &b.channel, b.level, b.bbox)
+            .await
+    }
+
+    /// Read a cutout (npy and raw stream slab by slab; Blosc is assembled).
+    pub async fn read_cutout(
+        &self,
+        ctx: &RequestContext,
+        b: &VolumeBox,
+        enc: Encoding,
+    ) -> Result<CutoutResponse> {
+        let t = self.target(b).await?;
+        let len = t.bytes();
+        let reserve = match enc {
+            Encoding::Blosc => len.saturating_mul(2),
+            Encoding::Npy | Encoding::Raw => len.min(SLABS_HELD * t.slab_bytes()),
+        };
+        let permit = self.admission.admit(reserve)?;
+        let stale = self.pyramid.is_stale(&t).await?;
+        let dtype = t.dtype();
+        let deadline = ctx.deadline().zip(ctx.timeout);
+        let stream = first_slab_read(self.volumes.read(t, deadline)).await?;
+        let mut body = encoding::encode(enc, stream).await?;
+        // The reservation ends when the body has been sent (or dropped).
+        let inner = std::mem::replace(&mut body.body, futures::stream::empty().boxed());
+        body.body = inner
+            .map(move |item| {
+                let _held = &permit;
+                item
+            })
+            .boxed();
+        Ok(CutoutResponse {
+            dtype,
+            shape: b.bbox.shape(),
+            stale,
+            body,
+        })
+    }
+
+    /// Write a cutout from a request body (`declared`: its Content-Length).
+    /// The body is checked against the box before it is read, and its
+    /// memory reserved; nothing is stored unless all of it fits the box.
+    pub async fn write_cutout<S, E>(
+        &self,
+        _ctx: &RequestContext,
+        b: &VolumeBox,
+        enc: Encoding,
+        declared: Option<u64>,
+        body: S,
+    ) -> Result<WriteSummary>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let t = self.target(b).await?;
+        let len = t.bytes();
+        let limit = BodyLimit {
+            bytes: len + BODY_SLACK,
+            source: format!(
+                "box {} holds {len} bytes of {}, plus at most {BODY_SLACK} bytes of npy header or Blosc overhead",
+                t.bbox,
+                t.dtype()
+            ),
+            advice: "send a body that matches the box",
+        };
+        let reserve = match enc {
+            Encoding::Blosc => len.saturating_mul(2),
+            Encoding::Npy | Encoding::Raw => len,
+        };
+        // Refuse an oversized body before reserving memory for it.
+        body::check_declared(declared, &limit)?;
+        let _permit = self.admission.admit(reserve)?;
+        let bytes = body::read(declared, body, &limit).await?;
+        let voxels = encoding::decode(enc, bytes, &t).await?;
+        self.volumes.write(t, voxels).await
+    }
+
+    /// Render a slice.
+    pub async fn read_slice(
+        &self,
+        _ctx: &RequestContext,
+        b: &VolumeBox,
+        plane: Plane,
+        opts: RenderOptions,
+    ) -> Result<SliceResponse> {
+        let t = self.target(b).await?;
+        let _permit = self.admission.admit(t.bytes())?;
+        let stale = self.pyramid.is_stale(&t).await?;
+        let image = self.volumes.slice(plane, t, opts).await?;
+        Ok(SliceResponse { image, stale })
+    }
+
+    /// A tile (cached; small, so not admitted).
+    pub async fn tile(&self, _ctx: &RequestContext, r: &TileRequest) -> Result<Arc<Tile>> {
+        self.tiles.tile(r).await
+    }
+
+    /// Every dataset.
+    pub async fn list_datasets(&self, _ctx: &RequestContext) -> Result<Vec<Dataset>> {
+        self.catalog.datasets().await
+    }
+
+    /// One dataset.
+    pub async fn get_dataset(
+        &self,
+        _ctx: &RequestContext,
+        ds: &DatasetName,
+    ) -> Result<Arc<Dataset>> {
+        self.catalog.dataset(ds).await
+    }
+
+    /// Create a dataset (idempotent).
+    pub async fn create_dataset(&self, _ctx: &RequestContext, ds: Dataset) -> Result<Created> {
+        self.catalog.create_dataset(ds).await
+    }
+
+    /// Delete a dataset (with its channels if `recursive`); their chunks
+    /// are purged in the background.
+    pub async fn delete_dataset(
+        &self,
+        _ctx: &RequestContext,
+        name: &DatasetName,
+        recursive: bool,
+    ) -> Result<()> {
+        let ds = self.catalog.dataset(name).await?;
+        if recursive {
+            for rec in self.catalog.channel_records(name).await? {
+                self.purger.enqueue(&ds, &rec).await?;
+            }
+        }
+        self.catalog.delete_dataset(name, recursive).await?;
+        self.purger.wake();
+        Ok(())
+    }
+
+    /// Every channel of a dataset.
+    pub async fn list_channels(
+        &self,
+        _ctx: &RequestContext,
+        ds: &DatasetName,
+    ) -> Result<Vec<ChannelRecord>> {
+        self.catalog.dataset(ds).await?;
+        self.catalog.channel_records(ds).await
+    }
+
+    /// One channel, with the state of each of its levels.
+    pub async fn get_channel(
+        &self,
+        _ctx: &RequestContext,
+        ds: &DatasetName,
+        ch: &ChannelName,
+    ) -> Result<(ResolvedChannel, Vec<LevelStatus>)> {
+        let rc = self.catalog.channel(ds, ch).await?;
+        let status = self.pyramid.status(&rc).await?;
+        Ok((rc, status))
+    }
+
+    /// Create a channel (idempotent).
+    pub async fn create_channel(
+        &self,
+        _ctx: &RequestContext,
+        ds: &DatasetName,
+        ch: Channel,
+    ) -> Result<Created> {
+        self.catalog.create_channel(ds, ch).await
+    }
+
+    /// Delete a channel: its record now, its chunks in the background.
+    pub async fn delete_channel(
+        &self,
+        _ctx: &RequestContext,
+        ds: &DatasetName,
+        ch: &ChannelName,
+    ) -> Result<()> {
+        let rc = self.catalog.channel(ds, ch).await?;
+        self.purger.enqueue(&rc.dataset, &rc.channel).await?;
+        self.catalog.delete_channel(ds, ch).await?;
+        self.purger.wake();
+        Ok(())
+    }
+
+    /// Every job, newest first.
+    pub async fn list_jobs(&self, _ctx: &RequestContext) -> Result<Vec<JobRecord>> {
+        self.jobs.list().await
+    }
+
+    /// One job, with its tasks if asked.
+    pub async fn get_job(
+        &self,
+        _ctx: &RequestContext,
+        id: &str,
+        with_tasks: bool,
+    ) -> Result<(JobRecord, Option<Vec<TaskRecord>>)> {
+        let job = self.jobs.get(id).await?;
+        let tasks = if with_tasks {
+            Some(
+                self.jobs
+                    .tasks(id, None)
+                    .await?
+                    .into_iter()
+                    .map(|(_, t)| t)
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        Ok((job, tasks))
+    }
+
+    /// Cancel a job.
+    pub async fn cancel_job(&self, _ctx: &RequestContext, id: &str) -> Result<JobRecord> {
+        self.jobs.cancel(id).await
+    }
+
+    /// Start (or return the running) downsample job of a channel.
+    pub async fn start_downsample(
+        &self,
+        _ctx: &RequestContext,
+        ds: &DatasetName,
+        ch: &ChannelName,
+    ) -> Result<(JobRecord, bool)> {
+        self.pyramid.start_downsample(ds, ch).await
+    }
+
+    /// Create a client-run job (the ingest command), or return the one made for its key.
+    pub async fn create_client_job(
+        &self,
+        _ctx: &RequestContext,
+        key: &str,
+        kind: &str,
+        params: Value,
+        unit: &str,
+        tasks: Vec<TaskSpec>,
+    ) -> Result<(JobRecord, bool)> {
+        self.jobs
+            .create_external(key, kind, params, unit, tasks)
+            .await
+    }
+
+    /// A client finished a task of its job.
+    pub async fn complete_task(
+        &self,
+        _ctx: &RequestContext,
+        id: &str,
+        task: &str,
+    ) -> Result<JobRecord> {
+        self.jobs.complete_task(id, task).await
+    }
+
+    /// A client stopped its job on an error.
+    pub async fn fail_job(
+        &self,
+        _ctx: &RequestContext,
+        id: &str,
+        error: String,
+    ) -> Result<JobRecord> {
+        self.jobs.fail(id, error).await
+    }
+
+    /// The settings of the cutout path (for the API's own limits).
+    #[must_use]
+    pub fn volume_limits(&self) -> volume::VolumeLimits {
+        self.volumes.limits()
+    }
+}
+
+/// Read the first slab before the response starts, so a store that is
+/// down answers 503 (with Retry-After) instead of a 200 whose connection is
+/// then cut. A failure after the first slab still ends the body early.
+async fn first_slab_read(mut s: CutoutStream) -> Result<CutoutStream> {
+    if let Some(first) = s.body.next().await {
+        let first = first?;
+        s.body = futures::stream::once(async move { Ok(first) })
+            .chain(s.body)
+            .boxed();
+    }
+    Ok(s)
+}
