@@ -16,6 +16,10 @@ if ! { [[ -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ]] && command -v mvn >/
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null
 fi
 
+step "Rust: formatting and lints (cargo fmt --check, clippy -D warnings)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 step "Rust: build"
 cargo build --workspace --all-targets --locked
 

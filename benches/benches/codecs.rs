@@ -2,6 +2,8 @@
 //! chunks, PNG (Fast) and JPEG of 512² and 1024² slices.
 //!
 //! `cargo bench -p neurocube-benches --bench codecs`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use neurocube_core::blosc::{self, Blosc, Compressor};
 use neurocube_core::render::{ImageFormat, Shading, Slice, render};

@@ -3,6 +3,8 @@
 //! aligned and unaligned boxes, and the write path (split + compress).
 //!
 //! `cargo bench -p neurocube-benches --bench cutout`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -1,6 +1,8 @@
 //! HTTP integration tests: the real server, port 0, a temporary data
 //! directory, the embedded store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 mod bad_input;
 mod concurrency;
 mod cutouts;

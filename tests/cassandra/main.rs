@@ -5,6 +5,8 @@
 //! The outage test runs a second node of its own (scripts/cassandra.sh with
 //! CQL port 9142, storage port 7100), so the main node is never disturbed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;

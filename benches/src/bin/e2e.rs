@@ -13,6 +13,8 @@
 //! - 512×512 xy PNG slices, warm (2 concurrent clients)
 //! - one 1 GiB npy cutout, sampling the server's resident memory
 //! - TensorStore (zarr v2, Blosc lz4 + shuffle, 128×128×16 chunks, local disk, in process)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -4,6 +4,8 @@
 //! engine allows, then random point reads from 1 and 2 threads.
 //!
 //! `cargo run --release -p neurocube-benches --bin engine-choice -- [--gib 2]`
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

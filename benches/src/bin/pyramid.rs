@@ -9,6 +9,8 @@
 //!
 //! `cargo run --release -p neurocube-benches --bin pyramid -- --gib 0.5`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -16,6 +16,8 @@
 //! Each figure is the median of `--reps` repetitions; the ratio is
 //! Cassandra / embedded (time ratio: above 1 means Cassandra is slower).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;

@@ -7,6 +7,8 @@
 //!
 //! `tile-walk --base http://127.0.0.1:8080 --prefix /v1/tiles/demo/image/xy/1024/0/ --suffix /0/0.png --z 512 --once`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

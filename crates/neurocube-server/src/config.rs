@@ -155,6 +155,7 @@ impl Settings {
     /// # Panics
     /// Never: the defaults are compiled in and tested.
     #[must_use]
+    #[allow(clippy::expect_used)] // startup: compiled-in defaults, tested below
     pub fn defaults() -> Self {
         config::Config::builder()
             .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))

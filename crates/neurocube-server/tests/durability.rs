@@ -3,6 +3,8 @@
 //! after a restart on the same data directory every acknowledged box reads
 //! back exactly. Run in both durability modes (fsync, and flush-to-OS).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

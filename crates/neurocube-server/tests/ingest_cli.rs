@@ -2,6 +2,8 @@
 //! stacks refused before anything is written, naming the file; a failed
 //! ingest is not done, and a re-run resumes it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 mod common;
 
 use std::path::Path;

@@ -2,6 +2,8 @@
 //! on the same data directory resumes it (finished tasks are not redone)
 //! and the pyramid equals a reference computed here from the level-0 data.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 mod common;
 
 use std::collections::HashSet;

@@ -32,6 +32,7 @@ impl Metrics {
     /// # Panics
     /// Never in practice: names are static and unique.
     #[must_use]
+    #[allow(clippy::expect_used)] // startup: static metric names
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {

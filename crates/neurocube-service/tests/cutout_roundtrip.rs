@@ -1,6 +1,8 @@
 //! Random boxes written over a reference array read back exactly as the
 //! same boxes of the reference (memory store: this tests the service layer).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 use std::sync::Arc;
 
 use bytes::Bytes;

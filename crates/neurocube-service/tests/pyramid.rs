@@ -2,6 +2,8 @@
 //! reference computed here, independently, from the level-0 volume; writes
 //! mark only the affected coarser chunks stale; a new job fixes exactly them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -2,6 +2,9 @@
 //! A backend's test file calls [`conformance_tests!`](crate::conformance_tests)
 //! with an async expression that builds a [`Fixture`].
 
+// A test suite: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;

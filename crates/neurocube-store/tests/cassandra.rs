@@ -3,6 +3,8 @@
 //! (scripts/test.sh starts a node with scripts/cassandra.sh and sets it).
 //! Without it the tests fail when `CI` is set and are skipped otherwise.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! The conformance suite on the embedded (fjall) backend and the memory helper.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 mod embedded {
     use std::sync::Arc;
 

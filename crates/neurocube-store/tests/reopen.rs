@@ -1,5 +1,7 @@
 //! Rows survive closing and reopening the embedded store.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
 use bytes::Bytes;
 use neurocube_store::embedded::{EmbeddedOptions, EmbeddedStore};
 use neurocube_store::{Key, Store, Table};

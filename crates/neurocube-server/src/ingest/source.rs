@@ -158,7 +158,9 @@ pub(super) fn open_source(path: &Path) -> Result<Stack, String> {
             // Names, not sizes: a slice fixed after a failed run keeps the job.
             fnv(&mut fp, f.to_string_lossy().as_bytes());
         }
-        let (w, h, t, _) = first.expect("at least one slice");
+        let Some((w, h, t, _)) = first else {
+            return Err(format!("{}: no slices in the directory", path.display()));
+        };
         return Ok(Stack {
             shape: [u64::from(w), u64::from(h), files.len() as u64],
             dtype: t,

@@ -33,6 +33,7 @@ impl TileMetrics {
     /// # Panics
     /// If they are registered twice in the same registry.
     #[must_use]
+    #[allow(clippy::expect_used)] // startup: static metric names
     pub fn register(registry: &Registry) -> Self {
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric");

@@ -234,7 +234,15 @@ impl CassandraStore {
         stmt: &PreparedStatement,
         values: impl SerializeRow,
     ) -> Result<QueryResult, StoreError> {
-        let _permit = self.inner.limit.acquire().await.expect("never closed");
+        let _permit = self
+            .inner
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                backend: BACKEND,
+                reason: "the store is closing".into(),
+            })?;
         self.inner
             .session
             .execute_unpaged(stmt, values)
@@ -247,6 +255,7 @@ impl CassandraStore {
     }
 }
 
+#[allow(clippy::expect_used)] // startup: arrays filled by loops of fixed length
 async fn prepare_table(
     session: &Session,
     opts: &CassandraOptions,
