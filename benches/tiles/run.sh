@@ -9,7 +9,8 @@
 # nginx and warm: wrk -t1 -c6 with walk.lua walking the z order. Cold: each
 # frame asked for once (wrk cannot stop after N requests), by tile_walk
 # (benches/src/bin/tile_walk.rs), 6 connections in z order.
-# Usage: benches/tiles/run.sh   (Z=512 slices, WARM_SECONDS=10, MOVIE_RATE=60)
+# Usage: benches/tiles/run.sh   (Z=512 slices, WARM_SECONDS=10, MOVIE_RATE=60;
+#        BIN=path/to/neurocube to bench another build of the server)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 Z=${Z:-512}
@@ -23,7 +24,7 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 cargo build --release --locked --bin neurocube
 cargo build --release --locked -p neurocube-benches --bin tile_walk
-BIN=target/release/neurocube
+BIN=${BIN:-target/release/neurocube}
 WALK=target/release/tile_walk
 
 WORK=$(mktemp -d /tmp/neurocube-tiles-XXXXXX)

@@ -4,8 +4,11 @@
 //!
 //! ```sh
 //! cargo build --release --bin neurocube
-//! cargo run --release -p neurocube-benches --bin e2e -- [--rounds 5] [--no-peer]
+//! cargo run --release -p neurocube-benches --bin e2e -- [--rounds 5] [--no-peer] [--server PATH]
 //! ```
+//!
+//! `--server PATH` runs another build of the binary (to compare two builds
+//! in one session); by default the `neurocube` next to this bench.
 //!
 //! Workloads (all uint8, synthetic EM from `neurocube_service::demo`):
 //! - write 16 cutouts of 1024×1024×64 as Blosc PUTs (4096×4096×64 = 1 GiB)
@@ -53,7 +56,10 @@ impl Drop for Server {
 
 fn start_server(data: &Path) -> Server {
     let exe = std::env::current_exe().expect("own path");
-    let bin = exe.parent().expect("target dir").join("neurocube");
+    let bin = arg("--server").map_or_else(
+        || exe.parent().expect("target dir").join("neurocube"),
+        PathBuf::from,
+    );
     assert!(
         bin.exists(),
         "build the server first: cargo build --release --bin neurocube ({} missing)",

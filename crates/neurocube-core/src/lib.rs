@@ -14,6 +14,7 @@
 //! assert_eq!(out.iter().filter(|&&v| v == 7).count(), 128 * 10);
 //! ```
 
+pub mod annotation;
 pub mod blosc;
 pub mod cutout;
 pub mod downsample;
