@@ -403,9 +403,9 @@ impl Filter {
                 Op::Lt(x) => compare(v, x) == Some(std::cmp::Ordering::Less),
                 Op::Ge(x) => compare(v, x).is_some_and(std::cmp::Ordering::is_ge),
                 Op::Le(x) => compare(v, x).is_some_and(std::cmp::Ordering::is_le),
-                Op::Within(lo, hi) => {
-                    v.as_pos().is_some_and(|p| (0..3).all(|a| lo[a] <= p[a] && p[a] <= hi[a]))
-                }
+                Op::Within(lo, hi) => v
+                    .as_pos()
+                    .is_some_and(|p| (0..3).all(|a| lo[a] <= p[a] && p[a] <= hi[a])),
                 Op::Regex(re) => match v {
                     Value::Str(s) => re.is_match(s),
                     _ => false,
@@ -415,7 +415,12 @@ impl Filter {
     }
 }
 
-fn ordered(field: &'static str, name: &str, v: &J, kind: &ColumnType) -> Result<Value, FilterError> {
+fn ordered(
+    field: &'static str,
+    name: &str,
+    v: &J,
+    kind: &ColumnType,
+) -> Result<Value, FilterError> {
     if matches!(kind, ColumnType::Bool) {
         return Err(FilterError {
             field,
@@ -485,17 +490,24 @@ mod tests {
             rows.iter().filter(|r| f.matches(r)).map(|r| r.id).collect()
         };
         let f = parse(json!({"filter_in_dict": {"pre_pt_root_id": [1, "2"]}, "filter_equal_dict": {"post_pt_root_id": 3}})).unwrap();
-        let want: Vec<u64> = (0..50).filter(|i| [1, 2].contains(&(i % 5)) && i % 7 == 3).collect();
+        let want: Vec<u64> = (0..50)
+            .filter(|i| [1, 2].contains(&(i % 5)) && i % 7 == 3)
+            .collect();
         assert_eq!(ids(&f), want);
         let f = parse(json!({"filter_notin_dict": {"pre_pt_root_id": [0, 1, 2, 3]}, "filter_greater_equal_dict": {"size": 40}})).unwrap();
         assert_eq!(ids(&f), vec![44, 49]);
-        let f = parse(json!({"filter_out_dict": {"id": [1]}, "filter_less_dict": {"id": 3}})).unwrap();
+        let f =
+            parse(json!({"filter_out_dict": {"id": [1]}, "filter_less_dict": {"id": 3}})).unwrap();
         assert_eq!(ids(&f), vec![0, 2]);
         // Inclusive at both corners.
-        let f = parse(json!({"filter_spatial_dict": {"pre_pt_position": [[10, 20, 0], [12, 24, 3]]}})).unwrap();
+        let f =
+            parse(json!({"filter_spatial_dict": {"pre_pt_position": [[10, 20, 0], [12, 24, 3]]}}))
+                .unwrap();
         assert_eq!(ids(&f), vec![10, 11, 12]);
         // ctr_pt is null in every row: nothing matches, as in SQL.
-        let f = parse(json!({"filter_spatial_dict": {"ctr_pt_position": [[0, 0, 0], [99, 99, 99]]}})).unwrap();
+        let f =
+            parse(json!({"filter_spatial_dict": {"ctr_pt_position": [[0, 0, 0], [99, 99, 99]]}}))
+                .unwrap();
         assert!(ids(&f).is_empty());
         let f = parse(json!({"filter_equal_dict": {"valid": "t"}})).unwrap();
         assert_eq!(ids(&f).len(), 50);
@@ -505,19 +517,36 @@ mod tests {
     fn bad_filters_name_the_problem() {
         let e = parse(json!({"filter_in_dict": {"nope": [1]}})).unwrap_err();
         assert_eq!(e.field, "filter_in_dict");
-        assert!(e.message.starts_with("table has no column 'nope'; its columns are id, valid, pre_pt_position"), "{e}");
+        assert!(
+            e.message.starts_with(
+                "table has no column 'nope'; its columns are id, valid, pre_pt_position"
+            ),
+            "{e}"
+        );
         let e = parse(json!({"filter_equal_dict": {"pre_pt_root_id": "abc"}})).unwrap_err();
         assert!(e.message.contains("non-negative integer id"), "{e}");
-        let e = parse(json!({"filter_spatial_dict": {"pre_pt_position": [[10, 0, 0], [5, 9, 9]]}})).unwrap_err();
+        let e = parse(json!({"filter_spatial_dict": {"pre_pt_position": [[10, 0, 0], [5, 9, 9]]}}))
+            .unwrap_err();
         assert!(e.message.contains("empty or inverted"), "{e}");
         let e = parse(json!({"filter_equal_dict": {"pre_pt_position": [1, 2, 3]}})).unwrap_err();
-        assert!(e.message.contains("filter it with filter_spatial_dict"), "{e}");
+        assert!(
+            e.message.contains("filter it with filter_spatial_dict"),
+            "{e}"
+        );
         let e = parse(json!({"filter_regex_dict": {"size": "a.*"}})).unwrap_err();
         assert!(e.message.contains("not a text column"), "{e}");
         let s = Schema::builtin("cell_type_reference").unwrap();
-        let f: Filters = serde_json::from_value(json!({"filter_regex_dict": {"cell_type": "(unclosed"}})).unwrap();
-        assert!(Filter::parse(&f, &s).unwrap_err().message.contains("bad regular expression"));
-        let f: Filters = serde_json::from_value(json!({"filter_regex_dict": {"cell_type": "^23"}})).unwrap();
+        let f: Filters =
+            serde_json::from_value(json!({"filter_regex_dict": {"cell_type": "(unclosed"}}))
+                .unwrap();
+        assert!(
+            Filter::parse(&f, &s)
+                .unwrap_err()
+                .message
+                .contains("bad regular expression")
+        );
+        let f: Filters =
+            serde_json::from_value(json!({"filter_regex_dict": {"cell_type": "^23"}})).unwrap();
         let f = Filter::parse(&f, &s).unwrap();
         let row = |t: &str| Row {
             id: 1,

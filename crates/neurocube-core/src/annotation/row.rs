@@ -263,9 +263,9 @@ impl Value {
             },
             ColumnType::Bool => match v {
                 J::Bool(b) => Ok(Value::Bool(*b)),
-                J::String(s) => parse_bool(s)
-                    .map(Value::Bool)
-                    .ok_or_else(|| format!("expected true or false (or \"t\"/\"f\"), got {}", got())),
+                J::String(s) => parse_bool(s).map(Value::Bool).ok_or_else(|| {
+                    format!("expected true or false (or \"t\"/\"f\"), got {}", got())
+                }),
                 _ => Err(format!("expected true or false, got {}", got())),
             },
             ColumnType::String => match v {
@@ -310,11 +310,10 @@ impl Value {
         }
         match kind {
             ColumnType::Position => {
-                let inner = t.trim_start_matches(['[', '(']).trim_end_matches([']', ')']);
-                let parts: Vec<&str> = inner
-                    .split([',', ' '])
-                    .filter(|p| !p.is_empty())
-                    .collect();
+                let inner = t
+                    .trim_start_matches(['[', '('])
+                    .trim_end_matches([']', ')']);
+                let parts: Vec<&str> = inner.split([',', ' ']).filter(|p| !p.is_empty()).collect();
                 let bad = || format!("expected a position [x, y, z] of integers, got '{t}'");
                 if parts.len() != 3 {
                     return Err(bad());
@@ -429,10 +428,20 @@ mod tests {
             Value::from_json(&json!("864691135533713769"), &id).unwrap(),
             Value::Id(864_691_135_533_713_769)
         );
-        assert!(Value::from_json(&json!(-1), &id).unwrap_err().contains("non-negative integer id, got -1"));
+        assert!(
+            Value::from_json(&json!(-1), &id)
+                .unwrap_err()
+                .contains("non-negative integer id, got -1")
+        );
         assert!(Value::from_json(&json!(1.5), &ColumnType::Int).is_err());
-        assert_eq!(Value::from_json(&json!(2.0), &ColumnType::Int).unwrap(), Value::Int(2));
-        assert_eq!(Value::from_json(&json!("t"), &ColumnType::Bool).unwrap(), Value::Bool(true));
+        assert_eq!(
+            Value::from_json(&json!(2.0), &ColumnType::Int).unwrap(),
+            Value::Int(2)
+        );
+        assert_eq!(
+            Value::from_json(&json!("t"), &ColumnType::Bool).unwrap(),
+            Value::Bool(true)
+        );
         assert!(Value::from_json(&json!("maybe"), &ColumnType::Bool).is_err());
         assert_eq!(
             Value::from_json(&json!([1, 2.0, 3]), &ColumnType::Position).unwrap(),
@@ -440,11 +449,27 @@ mod tests {
         );
         assert!(Value::from_json(&json!([1, 2]), &ColumnType::Position).is_err());
         let e = ColumnType::Enum(vec!["a".into()]);
-        assert!(Value::from_json(&json!("b"), &e).unwrap_err().contains("one of [\"a\"]"));
-        assert_eq!(Value::from_text("[4, 5, 6]", &ColumnType::Position).unwrap(), Value::Pos([4, 5, 6]));
-        assert_eq!(Value::from_text("4 5 6", &ColumnType::Position).unwrap(), Value::Pos([4, 5, 6]));
-        assert_eq!(Value::from_text("", &ColumnType::Float).unwrap(), Value::Null);
-        assert_eq!(Value::from_text("2.5", &ColumnType::Float).unwrap(), Value::Float(2.5));
+        assert!(
+            Value::from_json(&json!("b"), &e)
+                .unwrap_err()
+                .contains("one of [\"a\"]")
+        );
+        assert_eq!(
+            Value::from_text("[4, 5, 6]", &ColumnType::Position).unwrap(),
+            Value::Pos([4, 5, 6])
+        );
+        assert_eq!(
+            Value::from_text("4 5 6", &ColumnType::Position).unwrap(),
+            Value::Pos([4, 5, 6])
+        );
+        assert_eq!(
+            Value::from_text("", &ColumnType::Float).unwrap(),
+            Value::Null
+        );
+        assert_eq!(
+            Value::from_text("2.5", &ColumnType::Float).unwrap(),
+            Value::Float(2.5)
+        );
         assert!(Value::from_text("NaNx", &ColumnType::Float).is_err());
         assert!(Value::from_json(&json!(f64::MAX), &ColumnType::Float).is_ok());
     }

@@ -419,7 +419,11 @@ mod tests {
             ],
             false,
         );
-        assert!(dup.unwrap_err().0.contains("'a_position' is declared twice"));
+        assert!(
+            dup.unwrap_err()
+                .0
+                .contains("'a_position' is declared twice")
+        );
         assert!(Schema::declare("x", vec![field("valid", FieldType::Bool)], false).is_err());
         assert!(Schema::declare("x", vec![field("Bad Name", FieldType::Int)], false).is_err());
         let json: Vec<Field> = serde_json::from_str(
