@@ -433,7 +433,7 @@ mod tests {
         )
         .unwrap();
         let s = Schema::declare("j", json, false).unwrap();
-        assert_eq!(s.points[0].bound, true);
+        assert!(s.points[0].bound);
         assert!(s.columns[0].required);
     }
 }
