@@ -119,6 +119,15 @@ pub fn service_config(s: &Settings) -> ServiceConfig {
             .auto_downsample
             .then(|| Duration::from_millis(s.jobs.auto_delay_ms)),
         background_threads: s.server.background_threads.max(1),
+        annotations: neurocube_service::annotations::AnnotationConfig {
+            writer: neurocube_service::annotations::WriterConfig {
+                queue_rows: s.annotations.queue_rows.max(1),
+                batch_rows: s.annotations.batch_rows.max(1),
+            },
+            max_paged_limit: s.annotations.max_paged_limit,
+            ..Default::default()
+        },
+        max_upload_bytes: s.annotations.max_upload_bytes,
     }
 }
 

@@ -20,6 +20,21 @@ pub struct Settings {
     pub tiles: TileSettings,
     /// Background jobs (downsampling).
     pub jobs: JobSettings,
+    /// The annotation store.
+    pub annotations: AnnotationSettings,
+}
+
+/// The annotation store (`[annotations]`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct AnnotationSettings {
+    /// Rows waiting for the batch writer at most (beyond: 503).
+    pub queue_rows: usize,
+    /// Rows per group commit at most.
+    pub batch_rows: usize,
+    /// Largest upload of rows, in bytes.
+    pub max_upload_bytes: u64,
+    /// Largest `limit` whose result is gathered to give a next-page token.
+    pub max_paged_limit: u64,
 }
 
 /// HTTP listener.

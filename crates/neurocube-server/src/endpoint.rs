@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use neurocube_core::{ChannelName, DatasetName};
+use neurocube_core::{ChannelName, DatasetName, TableName};
 use neurocube_service::{Access, RequestContext};
 use serde::de::DeserializeOwned;
 
@@ -77,6 +77,11 @@ pub fn channel(req: &HttpRequest) -> ApiResult<(DatasetName, ChannelName)> {
     Ok((dataset(req)?, ChannelName::parse(segment(req, "ch")?)?))
 }
 
+/// The `{ds}` and `{table}` segments, validated.
+pub fn table(req: &HttpRequest) -> ApiResult<(DatasetName, TableName)> {
+    Ok((dataset(req)?, TableName::parse(segment(req, "table")?)?))
+}
+
 /// The query string as `T`.
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> ApiResult<T> {
     web::Query::<T>::from_query(req.query_string())
@@ -109,5 +114,11 @@ pub async fn json_body<T: DeserializeOwned>(
         },
     )
     .await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::body(format!("invalid {what} JSON: {e}")))
+    // No body at all reads as `{}` (a POST with only defaults).
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(text).map_err(|e| ApiError::body(format!("invalid {what} JSON: {e}")))
 }

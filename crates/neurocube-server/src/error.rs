@@ -105,7 +105,13 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, &'static str) {
         | ServiceError::UnknownJob { .. }
         | ServiceError::UnknownTask { .. }
         | ServiceError::SliceOutsideLevel { .. }
-        | ServiceError::TileOutsideLevel { .. } => NOT_FOUND,
+        | ServiceError::TileOutsideLevel { .. }
+        | ServiceError::UnknownTable { .. }
+        | ServiceError::UnknownRow { .. }
+        | ServiceError::UnknownVersion { .. }
+        | ServiceError::TableNotInVersion { .. } => NOT_FOUND,
+        ServiceError::InvalidRow { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_rows"),
+        ServiceError::VersionExpired { .. } => (StatusCode::GONE, "gone"),
         ServiceError::BoxOutsideLevel { .. }
         | ServiceError::InvalidBox { .. }
         | ServiceError::InvalidField { .. }
@@ -114,7 +120,12 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, &'static str) {
         | ServiceError::ChannelExists { .. }
         | ServiceError::DatasetNotEmpty { .. }
         | ServiceError::JobEnded { .. }
-        | ServiceError::ChannelReplaced { .. } => CONFLICT,
+        | ServiceError::ChannelReplaced { .. }
+        | ServiceError::TableExists { .. }
+        | ServiceError::TableReferenced { .. }
+        | ServiceError::TableReplaced { .. }
+        | ServiceError::RowNotValid { .. }
+        | ServiceError::VersionNotReady { .. } => CONFLICT,
         ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         ServiceError::Overloaded { .. }
         | ServiceError::Contended { .. }

@@ -18,6 +18,17 @@ pub enum Principal {
     System,
 }
 
+impl Principal {
+    /// A short name, for records (`owner`, `author`).
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Principal::Anonymous => "anonymous",
+            Principal::System => "system",
+        }
+    }
+}
+
 impl std::fmt::Display for Principal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -54,6 +54,84 @@ pub enum ServiceError {
         /// The task asked for.
         task: String,
     },
+    /// No such annotation table (404).
+    #[error(
+        "table '{name}' does not exist in dataset '{dataset}'; GET /v1/datasets/{dataset}/tables lists them"
+    )]
+    UnknownTable {
+        /// Its dataset.
+        dataset: String,
+        /// The name asked for.
+        name: String,
+    },
+    /// No such row (404).
+    #[error("table '{table}' has no row {id}")]
+    UnknownRow {
+        /// The table.
+        table: String,
+        /// The id asked for.
+        id: u64,
+    },
+    /// No such materialized version (404).
+    #[error(
+        "version {version} of dataset '{dataset}' does not exist; GET /v1/datasets/{dataset}/versions lists them"
+    )]
+    UnknownVersion {
+        /// The dataset.
+        dataset: String,
+        /// The version asked for.
+        version: u32,
+    },
+    /// A table that a version does not hold (404).
+    #[error(
+        "version {version} of dataset '{dataset}' has no table '{table}' (it was made before the table, or the table was made again since); query live rows with a timestamp, or a newer version"
+    )]
+    TableNotInVersion {
+        /// The dataset.
+        dataset: String,
+        /// The table.
+        table: String,
+        /// The version.
+        version: u32,
+    },
+    /// A version past its expiry (410).
+    #[error(
+        "version {version} of dataset '{dataset}' has expired; use a newer version (GET /v1/datasets/{dataset}/versions) or a timestamp"
+    )]
+    VersionExpired {
+        /// The dataset.
+        dataset: String,
+        /// The version.
+        version: u32,
+    },
+    /// A version not (yet) usable (409).
+    #[error(
+        "version {version} of dataset '{dataset}' is {status} (job {job}); wait for it, or use another version"
+    )]
+    VersionNotReady {
+        /// The dataset.
+        dataset: String,
+        /// The version.
+        version: u32,
+        /// `materializing` or `failed`.
+        status: &'static str,
+        /// The job making it.
+        job: String,
+    },
+    /// An uploaded row that does not fit the schema (422): nothing of the
+    /// upload was written.
+    #[error(
+        "row {row}{}: {reason}; nothing of this upload was written",
+        if column.is_empty() { String::new() } else { format!(", column '{column}'") }
+    )]
+    InvalidRow {
+        /// Index of the row in the upload (from 0).
+        row: usize,
+        /// The column at fault (empty: the row as a whole).
+        column: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A slice coordinate outside the level (404: that tile does not exist).
     #[error(
         "slice {axis}={slice} is outside level {level} of dataset '{dataset}', which spans {axis} {start}..{end}"
@@ -156,6 +234,54 @@ pub enum ServiceError {
         name: String,
         /// Its channels.
         channels: Vec<String>,
+    },
+    /// A table of that name exists with another declaration (409).
+    #[error(
+        "table '{name}' of dataset '{dataset}' already exists with a different declaration; DELETE it first (this drops its rows) or use another name"
+    )]
+    TableExists {
+        /// The dataset.
+        dataset: String,
+        /// The name.
+        name: String,
+    },
+    /// A table reference tables point into cannot be deleted (409).
+    #[error(
+        "table '{name}' of dataset '{dataset}' is the target of reference tables ({}); delete them first",
+        referrers.join(", ")
+    )]
+    TableReferenced {
+        /// The dataset.
+        dataset: String,
+        /// The table.
+        name: String,
+        /// The reference tables.
+        referrers: Vec<String>,
+    },
+    /// A table was made again while a version of it was being made (409).
+    #[error(
+        "table '{table}' of dataset '{dataset}' was deleted and made again while version {version} was being made"
+    )]
+    TableReplaced {
+        /// The dataset.
+        dataset: String,
+        /// The table.
+        table: String,
+        /// The version.
+        version: u32,
+    },
+    /// A row that was already deleted or superseded (409).
+    #[error(
+        "row {id} of table '{table}' is no longer valid{}; update or delete the row that replaced it",
+        superceded_id.map_or_else(String::new, |s| format!(" (superseded by row {s})"))
+    )]
+    RowNotValid {
+        /// The table.
+        table: String,
+        /// The row.
+        id: u64,
+        /// The row that replaced it, if one did.
+        superceded_id: Option<u64>,
     },
     /// A job that ended cannot take more work (409).
     #[error("job '{id}' is {state}; start a new one")]
@@ -278,6 +404,17 @@ impl ServiceError {
             ServiceError::UnknownLevel { .. } => "unknown_level",
             ServiceError::UnknownJob { .. } => "unknown_job",
             ServiceError::UnknownTask { .. } => "unknown_task",
+            ServiceError::UnknownTable { .. } => "unknown_table",
+            ServiceError::UnknownRow { .. } => "unknown_row",
+            ServiceError::UnknownVersion { .. } => "unknown_version",
+            ServiceError::TableNotInVersion { .. } => "table_not_in_version",
+            ServiceError::VersionExpired { .. } => "version_expired",
+            ServiceError::VersionNotReady { .. } => "version_not_ready",
+            ServiceError::InvalidRow { .. } => "invalid_row",
+            ServiceError::TableExists { .. } => "table_exists",
+            ServiceError::TableReferenced { .. } => "table_referenced",
+            ServiceError::TableReplaced { .. } => "table_replaced",
+            ServiceError::RowNotValid { .. } => "row_not_valid",
             ServiceError::SliceOutsideLevel { .. } => "slice_outside_level",
             ServiceError::TileOutsideLevel { .. } => "tile_outside_level",
             ServiceError::BoxOutsideLevel { .. } => "box_outside_level",
@@ -320,6 +457,44 @@ impl ServiceError {
             } => json!({ "dataset": dataset, "level": level, "levels": u16::from(*last) + 1 }),
             ServiceError::UnknownJob { id } => json!({ "job": id }),
             ServiceError::UnknownTask { job, task } => json!({ "job": job, "task": task }),
+            ServiceError::UnknownTable { dataset, name }
+            | ServiceError::TableExists { dataset, name } => {
+                json!({ "dataset": dataset, "table": name })
+            }
+            ServiceError::UnknownRow { table, id } => json!({ "table": table, "id": id }),
+            ServiceError::UnknownVersion { dataset, version }
+            | ServiceError::VersionExpired { dataset, version } => {
+                json!({ "dataset": dataset, "version": version })
+            }
+            ServiceError::TableNotInVersion {
+                dataset,
+                table,
+                version,
+            }
+            | ServiceError::TableReplaced {
+                dataset,
+                table,
+                version,
+            } => json!({ "dataset": dataset, "table": table, "version": version }),
+            ServiceError::VersionNotReady {
+                dataset,
+                version,
+                status,
+                job,
+            } => json!({ "dataset": dataset, "version": version, "status": status, "job": job }),
+            ServiceError::InvalidRow { row, column, .. } => {
+                json!({ "row": row, "column": column })
+            }
+            ServiceError::TableReferenced {
+                dataset,
+                name,
+                referrers,
+            } => json!({ "dataset": dataset, "table": name, "referrers": referrers }),
+            ServiceError::RowNotValid {
+                table,
+                id,
+                superceded_id,
+            } => json!({ "table": table, "id": id, "superceded_id": superceded_id }),
             ServiceError::SliceOutsideLevel {
                 dataset,
                 level,

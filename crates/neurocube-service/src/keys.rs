@@ -15,6 +15,12 @@
 //! | meta | `stale-channels` | uid (hex) | channel to downsample |
 //! | meta | `purge` | uid (hex) | deleted channel to purge |
 //! | meta | `demo` | `complete/{extent}` | marker of a finished demo |
+//! | meta | `tables/{ds}` | name | annotation table JSON |
+//! | meta | `table-ids` | uid | next free row id |
+//! | meta | `table-count/` uid | writer instance | rows written, invalidated |
+//! | meta | `versions/{ds}` | version | materialized version JSON |
+//! | rows | uid ‖ version ‖ id block | id | row |
+//! | row_index | uid ‖ version ‖ column ‖ kind ‖ key | id | row (versions) or empty (live) |
 //! | jobs | `job/` bucket | id | job JSON |
 //! | jobs | `job-buckets` | bucket | empty |
 //! | jobs | `active`, `dedupe`, `extkey` | id or key | id or key |
@@ -226,6 +232,127 @@ pub fn phase_range(phase: u32) -> SortRange {
         // '0' follows '/': the first key past every "{phase}/..." name.
         end: Some(Bytes::from(format!("{phase:04}0"))),
     }
+}
+
+/// Meta partition of a dataset's annotation tables.
+#[must_use]
+pub fn tables_partition(dataset: &str) -> Vec<u8> {
+    format!("tables/{dataset}").into_bytes()
+}
+
+/// Key of an annotation table's record.
+#[must_use]
+pub fn table(dataset: &str, name: &str) -> Key {
+    Key::new(tables_partition(dataset), name.as_bytes().to_vec())
+}
+
+/// Key of a table's next free row id (advanced by compare-and-set).
+#[must_use]
+pub fn table_ids(uid: u64) -> Key {
+    Key::new(b"table-ids".to_vec(), uid.to_be_bytes().to_vec())
+}
+
+/// Partition of a table's row counters, one per writing process.
+#[must_use]
+pub fn table_counts_partition(uid: u64) -> Vec<u8> {
+    let mut p = b"table-count/".to_vec();
+    p.extend_from_slice(&uid.to_be_bytes());
+    p
+}
+
+/// One writing process's row counter of a table.
+#[must_use]
+pub fn table_count(uid: u64, instance: &str) -> Key {
+    Key::new(table_counts_partition(uid), instance.as_bytes().to_vec())
+}
+
+/// Rows per row partition is `2^ROW_BLOCK_BITS` consecutive ids.
+pub const ROW_BLOCK_BITS: u32 = 12;
+
+/// The live rows of a table are version 0.
+pub const LIVE: u32 = 0;
+
+/// Partition of a block of rows of a table version.
+#[must_use]
+pub fn rows_partition(uid: u64, version: u32, block: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(20);
+    p.extend_from_slice(&uid.to_be_bytes());
+    p.extend_from_slice(&version.to_be_bytes());
+    p.extend_from_slice(&block.to_be_bytes());
+    p
+}
+
+/// Key of a row of a table version.
+#[must_use]
+pub fn row(uid: u64, version: u32, id: u64) -> Key {
+    Key::new(
+        rows_partition(uid, version, id >> ROW_BLOCK_BITS),
+        id.to_be_bytes().to_vec(),
+    )
+}
+
+/// The id in a row (or index entry) sort key.
+#[must_use]
+pub fn row_id(sort: &[u8]) -> Option<u64> {
+    morton_of(sort)
+}
+
+/// Kinds of row index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexKind {
+    /// By the root id of a bound point.
+    Root,
+    /// By the spatial cell of a position.
+    Cell,
+}
+
+/// Partition of the index entries of one key (a root id, a cell) of a
+/// column of a table version.
+#[must_use]
+pub fn index_partition(uid: u64, version: u32, column: u16, kind: IndexKind, key: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(23);
+    p.extend_from_slice(&uid.to_be_bytes());
+    p.extend_from_slice(&version.to_be_bytes());
+    p.extend_from_slice(&column.to_be_bytes());
+    p.push(match kind {
+        IndexKind::Root => b'r',
+        IndexKind::Cell => b'c',
+    });
+    p.extend_from_slice(&key.to_be_bytes());
+    p
+}
+
+/// An index entry of a row.
+#[must_use]
+pub fn index_entry(partition: Vec<u8>, id: u64) -> Key {
+    Key::new(partition, id.to_be_bytes().to_vec())
+}
+
+/// Meta partition of a dataset's materialized versions.
+#[must_use]
+pub fn versions_partition(dataset: &str) -> Vec<u8> {
+    format!("versions/{dataset}").into_bytes()
+}
+
+/// Key of a materialized version's record.
+#[must_use]
+pub fn version(dataset: &str, v: u32) -> Key {
+    Key::new(versions_partition(dataset), v.to_be_bytes().to_vec())
+}
+
+/// Partition of the row counts a version's materialization tasks found.
+#[must_use]
+pub fn version_counts_partition(dataset: &str, v: u32) -> Vec<u8> {
+    format!("version-count/{dataset}/{v}").into_bytes()
+}
+
+/// Row count of one materialization task.
+#[must_use]
+pub fn version_count(dataset: &str, v: u32, task: &str) -> Key {
+    Key::new(
+        version_counts_partition(dataset, v),
+        task.as_bytes().to_vec(),
+    )
 }
 
 /// Marker of a completed demo of one extent.

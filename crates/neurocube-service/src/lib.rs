@@ -14,6 +14,7 @@ use std::time::Duration;
 use neurocube_store::Store;
 
 pub mod admission;
+pub mod annotations;
 pub mod background;
 pub mod body;
 pub mod catalog;
@@ -34,7 +35,7 @@ pub mod volume;
 
 pub use context::{Access, RequestContext};
 pub use error::{Result, ServiceError};
-pub use usecases::{CutoutResponse, SliceResponse, VolumeBox};
+pub use usecases::{CutoutResponse, IdList, SliceResponse, SynapseQuery, TableView, VolumeBox};
 
 /// Settings of the service layer.
 #[derive(Clone, Debug)]
@@ -51,6 +52,10 @@ pub struct ServiceConfig {
     pub auto_downsample: Option<Duration>,
     /// Threads of the background runner.
     pub background_threads: usize,
+    /// The annotation store.
+    pub annotations: annotations::AnnotationConfig,
+    /// Largest upload of annotation rows, in bytes.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for ServiceConfig {
@@ -62,6 +67,8 @@ impl Default for ServiceConfig {
             jobs: jobs::JobsConfig::default(),
             auto_downsample: None,
             background_threads: 2,
+            annotations: annotations::AnnotationConfig::default(),
+            max_upload_bytes: 512 << 20,
         }
     }
 }
@@ -82,6 +89,8 @@ pub struct Services {
     pub jobs: Arc<jobs::Jobs>,
     /// The resolution pyramid: stale levels and downsampling.
     pub pyramid: Arc<pyramid::Pyramid>,
+    /// Annotation tables, rows, versions and queries.
+    pub annotations: Arc<annotations::Annotations>,
     /// Chunks of deleted channels, removed in the background.
     pub purger: Arc<purge::Purger>,
     /// The in-flight byte budget of heavy requests.
@@ -125,6 +134,15 @@ impl Services {
         volumes.on_write(tiles.listener());
         volumes.on_write(pyramid.listener());
         jobs.register(pyramid::KIND, pyramid.job_handler());
+        let annotations = annotations::Annotations::new(
+            store.clone(),
+            catalog.clone(),
+            tiles.clone(),
+            jobs.clone(),
+            config.annotations,
+            &metrics.registry,
+        );
+        jobs.register(annotations::versions::KIND, annotations.job_handler());
         let purger = Arc::new(purge::Purger::new(store.clone()));
         let admission = admission::Admission::new(config.max_inflight_bytes, &metrics.registry);
         let runner =
@@ -137,6 +155,7 @@ impl Services {
             tiles,
             jobs,
             pyramid,
+            annotations,
             purger,
             admission,
             access: context::AccessPolicy,
@@ -162,6 +181,7 @@ impl Services {
             self.runner.spawn(w);
         }
         self.runner.spawn(self.purger.worker());
+        self.runner.spawn(self.annotations.writer.worker());
     }
 
     /// Stop the background workers (letting queued work drain for at most

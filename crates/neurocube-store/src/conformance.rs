@@ -28,7 +28,7 @@ macro_rules! conformance_tests {
             scan_in_sort_order_within_range, scan_pages_resume_without_gaps, scan_all_covers_the_table,
             compare_and_set_semantics, compare_and_set_never_loses_an_update, large_values,
             delete_partition_removes_only_that_partition, empty_batches,
-            scan_helper_reads_every_page, flush_keeps_everything);
+            scan_helper_reads_every_page, flush_keeps_everything, put_rows_spans_tables);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
@@ -452,4 +452,34 @@ pub async fn flush_keeps_everything(s: &Arc<dyn Store>) {
         s.get_many(Table::Meta, &[k("f", "1")]).await.unwrap(),
         vec![Some(v("one"))]
     );
+}
+
+/// `put_rows` writes rows of several tables at once.
+pub async fn put_rows_spans_tables(s: &Arc<dyn Store>) {
+    let rows = vec![
+        (Table::Rows, k("r", "1"), v("row")),
+        (Table::RowIndex, k("i", "1"), v("")),
+        (Table::Meta, k("c", "x"), v("count")),
+        (Table::Rows, k("r", "2"), v("row2")),
+    ];
+    s.put_rows(rows).await.unwrap();
+    assert_eq!(
+        s.get_many(Table::Rows, &[k("r", "1"), k("r", "2")])
+            .await
+            .unwrap(),
+        vec![Some(v("row")), Some(v("row2"))]
+    );
+    assert_eq!(
+        s.get_many(Table::RowIndex, &[k("i", "1")]).await.unwrap(),
+        vec![Some(v(""))]
+    );
+    assert_eq!(
+        s.get_many(Table::Meta, &[k("c", "x")]).await.unwrap(),
+        vec![Some(v("count"))]
+    );
+    assert_eq!(
+        s.get_many(Table::Meta, &[k("r", "1")]).await.unwrap(),
+        vec![None]
+    );
+    s.put_rows(vec![]).await.unwrap();
 }

@@ -210,6 +210,18 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn put_rows(&self, rows: Vec<(Table, Key, Bytes)>) -> Result<(), StoreError> {
+        self.blocking(move |s| {
+            let _g = s.stripes.lock_all(rows.iter().map(|(_, k, _)| k));
+            let mut batch = s.db.batch().durability(Some(s.mode));
+            for (t, k, v) in rows {
+                batch.insert(s.ks(t), encode_key(&k.partition, &k.sort), v);
+            }
+            batch.commit().map_err(engine("commit a write"))
+        })
+        .await
+    }
+
     async fn get_many(&self, table: Table, keys: &[Key]) -> Result<Vec<Option<Bytes>>, StoreError> {
         let keys: Vec<Vec<u8>> = keys
             .iter()

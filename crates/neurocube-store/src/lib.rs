@@ -37,11 +37,21 @@ pub enum Table {
     Chunks,
     /// Background jobs and their reservations.
     Jobs,
+    /// Rows of annotation tables (live and of materialized versions).
+    Rows,
+    /// Indexes of annotation rows (by root id, by spatial cell).
+    RowIndex,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 3] = [Table::Meta, Table::Chunks, Table::Jobs];
+    pub const ALL: [Table; 5] = [
+        Table::Meta,
+        Table::Chunks,
+        Table::Jobs,
+        Table::Rows,
+        Table::RowIndex,
+    ];
 
     /// The table's name in the backend.
     #[must_use]
@@ -50,6 +60,8 @@ impl Table {
             Table::Meta => "meta",
             Table::Chunks => "chunks",
             Table::Jobs => "jobs",
+            Table::Rows => "rows",
+            Table::RowIndex => "row_index",
         }
     }
 }
@@ -161,6 +173,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Write rows (insert or overwrite); durable when this returns.
     async fn put_many(&self, table: Table, rows: Vec<(Key, Bytes)>) -> Result<(), StoreError>;
+
+    /// Write rows of several tables, in one commit where the engine has
+    /// commits (the embedded engine: one atomic batch, one sync); durable
+    /// when this returns. The batch writer of annotations uses it to store
+    /// a group of rows, their index entries and counters at once.
+    async fn put_rows(&self, rows: Vec<(Table, Key, Bytes)>) -> Result<(), StoreError>;
 
     /// Read rows; the result has one entry per key, in order.
     async fn get_many(&self, table: Table, keys: &[Key]) -> Result<Vec<Option<Bytes>>, StoreError>;

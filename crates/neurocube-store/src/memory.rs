@@ -70,6 +70,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn put_rows(&self, rows: Vec<(Table, Key, Bytes)>) -> Result<(), StoreError> {
+        let mut m = self.tables.lock();
+        for (t, k, v) in rows {
+            m.insert((t, encode_key(&k.partition, &k.sort)), v);
+        }
+        Ok(())
+    }
+
     async fn get_many(&self, table: Table, keys: &[Key]) -> Result<Vec<Option<Bytes>>, StoreError> {
         let m = self.tables.lock();
         Ok(keys

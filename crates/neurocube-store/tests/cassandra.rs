@@ -92,7 +92,8 @@ cassandra_conformance!(
     delete_partition_removes_only_that_partition,
     empty_batches,
     scan_helper_reads_every_page,
-    flush_keeps_everything
+    flush_keeps_everything,
+    put_rows_spans_tables
 );
 
 /// A page token of another backend is rejected, not misread.

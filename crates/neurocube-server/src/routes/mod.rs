@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, web};
 use crate::endpoint::{Endpoint, serve};
 use crate::error::ApiError;
 
+mod annotations;
 mod data;
 mod jobs;
 mod meta;
@@ -87,6 +88,77 @@ pub fn table() -> Vec<Route> {
             "/v1/datasets/{ds}/channels/{ch}",
             "delete a channel (its chunks are purged in the background)",
         ),
+        route::<annotations::ListSchemas>(
+            M::GET,
+            "/v1/schemas",
+            "the built-in annotation schemas (CAVE's column names)",
+        ),
+        route::<annotations::GetSchema>(
+            M::GET,
+            "/v1/schemas/{name}",
+            "one built-in schema: fields and flattened columns",
+        ),
+        route::<annotations::ListTables>(
+            M::GET,
+            "/v1/datasets/{ds}/tables",
+            "annotation tables of a dataset",
+        ),
+        route::<annotations::GetTable>(
+            M::GET,
+            "/v1/datasets/{ds}/tables/{table}",
+            "a table: declaration, columns, row count",
+        ),
+        route::<annotations::PutTable>(
+            M::PUT,
+            "/v1/datasets/{ds}/tables/{table}",
+            "declare a table (JSON: schema or custom fields, voxel_resolution, segmentation, reference_table, description)",
+        ),
+        route::<annotations::DeleteTable>(
+            M::DELETE,
+            "/v1/datasets/{ds}/tables/{table}",
+            "delete a table",
+        ),
+        route::<annotations::InsertRows>(
+            M::POST,
+            "/v1/datasets/{ds}/tables/{table}/rows",
+            "insert rows (JSON, NDJSON, CSV or Arrow IPC by Content-Type); 422 names the first bad row and nothing is written",
+        ),
+        route::<annotations::UpdateRows>(
+            M::PUT,
+            "/v1/datasets/{ds}/tables/{table}/rows",
+            "update rows: each names the id it replaces",
+        ),
+        route::<annotations::DeleteRows>(
+            M::DELETE,
+            "/v1/datasets/{ds}/tables/{table}/rows",
+            "delete rows (JSON: ids)",
+        ),
+        route::<annotations::QueryTable>(
+            M::POST,
+            "/v1/datasets/{ds}/tables/{table}/query",
+            "query with CAVE's filters; Arrow, CSV or JSON lines (?format= or Accept), streamed",
+        ),
+        route::<annotations::CountRows>(
+            M::GET,
+            "/v1/datasets/{ds}/tables/{table}/count",
+            "rows valid now, in a ?version= or at a ?timestamp=",
+        ),
+        route::<annotations::SynapseQueryEndpoint>(
+            M::POST,
+            "/v1/datasets/{ds}/synapse_query",
+            "synapses by pre_ids and/or post_ids and bounding_box",
+        ),
+        route::<annotations::ListVersions>(
+            M::GET,
+            "/v1/datasets/{ds}/versions",
+            "materialized versions: timestamp, validity, expiry",
+        ),
+        route::<annotations::CreateVersion>(
+            M::POST,
+            "/v1/datasets/{ds}/versions",
+            "materialize a version (a job; 202)",
+        ),
+        route::<annotations::GetVersion>(M::GET, "/v1/datasets/{ds}/versions/{v}", "one version"),
         route::<tiles::Tile>(
             M::GET,
             "/v1/tiles/{ds}/{ch}/{plane}/{size}/{level}/{slice}/{row}/{col}",

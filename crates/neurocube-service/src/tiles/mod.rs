@@ -29,7 +29,7 @@ use crate::error::{Result, ServiceError};
 use crate::slice::Plane;
 use crate::volume::{Target, Volumes, WriteEvent, WriteListener};
 
-mod chunks;
+pub(crate) mod chunks;
 pub mod metrics;
 mod prefetch;
 mod request;
@@ -274,6 +274,21 @@ impl TileCache {
             .chunk_bytes
             .set(i64::try_from(inner.chunks.weighted_size()).unwrap_or(i64::MAX));
         Ok(tile)
+    }
+
+    /// One decoded chunk of a target's channel and level, through the
+    /// decoded-chunk cache (`None` data: not stored, all zero). Root-id
+    /// lookups of annotations read labels this way.
+    pub(crate) async fn decoded_chunk(
+        &self,
+        t: &Target,
+        idx: neurocube_core::ChunkIndex,
+    ) -> Result<chunks::ChunkEntry> {
+        self.inner
+            .chunks
+            .get(&self.inner.volumes, t, idx)
+            .await
+            .map_err(ServiceError::from)
     }
 
     /// Wait until the prefetch queue is empty and nothing is being rendered

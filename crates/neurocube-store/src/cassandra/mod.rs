@@ -103,6 +103,8 @@ fn tidx(t: Table) -> usize {
         Table::Meta => 0,
         Table::Chunks => 1,
         Table::Jobs => 2,
+        Table::Rows => 3,
+        Table::RowIndex => 4,
     }
 }
 
@@ -410,6 +412,21 @@ impl Store for CassandraStore {
         let st = &self.stmts(table).put;
         stream::iter(rows)
             .map(|(k, v)| async move {
+                self.run("write", st, (&k.partition[..], &k.sort[..], &v[..]))
+                    .await
+                    .map(drop)
+            })
+            .buffer_unordered(self.concurrency())
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn put_rows(&self, rows: Vec<(Table, Key, Bytes)>) -> Result<(), StoreError> {
+        // Concurrent plain writes (a logged batch across partitions would
+        // cost a batchlog round trip for little): durable when all return.
+        stream::iter(rows)
+            .map(|(t, k, v)| async move {
+                let st = &self.stmts(t).put;
                 self.run("write", st, (&k.partition[..], &k.sort[..], &v[..]))
                     .await
                     .map(drop)

@@ -24,6 +24,10 @@ use crate::tiles::{Tile, TileRequest};
 use crate::volume::{CutoutStream, Target, WriteSummary};
 use crate::{Services, volume};
 
+mod annotations;
+
+pub use annotations::{IdList, SynapseQuery, TableView};
+
 /// A box of one level of one channel, as a request names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeBox {

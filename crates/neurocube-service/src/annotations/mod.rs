@@ -1,0 +1,729 @@
+//! The annotation store: declared tables of a dataset (CAVE's schemas and
+//! user-declared ones), rows written through a group-committing batch
+//! writer, root ids looked up in the bound segmentation, materialized
+//! versions, and CAVE-style queries streamed as Arrow, CSV or JSON lines.
+//!
+//! Storage (`keys.rs`): table records in `meta`; rows in `rows`, one
+//! partition per 4,096 consecutive ids of a table version (version 0 is
+//! live); index entries in `row_index`, one partition per (table version,
+//! column, root id or spatial cell), sorted by row id. Live index entries
+//! name ids; a version's hold the whole row, so a query by root id reads one
+//! partition and nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use neurocube_core::annotation::{Col, Condition, Filter, Filters, Op, Row};
+use neurocube_core::{DatasetName, TableName};
+use serde::Deserialize;
+use serde_json::{Map, Value as J};
+
+use crate::catalog::Catalog;
+use crate::error::{Result, ServiceError};
+use crate::jobs::{JobHandler, Jobs, now_ms};
+use crate::tiles::TileCache;
+use neurocube_store::Store;
+
+mod output;
+pub mod query;
+mod rows;
+pub mod tables;
+pub mod upload;
+pub mod versions;
+pub mod writer;
+
+pub use output::{Encoder, OutColumn, OutputFormat, Positions, Record};
+pub use query::{At, Cursor, Plan};
+pub use tables::{ResolvedTable, TableRecord, TableSpec};
+pub use upload::{Incoming, UploadFormat};
+pub use versions::{VersionRecord, VersionStatus, VersionTable};
+pub use writer::{BatchWriter, WriterConfig};
+
+/// Settings of the annotation store.
+#[derive(Clone, Copy, Debug)]
+pub struct AnnotationConfig {
+    /// The batch writer.
+    pub writer: WriterConfig,
+    /// Largest `limit` whose result is gathered to give a next-page token.
+    pub max_paged_limit: u64,
+    /// Most rows a join's right side may have.
+    pub max_join_rows: usize,
+}
+
+impl Default for AnnotationConfig {
+    fn default() -> Self {
+        Self {
+            writer: WriterConfig::default(),
+            max_paged_limit: 200_000,
+            max_join_rows: 1_000_000,
+        }
+    }
+}
+
+/// Annotation tables, rows, versions and queries.
+pub struct Annotations {
+    store: Arc<dyn Store>,
+    catalog: Arc<Catalog>,
+    tiles: Arc<TileCache>,
+    jobs: Arc<Jobs>,
+    /// The batch writer.
+    pub writer: Arc<BatchWriter>,
+    tables: moka::sync::Cache<(String, String), ResolvedTable>,
+    config: AnnotationConfig,
+}
+
+/// Rows per output batch.
+const BATCH: usize = 8192;
+
+/// A query as users send it (`POST .../tables/{t}/query`).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct QueryRequest {
+    /// CAVE's filter fields.
+    #[serde(flatten)]
+    pub filters: Filters,
+    /// Only these columns (`pre_pt_position` means its x, y, z).
+    #[serde(default)]
+    pub select_columns: Option<Vec<String>>,
+    /// At most this many rows.
+    #[serde(default)]
+    pub limit: Option<u64>,
+    /// Skip this many matching rows first.
+    #[serde(default)]
+    pub offset: Option<u64>,
+    /// Resume after the last row of an earlier page.
+    #[serde(default)]
+    pub page_token: Option<String>,
+    /// Positions rescaled to this voxel size (nm), as floats.
+    #[serde(default)]
+    pub desired_resolution: Option<[f64; 3]>,
+    /// Positions as `_x`, `_y`, `_z` columns.
+    #[serde(default)]
+    pub split_positions: bool,
+    /// A materialized version (default: the newest; live if there is none).
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Instead of a version: the live rows valid at this time.
+    #[serde(default)]
+    pub timestamp: Option<J>,
+    /// Merge a reference table's rows with their targets (default true).
+    #[serde(default)]
+    pub merge_reference: Option<bool>,
+    /// Keep only rows whose column matches a row of another table.
+    #[serde(default)]
+    pub join: Option<JoinRequest>,
+}
+
+/// A join: rows of the queried table whose `on[0]` equals `on[1]` of a row
+/// of `table` (itself filtered); that row's columns are added with `suffix`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The other table.
+    pub table: TableName,
+    /// `[column of the queried table, column of the other]` (ids).
+    pub on: [String; 2],
+    /// Its filters.
+    #[serde(flatten)]
+    pub filters: Filters,
+    /// Its columns to add (default: all but its system columns).
+    #[serde(default)]
+    pub select_columns: Option<Vec<String>>,
+    /// Suffix of its columns in the result (default `_{table}`).
+    #[serde(default)]
+    pub suffix: Option<String>,
+}
+
+/// The fields a query body may have.
+pub const QUERY_FIELDS: [&str; 21] = [
+    "filter_in_dict",
+    "filter_out_dict",
+    "filter_notin_dict",
+    "filter_equal_dict",
+    "filter_greater_dict",
+    "filter_less_dict",
+    "filter_greater_equal_dict",
+    "filter_less_equal_dict",
+    "filter_spatial_dict",
+    "filter_regex_dict",
+    "select_columns",
+    "limit",
+    "offset",
+    "page_token",
+    "desired_resolution",
+    "split_positions",
+    "version",
+    "timestamp",
+    "merge_reference",
+    "join",
+    "table",
+];
+
+impl QueryRequest {
+    /// Parse a JSON body, naming any unknown field.
+    pub fn from_json(v: J) -> Result<Self> {
+        if let J::Object(m) = &v {
+            for k in m.keys() {
+                if !QUERY_FIELDS.contains(&k.as_str()) {
+                    return Err(ServiceError::field(
+                        k,
+                        format!(
+                            "unknown query field '{k}'; the fields are {}",
+                            QUERY_FIELDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        serde_json::from_value(v).map_err(|e| ServiceError::InvalidBody {
+            format: "json",
+            reason: format!("invalid query: {e}"),
+        })
+    }
+}
+
+/// A query's answer, ready to stream.
+pub struct QueryOutput {
+    /// The version read (`None`: live rows).
+    pub version: Option<u32>,
+    /// The time the rows were valid at (ms).
+    pub time_stamp_ms: i64,
+    /// How the rows were found.
+    pub plan: String,
+    /// Voxel size of the positions in the output (nm).
+    pub resolution: [f64; 3],
+    /// Token of the next page, when a limit cut the result.
+    pub next_page: Option<String>,
+    /// The body.
+    pub body: BoxStream<'static, Result<Bytes>>,
+}
+
+/// Parse a timestamp: RFC 3339, CAVE's `YYYY-MM-DDTHH:MM:SS.ffffff` (UTC),
+/// or seconds since the epoch as a number.
+pub fn parse_time(v: &J) -> Result<i64> {
+    let bad = || {
+        ServiceError::field(
+            "timestamp",
+            format!(
+                "timestamp {v} is not a time: use RFC 3339 (2024-05-01T12:00:00Z), YYYY-MM-DDTHH:MM:SS.ffffff (UTC) or seconds since the epoch"
+            ),
+        )
+    };
+    match v {
+        J::Number(n) => n
+            .as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            .map(|f| (f * 1000.0) as i64)
+            .ok_or_else(bad),
+        J::String(s) => chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| t.timestamp_millis())
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                    .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
+                    .map(|t| t.and_utc().timestamp_millis())
+            })
+            .map_err(|_| bad()),
+        _ => Err(bad()),
+    }
+}
+
+impl Annotations {
+    /// The annotation store over the catalog and volumes.
+    #[must_use]
+    pub fn new(
+        store: Arc<dyn Store>,
+        catalog: Arc<Catalog>,
+        tiles: Arc<TileCache>,
+        jobs: Arc<Jobs>,
+        config: AnnotationConfig,
+        registry: &prometheus::Registry,
+    ) -> Arc<Self> {
+        let writer = Arc::new(BatchWriter::new(store.clone(), config.writer, registry));
+        Arc::new(Self {
+            store,
+            catalog,
+            tiles,
+            jobs,
+            writer,
+            tables: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+            config,
+        })
+    }
+
+    /// The handler of `materialize` jobs (holding the store weakly).
+    #[must_use]
+    pub fn job_handler(self: &Arc<Self>) -> Arc<dyn JobHandler> {
+        Arc::new(versions::Handler(Arc::downgrade(self)))
+    }
+
+    /// Rows of a table valid now (live count).
+    pub async fn live_count(&self, t: &ResolvedTable) -> Result<u64> {
+        let (added, invalidated) = self.writer.counts(t.uid()).await?;
+        Ok(u64::try_from(added - invalidated).unwrap_or(0))
+    }
+
+    /// Where a query reads: a version, a timestamp, or the default (the
+    /// newest version, else the live rows now).
+    pub async fn resolve_at(
+        &self,
+        t: &ResolvedTable,
+        version: Option<u32>,
+        timestamp: Option<&J>,
+    ) -> Result<(At, Option<u32>, i64)> {
+        match (version, timestamp) {
+            (Some(_), Some(_)) => Err(ServiceError::field(
+                "timestamp",
+                "give a version or a timestamp, not both",
+            )),
+            (Some(v), None) => {
+                let rec = self.usable_version(&t.dataset, v).await?;
+                self.in_version(t, rec)
+            }
+            (None, Some(ts)) => {
+                let at = parse_time(ts)?;
+                let blocks = (self.next_id(t.uid()).await? >> crate::keys::ROW_BLOCK_BITS) + 1;
+                Ok((At::Live(at, blocks), None, at))
+            }
+            (None, None) => match self.latest_version(&t.dataset).await? {
+                Some(rec) if rec.tables.contains_key(t.name().as_str()) => self.in_version(t, rec),
+                _ => {
+                    let now = now_ms() as i64;
+                    let blocks = (self.next_id(t.uid()).await? >> crate::keys::ROW_BLOCK_BITS) + 1;
+                    Ok((At::Live(now, blocks), None, now))
+                }
+            },
+        }
+    }
+
+    fn in_version(&self, t: &ResolvedTable, rec: VersionRecord) -> Result<(At, Option<u32>, i64)> {
+        let vt = rec
+            .tables
+            .get(t.name().as_str())
+            .filter(|vt| vt.uid == t.uid())
+            .ok_or_else(|| ServiceError::TableNotInVersion {
+                dataset: t.dataset.to_string(),
+                table: t.name().to_string(),
+                version: rec.version,
+            })?;
+        Ok((
+            At::Version(rec.version, vt.blocks),
+            Some(rec.version),
+            rec.time_stamp_ms,
+        ))
+    }
+
+    /// Run a query: plan it, and stream its rows in `format`.
+    pub async fn query(
+        self: &Arc<Self>,
+        t: &ResolvedTable,
+        req: QueryRequest,
+        format: OutputFormat,
+    ) -> Result<QueryOutput> {
+        let (at, version, time_stamp_ms) = self
+            .resolve_at(t, req.version, req.timestamp.as_ref())
+            .await?;
+        let mut filter = Filter::parse(&req.filters, &t.schema)
+            .map_err(|e| ServiceError::field(e.field, e.message))?;
+        let scale = match req.desired_resolution {
+            Some(d) if d.iter().all(|v| v.is_finite() && *v > 0.0) => {
+                let r = t.record.spec.voxel_resolution;
+                Some([r[0] / d[0], r[1] / d[1], r[2] / d[2]])
+            }
+            Some(d) => {
+                return Err(ServiceError::field(
+                    "desired_resolution",
+                    format!("desired_resolution {d:?} must be three positive numbers (nm)"),
+                ));
+            }
+            None => None,
+        };
+        let pos = Positions {
+            scale,
+            split: req.split_positions,
+        };
+        let resolution = req
+            .desired_resolution
+            .unwrap_or(t.record.spec.voxel_resolution);
+        let select = req.select_columns.as_deref();
+        if let Some(sel) = select {
+            for c in sel {
+                if !(["id", "created", "superceded_id", "valid"].contains(&c.as_str())
+                    || t.schema.column(c).is_some())
+                {
+                    return Err(ServiceError::field(
+                        "select_columns",
+                        format!("table '{}' has no column '{c}'", t.name()),
+                    ));
+                }
+            }
+        }
+        // Reference tables come merged with their targets (CAVE's query_table).
+        let merge = t.schema.reference && req.merge_reference.unwrap_or(true);
+        let target = match (&t.record.spec.reference_table, merge) {
+            (Some(name), true) => Some(self.table(&t.dataset, name).await?),
+            _ => None,
+        };
+        let mut columns = output::columns_of(&t.schema, 0, select, pos, true);
+        if let Some(target) = &target {
+            columns.retain(|c| c.name != "superceded_id");
+            let mut tc = output::columns_of(&target.schema, 1, None, pos, true);
+            tc.retain(|c| c.name != "superceded_id");
+            for c in &mut tc {
+                if columns.iter().any(|o| o.name == c.name) {
+                    c.name.push_str("_ref");
+                }
+            }
+            columns.extend(tc);
+        }
+        // A join restricts the queried table to keys found in the other.
+        let mut joined: Option<(usize, std::collections::HashMap<u64, Vec<Record>>, usize)> = None;
+        if let Some(j) = &req.join {
+            let (left_col, right) = self.join_side(t, j, &at).await?;
+            let keys: Vec<u64> = right.keys().copied().collect();
+            filter.conditions.push(Condition {
+                col: Col::Data(left_col),
+                name: j.on[0].clone(),
+                op: Op::In(query::id_set(keys)),
+            });
+            let other = self.table(&t.dataset, &j.table).await?;
+            let suffix = j.suffix.clone().unwrap_or_else(|| format!("_{}", j.table));
+            let first_side = if target.is_some() { 2 } else { 1 };
+            let mut jc = output::columns_of(
+                &other.schema,
+                first_side,
+                j.select_columns.as_deref(),
+                pos,
+                false,
+            );
+            for c in &mut jc {
+                c.name.push_str(&suffix);
+            }
+            columns.extend(jc);
+            joined = Some((left_col, right, first_side));
+        }
+        let plan = query::plan(t, &filter);
+        let plan_text = plan.describe(t);
+        let start = match &req.page_token {
+            Some(tok) => Cursor::parse(tok)?,
+            None => Cursor::default(),
+        };
+        let rows = query::run(
+            self.clone(),
+            t.clone(),
+            at.clone(),
+            Arc::new(filter),
+            plan,
+            start,
+        );
+        let ann = self.clone();
+        let target_col = t.schema.column("target_id").unwrap_or(0);
+        let at2 = at.clone();
+        let records = rows
+            .then(move |batch| {
+                let (ann, target, at) = (ann.clone(), target.clone(), at2.clone());
+                async move {
+                    let batch = batch?;
+                    match &target {
+                        Some(tt) => query::with_targets(&ann, tt, &at, target_col, batch).await,
+                        None => Ok(batch.into_iter().map(|(r, c)| (vec![Some(r)], c)).collect()),
+                    }
+                }
+            })
+            .map(move |batch| {
+                let batch = batch?;
+                let Some((left_col, right, _)) = &joined else {
+                    return Ok(batch);
+                };
+                let mut out = Vec::with_capacity(batch.len());
+                for (rec, c) in batch {
+                    let key = rec[0].as_ref().and_then(|r| r.values[*left_col].as_id());
+                    for m in key.and_then(|k| right.get(&k)).into_iter().flatten() {
+                        let mut r = rec.clone();
+                        r.extend(m.iter().cloned());
+                        out.push((r, c));
+                    }
+                }
+                Ok(out)
+            })
+            .boxed();
+        let offset = req.offset.unwrap_or(0);
+        let skipped = skip_rows(records, offset);
+        let mut encoder = Encoder::new(format, columns, pos);
+        match req.limit {
+            Some(limit) if limit <= self.config.max_paged_limit => {
+                // Gather the page to know whether another follows.
+                let mut got: Vec<(Record, Cursor)> = Vec::new();
+                let mut s = skipped;
+                while let Some(batch) = s.next().await {
+                    got.extend(batch?);
+                    if got.len() as u64 > limit {
+                        break;
+                    }
+                }
+                let more = got.len() as u64 > limit;
+                got.truncate(limit as usize);
+                let next_page = more.then(|| got.last().map(|(_, c)| c.token())).flatten();
+                let recs: Vec<Record> = got.into_iter().map(|(r, _)| r).collect();
+                let mut parts = vec![encoder.header()?];
+                for chunk in recs.chunks(BATCH) {
+                    parts.push(encoder.batch(chunk)?);
+                }
+                if recs.is_empty() && format == OutputFormat::Arrow {
+                    parts.push(encoder.batch(&[])?);
+                }
+                parts.push(encoder.finish()?);
+                Ok(QueryOutput {
+                    version,
+                    time_stamp_ms,
+                    plan: plan_text,
+                    resolution,
+                    next_page,
+                    body: stream::iter(parts.into_iter().map(Ok)).boxed(),
+                })
+            }
+            limit => Ok(QueryOutput {
+                version,
+                time_stamp_ms,
+                plan: plan_text,
+                resolution,
+                next_page: None,
+                body: encode_stream(skipped, encoder, limit),
+            }),
+        }
+    }
+
+    /// The right side of a join, by its key: the other table's matching rows
+    /// (merged with their targets when it is a reference table).
+    async fn join_side(
+        self: &Arc<Self>,
+        t: &ResolvedTable,
+        j: &JoinRequest,
+        at: &At,
+    ) -> Result<(usize, std::collections::HashMap<u64, Vec<Record>>)> {
+        let left_col = t.schema.column(&j.on[0]).ok_or_else(|| {
+            ServiceError::field(
+                "join",
+                format!("table '{}' has no column '{}'", t.name(), j.on[0]),
+            )
+        })?;
+        let other = self.table(&t.dataset, &j.table).await?;
+        let filter = Filter::parse(&j.filters, &other.schema)
+            .map_err(|e| ServiceError::field(format!("join.{}", e.field), e.message))?;
+        let target = match &other.record.spec.reference_table {
+            Some(name) => Some(self.table(&t.dataset, name).await?),
+            None => None,
+        };
+        // The key column: on the other table, or on its target.
+        let (key_side, key_col) = match other.schema.column(&j.on[1]) {
+            Some(c) => (0, c),
+            None => match target.as_ref().and_then(|tt| tt.schema.column(&j.on[1])) {
+                Some(c) => (1, c),
+                None => {
+                    return Err(ServiceError::field(
+                        "join",
+                        format!("table '{}' has no column '{}'", j.table, j.on[1]),
+                    ));
+                }
+            },
+        };
+        let other_at = match at {
+            At::Version(v, _) => {
+                let rec = self.usable_version(&t.dataset, *v).await?;
+                self.in_version(&other, rec)?.0
+            }
+            At::Live(ts, _) => At::Live(
+                *ts,
+                (self.next_id(other.uid()).await? >> crate::keys::ROW_BLOCK_BITS) + 1,
+            ),
+        };
+        let plan = query::plan(&other, &filter);
+        let mut rows = query::run(
+            self.clone(),
+            other.clone(),
+            other_at.clone(),
+            Arc::new(filter),
+            plan,
+            Cursor::default(),
+        );
+        let mut map: std::collections::HashMap<u64, Vec<Record>> = std::collections::HashMap::new();
+        let mut n = 0;
+        let target_col = other.schema.column("target_id").unwrap_or(0);
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            let recs: Vec<Record> = match &target {
+                Some(tt) => query::with_targets(self, tt, &other_at, target_col, batch)
+                    .await?
+                    .into_iter()
+                    .map(|(r, _)| r)
+                    .collect(),
+                None => batch.into_iter().map(|(r, _)| vec![Some(r)]).collect(),
+            };
+            for r in recs {
+                n += 1;
+                if n > self.config.max_join_rows {
+                    return Err(ServiceError::field(
+                        "join",
+                        format!(
+                            "the joined table matches more than {} rows; filter it further",
+                            self.config.max_join_rows
+                        ),
+                    ));
+                }
+                let key = r
+                    .get(key_side)
+                    .and_then(Option::as_ref)
+                    .and_then(|row: &Row| row.values[key_col].as_id());
+                if let Some(k) = key {
+                    // Only the other table's own row is added to the result.
+                    map.entry(k).or_default().push(vec![r[0].clone()]);
+                }
+            }
+        }
+        Ok((left_col, map))
+    }
+}
+
+fn skip_rows(
+    s: BoxStream<'static, Result<Vec<(Record, Cursor)>>>,
+    offset: u64,
+) -> BoxStream<'static, Result<Vec<(Record, Cursor)>>> {
+    if offset == 0 {
+        return s;
+    }
+    s.scan(offset, |left, batch| {
+        let out = batch.map(|mut b| {
+            let drop = (*left).min(b.len() as u64) as usize;
+            *left -= drop as u64;
+            b.drain(..drop);
+            b
+        });
+        futures::future::ready(Some(out))
+    })
+    .filter(|b| futures::future::ready(b.as_ref().map_or(true, |b| !b.is_empty())))
+    .boxed()
+}
+
+fn encode_stream(
+    rows: BoxStream<'static, Result<Vec<(Record, Cursor)>>>,
+    encoder: Encoder,
+    limit: Option<u64>,
+) -> BoxStream<'static, Result<Bytes>> {
+    struct S {
+        rows: BoxStream<'static, Result<Vec<(Record, Cursor)>>>,
+        enc: Encoder,
+        left: u64,
+        started: bool,
+        wrote_batch: bool,
+        done: bool,
+    }
+    let s = S {
+        rows,
+        enc: encoder,
+        left: limit.unwrap_or(u64::MAX),
+        started: false,
+        wrote_batch: false,
+        done: false,
+    };
+    stream::try_unfold(s, |mut s| async move {
+        if s.done {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        if !s.started {
+            s.started = true;
+            out.extend_from_slice(&s.enc.header()?);
+        }
+        let next = if s.left == 0 {
+            None
+        } else {
+            s.rows.next().await
+        };
+        match next {
+            Some(batch) => {
+                let mut batch = batch?;
+                if batch.len() as u64 > s.left {
+                    batch.truncate(s.left as usize);
+                }
+                s.left -= batch.len() as u64;
+                let recs: Vec<Record> = batch.into_iter().map(|(r, _)| r).collect();
+                for chunk in recs.chunks(BATCH) {
+                    out.extend_from_slice(&s.enc.batch(chunk)?);
+                    s.wrote_batch = true;
+                }
+            }
+            None => {
+                // An empty result still carries its schema (and one empty batch).
+                if !s.wrote_batch {
+                    out.extend_from_slice(&s.enc.batch(&[])?);
+                }
+                out.extend_from_slice(&s.enc.finish()?);
+                s.done = true;
+            }
+        }
+        Ok(Some((Bytes::from(out), s)))
+    })
+    .boxed()
+}
+
+/// Filters of `synapse_query`: pre and post root ids (ANDed) and a box on
+/// the post point, as CAVE's client builds them.
+pub fn synapse_filters(
+    pre_ids: Option<Vec<u64>>,
+    post_ids: Option<Vec<u64>>,
+    bounding_box: Option<J>,
+) -> Filters {
+    let mut f = Filters::default();
+    let mut in_dict = Map::new();
+    if let Some(p) = pre_ids {
+        in_dict.insert("pre_pt_root_id".into(), p.into());
+    }
+    if let Some(p) = post_ids {
+        in_dict.insert("post_pt_root_id".into(), p.into());
+    }
+    if !in_dict.is_empty() {
+        f.filter_in_dict = Some(in_dict);
+    }
+    if let Some(b) = bounding_box {
+        let mut m = Map::new();
+        m.insert("post_pt_position".into(), b);
+        f.filter_spatial_dict = Some(m);
+    }
+    f
+}
+
+/// The table of a `synapse` schema to use when none is named: the only one.
+pub async fn synapse_table(ann: &Annotations, ds: &DatasetName) -> Result<TableName> {
+    let synapse: Vec<TableRecord> = ann
+        .tables(ds)
+        .await?
+        .into_iter()
+        .filter(|t| t.spec.schema == "synapse")
+        .collect();
+    match &synapse[..] {
+        [one] => Ok(one.name.clone()),
+        [] => Err(ServiceError::field(
+            "table",
+            format!("dataset '{ds}' has no table of the synapse schema"),
+        )),
+        many => Err(ServiceError::field(
+            "table",
+            format!(
+                "dataset '{ds}' has several synapse tables ({}); name one in \"table\"",
+                many.iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// Rows of a decoded stored row: for tests and the demo.
+#[must_use]
+pub fn decode_row(b: &[u8]) -> Option<Row> {
+    Row::decode(b).ok()
+}

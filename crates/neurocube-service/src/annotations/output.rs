@@ -1,0 +1,538 @@
+//! Query results on the wire, batch by batch: Arrow IPC stream, CSV or JSON
+//! lines. Columns follow CAVE: `id`, `created`, `superceded_id`, `valid`,
+//! then the schema's columns; ids are 64-bit integers, `created` a UTC
+//! timestamp in µs; positions either `[x, y, z]` lists or split into
+//! `_x`/`_y`/`_z` columns, integers in the table's voxels or floats when
+//! rescaled to a `desired_resolution`.
+
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, FixedSizeListBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
+use bytes::Bytes;
+use neurocube_core::annotation::{ColumnType, Row, Schema, Value};
+use serde_json::{Map, Value as J};
+
+use crate::error::{Result, ServiceError};
+
+/// Wire format of results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// Arrow IPC stream.
+    Arrow,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+impl OutputFormat {
+    /// MIME type.
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            OutputFormat::Arrow => "application/vnd.apache.arrow.stream",
+            OutputFormat::Csv => "text/csv",
+            OutputFormat::Jsonl => "application/x-ndjson",
+        }
+    }
+
+    /// From `format=` (`arrow`, `csv`, `jsonl`/`ndjson`/`json`).
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "arrow" | "ipc" => Some(Self::Arrow),
+            "csv" => Some(Self::Csv),
+            "jsonl" | "ndjson" | "json" => Some(Self::Jsonl),
+            _ => None,
+        }
+    }
+
+    /// From an `Accept` header: the first type named that we speak.
+    #[must_use]
+    pub fn from_accept(accept: &str) -> Option<Self> {
+        accept.split(',').find_map(|part| {
+            let t = part.split(';').next().unwrap_or("").trim();
+            match t {
+                "application/vnd.apache.arrow.stream"
+                | "application/vnd.apache.arrow.file"
+                | "data.arrow" => Some(Self::Arrow),
+                "text/csv" => Some(Self::Csv),
+                "application/x-ndjson" | "application/jsonl" | "application/json" => {
+                    Some(Self::Jsonl)
+                }
+                _ => None,
+            }
+        })
+    }
+}
+
+/// Where an output column's value comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// Row id.
+    Id,
+    /// `created`.
+    Created,
+    /// `deleted`.
+    Deleted,
+    /// `superceded_id`.
+    Superceded,
+    /// `valid`.
+    Valid,
+    /// A schema column (a position's one axis when split).
+    Column(usize, Option<usize>),
+}
+
+/// Type of an output column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// i64 (ids too, as CAVE sends them).
+    Int,
+    /// f64.
+    Float,
+    /// bool.
+    Bool,
+    /// text.
+    Str,
+    /// µs timestamp, UTC.
+    Time,
+    /// `[x, y, z]` of i64.
+    PosInt,
+    /// `[x, y, z]` of f64.
+    PosFloat,
+}
+
+/// One output column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutColumn {
+    /// Name.
+    pub name: String,
+    /// Type.
+    pub kind: Kind,
+    /// From the queried row (0) or the joined one (1).
+    pub side: usize,
+    /// Which value.
+    pub source: Source,
+}
+
+/// How positions are written.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Positions {
+    /// Multiply by this per axis (table resolution / desired), if rescaling.
+    pub scale: Option<[f64; 3]>,
+    /// Split into `_x`, `_y`, `_z` columns.
+    pub split: bool,
+}
+
+/// The columns of a table's rows, CAVE's order: id, created, superceded_id,
+/// valid, then the schema's (optionally only `select`).
+#[must_use]
+pub fn columns_of(
+    schema: &Schema,
+    side: usize,
+    select: Option<&[String]>,
+    pos: Positions,
+    system: bool,
+) -> Vec<OutColumn> {
+    let wanted = |n: &str| select.is_none_or(|s| s.iter().any(|w| w == n));
+    let mut out = Vec::new();
+    if system {
+        for (name, kind, source) in [
+            ("id", Kind::Int, Source::Id),
+            ("created", Kind::Time, Source::Created),
+            ("superceded_id", Kind::Int, Source::Superceded),
+            ("valid", Kind::Bool, Source::Valid),
+        ] {
+            if wanted(name) || (name == "id" && select.is_some_and(|s| s.is_empty())) {
+                out.push(OutColumn {
+                    name: name.into(),
+                    kind,
+                    side,
+                    source,
+                });
+            }
+        }
+    }
+    for (i, c) in schema.columns.iter().enumerate() {
+        if !wanted(&c.name) {
+            continue;
+        }
+        let kind = match &c.kind {
+            ColumnType::Int | ColumnType::Id => Kind::Int,
+            ColumnType::Float => Kind::Float,
+            ColumnType::Bool => Kind::Bool,
+            ColumnType::String | ColumnType::Enum(_) => Kind::Str,
+            ColumnType::Position => {
+                let (one, list) = if pos.scale.is_some() {
+                    (Kind::Float, Kind::PosFloat)
+                } else {
+                    (Kind::Int, Kind::PosInt)
+                };
+                if pos.split {
+                    for (a, axis) in ["x", "y", "z"].iter().enumerate() {
+                        out.push(OutColumn {
+                            name: format!("{}_{axis}", c.name),
+                            kind: one,
+                            side,
+                            source: Source::Column(i, Some(a)),
+                        });
+                    }
+                } else {
+                    out.push(OutColumn {
+                        name: c.name.clone(),
+                        kind: list,
+                        side,
+                        source: Source::Column(i, None),
+                    });
+                }
+                continue;
+            }
+        };
+        out.push(OutColumn {
+            name: c.name.clone(),
+            kind,
+            side,
+            source: Source::Column(i, None),
+        });
+    }
+    out
+}
+
+/// A result row: the queried row (side 0), then for reference merges and
+/// joins the rows joined to it (`None`: nothing joined on that side).
+pub type Record = Vec<Option<Row>>;
+
+/// A cell's value as the output wants it.
+enum Cell {
+    Null,
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Time(i64),
+    Pos([f64; 3], bool),
+}
+
+fn cell(rec: &Record, c: &OutColumn, pos: &Positions) -> Cell {
+    let Some(Some(row)) = rec.get(c.side) else {
+        return Cell::Null;
+    };
+    match &c.source {
+        Source::Id => Cell::Int(row.id as i64),
+        Source::Created => Cell::Time(row.created * 1000),
+        Source::Deleted => row.deleted.map_or(Cell::Null, |d| Cell::Time(d * 1000)),
+        Source::Superceded => row
+            .superceded_id
+            .map_or(Cell::Null, |s| Cell::Int(s as i64)),
+        Source::Valid => Cell::Bool(row.valid),
+        Source::Column(i, axis) => match (row.values.get(*i), axis) {
+            (None | Some(Value::Null), _) => Cell::Null,
+            (Some(Value::Int(v)), _) => Cell::Int(*v),
+            (Some(Value::Id(v)), _) => Cell::Int(*v as i64),
+            (Some(Value::Float(v)), _) => Cell::Float(*v),
+            (Some(Value::Bool(v)), _) => Cell::Bool(*v),
+            (Some(Value::Str(v)), _) => Cell::Str(v.clone()),
+            (Some(Value::Pos(p)), axis) => {
+                let scaled = pos
+                    .scale
+                    .map(|s| [p[0] as f64 * s[0], p[1] as f64 * s[1], p[2] as f64 * s[2]]);
+                match (axis, scaled) {
+                    (Some(a), Some(f)) => Cell::Float(f[*a]),
+                    (Some(a), None) => Cell::Int(p[*a]),
+                    (None, Some(f)) => Cell::Pos(f, true),
+                    (None, None) => Cell::Pos([p[0] as f64, p[1] as f64, p[2] as f64], false),
+                }
+            }
+        },
+    }
+}
+
+fn arrow_type(k: Kind) -> DataType {
+    match k {
+        Kind::Int => DataType::Int64,
+        Kind::Float => DataType::Float64,
+        Kind::Bool => DataType::Boolean,
+        Kind::Str => DataType::Utf8,
+        Kind::Time => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        Kind::PosInt => {
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int64, true)), 3)
+        }
+        Kind::PosFloat => {
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float64, true)), 3)
+        }
+    }
+}
+
+fn internal(during: &'static str) -> impl Fn(arrow_schema::ArrowError) -> ServiceError {
+    move |e| ServiceError::Internal {
+        during,
+        reason: e.to_string(),
+    }
+}
+
+fn time_text(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us).map_or_else(
+        || us.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    )
+}
+
+/// Writes results in one format, batch by batch.
+pub struct Encoder {
+    format: OutputFormat,
+    columns: Vec<OutColumn>,
+    pos: Positions,
+    arrow: Option<arrow_ipc::writer::StreamWriter<Vec<u8>>>,
+    schema: Arc<ArrowSchema>,
+}
+
+impl Encoder {
+    /// An encoder for these columns.
+    #[must_use]
+    pub fn new(format: OutputFormat, columns: Vec<OutColumn>, pos: Positions) -> Self {
+        let schema = Arc::new(ArrowSchema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(&c.name, arrow_type(c.kind), true))
+                .collect::<Vec<_>>(),
+        ));
+        Self {
+            format,
+            columns,
+            pos,
+            arrow: None,
+            schema,
+        }
+    }
+
+    /// The columns.
+    #[must_use]
+    pub fn columns(&self) -> &[OutColumn] {
+        &self.columns
+    }
+
+    /// What comes before the first batch (Arrow's schema, CSV's header).
+    pub fn header(&mut self) -> Result<Bytes> {
+        match self.format {
+            OutputFormat::Arrow => {
+                let w = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &self.schema)
+                    .map_err(internal("writing an Arrow schema"))?;
+                self.arrow = Some(w);
+                Ok(self.take_arrow())
+            }
+            OutputFormat::Csv => {
+                let mut w = csv::Writer::from_writer(Vec::new());
+                w.write_record(self.columns.iter().map(|c| c.name.as_str()))
+                    .map_err(|e| ServiceError::Internal {
+                        during: "writing CSV",
+                        reason: e.to_string(),
+                    })?;
+                w.into_inner()
+                    .map(Bytes::from)
+                    .map_err(|e| ServiceError::Internal {
+                        during: "writing CSV",
+                        reason: e.to_string(),
+                    })
+            }
+            OutputFormat::Jsonl => Ok(Bytes::new()),
+        }
+    }
+
+    fn take_arrow(&mut self) -> Bytes {
+        self.arrow
+            .as_mut()
+            .map(|w| Bytes::from(std::mem::take(w.get_mut())))
+            .unwrap_or_default()
+    }
+
+    /// One batch of records.
+    pub fn batch(&mut self, records: &[Record]) -> Result<Bytes> {
+        match self.format {
+            OutputFormat::Arrow => {
+                let batch = self.arrow_batch(records)?;
+                if let Some(w) = self.arrow.as_mut() {
+                    w.write(&batch)
+                        .map_err(internal("writing an Arrow batch"))?;
+                }
+                Ok(self.take_arrow())
+            }
+            OutputFormat::Csv => {
+                let mut w = csv::Writer::from_writer(Vec::with_capacity(records.len() * 128));
+                let mut fields: Vec<String> = Vec::with_capacity(self.columns.len());
+                for rec in records {
+                    fields.clear();
+                    for c in &self.columns {
+                        fields.push(match cell(rec, c, &self.pos) {
+                            Cell::Null => String::new(),
+                            Cell::Int(v) => v.to_string(),
+                            Cell::Float(v) => v.to_string(),
+                            Cell::Bool(v) => v.to_string(),
+                            Cell::Str(v) => v,
+                            Cell::Time(us) => time_text(us),
+                            Cell::Pos(p, true) => format!("[{}, {}, {}]", p[0], p[1], p[2]),
+                            Cell::Pos(p, false) => {
+                                format!("[{}, {}, {}]", p[0] as i64, p[1] as i64, p[2] as i64)
+                            }
+                        });
+                    }
+                    w.write_record(&fields)
+                        .map_err(|e| ServiceError::Internal {
+                            during: "writing CSV",
+                            reason: e.to_string(),
+                        })?;
+                }
+                w.into_inner()
+                    .map(Bytes::from)
+                    .map_err(|e| ServiceError::Internal {
+                        during: "writing CSV",
+                        reason: e.to_string(),
+                    })
+            }
+            OutputFormat::Jsonl => {
+                let mut out = Vec::with_capacity(records.len() * 200);
+                for rec in records {
+                    let mut m = Map::with_capacity(self.columns.len());
+                    for c in &self.columns {
+                        let v = match cell(rec, c, &self.pos) {
+                            Cell::Null => J::Null,
+                            Cell::Int(v) => v.into(),
+                            Cell::Float(v) => v.into(),
+                            Cell::Bool(v) => v.into(),
+                            Cell::Str(v) => v.into(),
+                            Cell::Time(us) => time_text(us).into(),
+                            Cell::Pos(p, true) => serde_json::json!(p),
+                            Cell::Pos(p, false) => {
+                                serde_json::json!([p[0] as i64, p[1] as i64, p[2] as i64])
+                            }
+                        };
+                        m.insert(c.name.clone(), v);
+                    }
+                    serde_json::to_writer(&mut out, &m).map_err(|e| ServiceError::Internal {
+                        during: "writing JSON",
+                        reason: e.to_string(),
+                    })?;
+                    out.push(b'\n');
+                }
+                Ok(Bytes::from(out))
+            }
+        }
+    }
+
+    /// What ends the stream (Arrow's end-of-stream marker).
+    pub fn finish(&mut self) -> Result<Bytes> {
+        if let Some(w) = self.arrow.as_mut() {
+            w.finish().map_err(internal("ending an Arrow stream"))?;
+            return Ok(self.take_arrow());
+        }
+        Ok(Bytes::new())
+    }
+
+    fn arrow_batch(&self, records: &[Record]) -> Result<RecordBatch> {
+        let n = records.len();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        for c in &self.columns {
+            let cells = records.iter().map(|r| cell(r, c, &self.pos));
+            let a: ArrayRef = match c.kind {
+                Kind::Int => {
+                    let mut b = Int64Builder::with_capacity(n);
+                    for x in cells {
+                        match x {
+                            Cell::Int(v) => b.append_value(v),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Kind::Float => {
+                    let mut b = Float64Builder::with_capacity(n);
+                    for x in cells {
+                        match x {
+                            Cell::Float(v) => b.append_value(v),
+                            Cell::Int(v) => b.append_value(v as f64),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Kind::Bool => {
+                    let mut b = BooleanBuilder::with_capacity(n);
+                    for x in cells {
+                        match x {
+                            Cell::Bool(v) => b.append_value(v),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Kind::Str => {
+                    let mut b = StringBuilder::with_capacity(n, n * 8);
+                    for x in cells {
+                        match x {
+                            Cell::Str(v) => b.append_value(v),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Kind::Time => {
+                    let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+                    for x in cells {
+                        match x {
+                            Cell::Time(v) => b.append_value(v),
+                            _ => b.append_null(),
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Kind::PosInt => {
+                    let mut b = FixedSizeListBuilder::with_capacity(Int64Builder::new(), 3, n);
+                    for x in cells {
+                        match x {
+                            Cell::Pos(p, _) => {
+                                for v in p {
+                                    b.values().append_value(v as i64);
+                                }
+                                b.append(true);
+                            }
+                            _ => {
+                                for _ in 0..3 {
+                                    b.values().append_null();
+                                }
+                                b.append(false);
+                            }
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+                Kind::PosFloat => {
+                    let mut b = FixedSizeListBuilder::with_capacity(Float64Builder::new(), 3, n);
+                    for x in cells {
+                        match x {
+                            Cell::Pos(p, _) => {
+                                for v in p {
+                                    b.values().append_value(v);
+                                }
+                                b.append(true);
+                            }
+                            _ => {
+                                for _ in 0..3 {
+                                    b.values().append_null();
+                                }
+                                b.append(false);
+                            }
+                        }
+                    }
+                    Arc::new(b.finish())
+                }
+            };
+            arrays.push(a);
+        }
+        RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(internal("building an Arrow batch"))
+    }
+}

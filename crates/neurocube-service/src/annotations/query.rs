@@ -1,0 +1,397 @@
+//! Queries: CAVE's filters over a version (frozen rows, covering indexes)
+//! or over the live rows at a timestamp (rows valid then). The plan reads
+//! an index where one applies: the root-id index for an `in`/`equal` filter
+//! on a bound point's root id (the shortest list when there are several),
+//! the spatial index for a box on the first point, the rows themselves for
+//! an id list; otherwise the table in id order. Rows come out as a stream,
+//! a page of the store at a time, in a deterministic order (index key, then
+//! id), so memory stays bounded whatever the result size; a page token
+//! resumes after the last row returned.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use neurocube_core::annotation::{Col, Filter, Op, Role, Row, Set};
+use neurocube_core::morton;
+use neurocube_store::{Key, SortRange, Table};
+
+use super::Annotations;
+use super::output::Record;
+use super::tables::ResolvedTable;
+use crate::error::{Result, ServiceError};
+use crate::keys::{self, IndexKind};
+
+/// What rows a query reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum At {
+    /// A materialized version (its number, and the table's row blocks in it).
+    Version(u32, u64),
+    /// The live rows valid at this time (ms), and the table's row blocks now.
+    Live(i64, u64),
+}
+
+impl At {
+    fn version(&self) -> u32 {
+        match self {
+            At::Version(v, _) => *v,
+            At::Live(..) => keys::LIVE,
+        }
+    }
+
+    fn blocks(&self) -> u64 {
+        match self {
+            At::Version(_, b) | At::Live(_, b) => *b,
+        }
+    }
+}
+
+/// How rows are found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Plan {
+    /// Index partitions of these keys of a column, in key order.
+    Index {
+        /// Column.
+        column: usize,
+        /// Root ids or spatial cells.
+        kind: IndexKind,
+        /// Sorted keys.
+        keys: Vec<u64>,
+    },
+    /// These ids, sorted.
+    Ids(Vec<u64>),
+    /// Every row block in id order.
+    Scan,
+}
+
+impl Plan {
+    /// A short name for logs and the `X-Neurocube-Plan` header.
+    #[must_use]
+    pub fn describe(&self, t: &ResolvedTable) -> String {
+        match self {
+            Plan::Index { column, kind, keys } => format!(
+                "{} index of {} ({} keys)",
+                match kind {
+                    IndexKind::Root => "root-id",
+                    IndexKind::Cell => "spatial",
+                },
+                t.schema.columns[*column].name,
+                keys.len()
+            ),
+            Plan::Ids(ids) => format!("ids ({})", ids.len()),
+            Plan::Scan => "scan".into(),
+        }
+    }
+}
+
+/// Most spatial cells a box may touch for the spatial index to be used.
+const MAX_CELLS: u64 = 4096;
+/// Index entries or rows read per store call.
+const PAGE: usize = 2000;
+
+/// Where a query stopped: the position in the plan, and the last id read there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Cursor {
+    /// Index of the key, id chunk or block.
+    pub k: u64,
+    /// Last id returned at that position (`0`: none yet).
+    pub after: u64,
+}
+
+impl Cursor {
+    /// As an opaque page token.
+    #[must_use]
+    pub fn token(&self) -> String {
+        format!("{:016x}{:016x}", self.k, self.after)
+    }
+
+    /// From a page token.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || {
+            ServiceError::field(
+                "page_token",
+                format!("page token '{s}' is not one this server gave; start without it"),
+            )
+        };
+        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        Ok(Self {
+            k: u64::from_str_radix(&s[..16], 16).map_err(|_| bad())?,
+            after: u64::from_str_radix(&s[16..], 16).map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Choose how to read the rows a filter selects.
+#[must_use]
+pub fn plan(t: &ResolvedTable, filter: &Filter) -> Plan {
+    let mut best: Option<(usize, Vec<u64>)> = None;
+    let mut ids: Option<Vec<u64>> = None;
+    let mut cells: Option<(usize, Vec<u64>)> = None;
+    for c in &filter.conditions {
+        let keys = match &c.op {
+            Op::In(s) => s.sorted_ids(),
+            Op::Eq(v) => v.as_id().map(|i| vec![i]),
+            _ => None,
+        };
+        match (c.col, keys) {
+            (Col::Data(i), Some(k))
+                if matches!(t.schema.columns[i].role, Role::Root(_))
+                    && best.as_ref().is_none_or(|b| k.len() < b.1.len()) =>
+            {
+                best = Some((i, k));
+            }
+            (Col::Id, Some(k)) if ids.as_ref().is_none_or(|i| k.len() < i.len()) => {
+                ids = Some(k);
+            }
+            _ => {}
+        }
+        if let (Col::Data(i), Op::Within(lo, hi)) = (c.col, &c.op)
+            && t.schema.points.first().is_some_and(|p| p.position == i)
+        {
+            let b = t.cell_bits;
+            let lo_c: [u64; 3] = std::array::from_fn(|a| (lo[a].max(0) as u64) >> b[a]);
+            let hi_c: [u64; 3] = std::array::from_fn(|a| (hi[a].max(0) as u64) >> b[a]);
+            let n = (0..3).map(|a| hi_c[a] - lo_c[a] + 1).product::<u64>();
+            if hi.iter().all(|h| *h >= 0) && n <= MAX_CELLS {
+                let mut v = Vec::with_capacity(n as usize);
+                for z in lo_c[2]..=hi_c[2] {
+                    for y in lo_c[1]..=hi_c[1] {
+                        for x in lo_c[0]..=hi_c[0] {
+                            v.push(morton::encode([x, y, z]));
+                        }
+                    }
+                }
+                v.sort_unstable();
+                cells = Some((i, v));
+            }
+        }
+    }
+    if let Some((column, keys)) = best {
+        return Plan::Index {
+            column,
+            kind: IndexKind::Root,
+            keys,
+        };
+    }
+    if let Some(ids) = ids {
+        return Plan::Ids(ids);
+    }
+    if let Some((column, keys)) = cells {
+        return Plan::Index {
+            column,
+            kind: IndexKind::Cell,
+            keys,
+        };
+    }
+    Plan::Scan
+}
+
+fn decode(t: &ResolvedTable, id: u64, b: &[u8]) -> Result<Row> {
+    Row::decode(b).map_err(|e| ServiceError::Corrupt {
+        what: "row",
+        key: format!("{}/{id}", t.name()),
+        reason: e.to_string(),
+    })
+}
+
+struct State {
+    ann: Arc<Annotations>,
+    t: ResolvedTable,
+    at: At,
+    filter: Arc<Filter>,
+    plan: Plan,
+    cursor: Cursor,
+    done: bool,
+}
+
+impl State {
+    fn positions(&self) -> u64 {
+        match &self.plan {
+            Plan::Index { keys, .. } => keys.len() as u64,
+            Plan::Ids(ids) => ids.len().div_ceil(PAGE) as u64,
+            Plan::Scan => self.at.blocks(),
+        }
+    }
+
+    /// Rows of the live table by id, valid at `t` (absent ones skipped).
+    async fn live_rows(&self, ids: &[u64], at: i64) -> Result<Vec<Row>> {
+        let keys: Vec<Key> = ids
+            .iter()
+            .map(|id| keys::row(self.t.uid(), keys::LIVE, *id))
+            .collect();
+        let got = self.ann.store.get_many(Table::Rows, &keys).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, g) in ids.iter().zip(got) {
+            if let Some(b) = g {
+                let r = decode(&self.t, *id, &b)?;
+                if r.valid_at(at) {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The next page of rows (before filtering), and where it ends.
+    async fn page(&mut self) -> Result<Vec<(Row, Cursor)>> {
+        let version = self.at.version();
+        let uid = self.t.uid();
+        let k = self.cursor.k;
+        let range = |after: u64| SortRange {
+            start: (after > 0).then(|| Bytes::from((after + 1).to_be_bytes().to_vec())),
+            end: None,
+        };
+        let (partition, table) = match &self.plan {
+            Plan::Index { column, kind, keys } => (
+                keys::index_partition(uid, version, *column as u16, *kind, keys[k as usize]),
+                Table::RowIndex,
+            ),
+            Plan::Scan => (keys::rows_partition(uid, version, k), Table::Rows),
+            Plan::Ids(ids) => {
+                let start = k as usize * PAGE;
+                let chunk = &ids[start..(start + PAGE).min(ids.len())];
+                self.cursor = Cursor { k: k + 1, after: 0 };
+                let rows = match self.at {
+                    At::Live(at, _) => self.live_rows(chunk, at).await?,
+                    At::Version(..) => {
+                        let keys: Vec<Key> = chunk
+                            .iter()
+                            .map(|id| keys::row(uid, version, *id))
+                            .collect();
+                        let got = self.ann.store.get_many(Table::Rows, &keys).await?;
+                        let mut out = Vec::new();
+                        for (id, g) in chunk.iter().zip(got) {
+                            if let Some(b) = g {
+                                out.push(decode(&self.t, *id, &b)?);
+                            }
+                        }
+                        out
+                    }
+                };
+                let c = self.cursor;
+                return Ok(rows.into_iter().map(|r| (r, c)).collect());
+            }
+        };
+        let page = self
+            .ann
+            .store
+            .scan(table, &partition, range(self.cursor.after), None, PAGE)
+            .await?;
+        let entries: Vec<(u64, Bytes)> = page
+            .rows
+            .into_iter()
+            .filter_map(|(key, v)| keys::row_id(&key.sort).map(|id| (id, v)))
+            .collect();
+        if page.next.is_none() {
+            self.cursor = Cursor { k: k + 1, after: 0 };
+        } else if let Some((last, _)) = entries.last() {
+            self.cursor = Cursor { k, after: *last };
+        }
+        let rows = match (&self.plan, &self.at) {
+            // Live index entries only name ids: read the rows.
+            (Plan::Index { .. }, At::Live(at, _)) => {
+                let ids: Vec<u64> = entries.iter().map(|e| e.0).collect();
+                self.live_rows(&ids, *at).await?
+            }
+            (_, At::Live(at, _)) => entries
+                .iter()
+                .map(|(id, b)| decode(&self.t, *id, b))
+                .filter(|r| r.as_ref().map_or(true, |r| r.valid_at(*at)))
+                .collect::<Result<Vec<_>>>()?,
+            (_, At::Version(..)) => entries
+                .iter()
+                .map(|(id, b)| decode(&self.t, *id, b))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let c = Cursor { k, after: r.id };
+                (r, c)
+            })
+            .collect())
+    }
+}
+
+/// Rows matching a filter, a batch at a time, each with the cursor after it.
+pub fn run(
+    ann: Arc<Annotations>,
+    t: ResolvedTable,
+    at: At,
+    filter: Arc<Filter>,
+    plan: Plan,
+    start: Cursor,
+) -> BoxStream<'static, Result<Vec<(Row, Cursor)>>> {
+    let state = State {
+        ann,
+        t,
+        at,
+        filter,
+        plan,
+        cursor: start,
+        done: false,
+    };
+    stream::try_unfold(state, |mut s| async move {
+        loop {
+            if s.done || s.cursor.k >= s.positions() {
+                return Ok(None);
+            }
+            let page = s.page().await?;
+            let kept: Vec<(Row, Cursor)> = page
+                .into_iter()
+                .filter(|(r, _)| s.filter.matches(r))
+                .collect();
+            if !kept.is_empty() {
+                return Ok(Some((kept, s)));
+            }
+            if s.cursor.k >= s.positions() {
+                s.done = true;
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Join each reference row with the target row it points to (inner join:
+/// rows whose target is missing or not valid then are dropped).
+pub async fn with_targets(
+    ann: &Annotations,
+    target: &ResolvedTable,
+    at: &At,
+    target_col: usize,
+    rows: Vec<(Row, Cursor)>,
+) -> Result<Vec<(Record, Cursor)>> {
+    let version = at.version();
+    let keys: Vec<Key> = rows
+        .iter()
+        .map(|(r, _)| {
+            keys::row(
+                target.uid(),
+                version,
+                r.values[target_col].as_id().unwrap_or(0),
+            )
+        })
+        .collect();
+    let got = ann.store.get_many(Table::Rows, &keys).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for ((r, c), g) in rows.into_iter().zip(got) {
+        let Some(b) = g else { continue };
+        let tr = decode(target, r.values[target_col].as_id().unwrap_or(0), &b)?;
+        let ok = match at {
+            At::Live(t, _) => tr.valid_at(*t),
+            At::Version(..) => true,
+        };
+        if ok {
+            out.push((vec![Some(r), Some(tr)], c));
+        }
+    }
+    Ok(out)
+}
+
+/// Ids in an `in` set (used by joins to restrict the left side).
+#[must_use]
+pub fn id_set(ids: impl IntoIterator<Item = u64>) -> Set {
+    Set::Ids(ids.into_iter().collect())
+}

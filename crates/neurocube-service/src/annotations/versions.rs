@@ -1,0 +1,473 @@
+//! Materialized versions (CAVE's "materialization"): a timestamped,
+//! frozen copy of every annotation table of a dataset, with root ids looked
+//! up in the bound segmentation when the version is made, and the indexes
+//! queries need (rows by root id of each bound point, and by spatial cell
+//! of the first point, both holding the whole row). Made by a
+//! `materialize` job, one task per run of row blocks, with progress;
+//! later writes to the tables or the segmentation never touch it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use neurocube_core::DatasetName;
+use neurocube_core::annotation::Row;
+use neurocube_store::{Scan, SortRange, Table};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::Annotations;
+use super::tables::ResolvedTable;
+use crate::error::{Result, ServiceError};
+use crate::jobs::{JobHandler, JobRecord, TaskRecord, TaskSpec, now_ms};
+use crate::keys;
+
+/// Kind name of materialization jobs.
+pub const KIND: &str = "materialize";
+/// Row blocks per materialization task.
+const BLOCKS_PER_TASK: u64 = 4;
+
+/// State of a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionStatus {
+    /// Being made.
+    Materializing,
+    /// Ready for queries.
+    Available,
+    /// Its job failed.
+    Failed,
+}
+
+/// One table in a version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionTable {
+    /// The table's uid when the version was made.
+    pub uid: u64,
+    /// Row blocks the live table had (what the version spans).
+    pub blocks: u64,
+    /// Rows valid at the version's time (set when the version is available).
+    pub rows: u64,
+}
+
+/// A version as stored and listed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionRecord {
+    /// Version number (1, 2, ... per dataset).
+    pub version: u32,
+    /// The time rows are taken at (ms since the epoch).
+    pub time_stamp_ms: i64,
+    /// When it stops being valid (ms), if ever.
+    pub expires_ms: Option<i64>,
+    /// State.
+    pub status: VersionStatus,
+    /// The job making it.
+    pub job: Option<String>,
+    /// Its tables.
+    pub tables: BTreeMap<String, VersionTable>,
+}
+
+impl VersionRecord {
+    /// Valid: available and not expired at `now` (ms).
+    #[must_use]
+    pub fn valid_at(&self, now: i64) -> bool {
+        self.status == VersionStatus::Available && self.expires_ms.is_none_or(|e| e > now)
+    }
+}
+
+fn encode(v: &VersionRecord) -> Result<Bytes> {
+    serde_json::to_vec(v)
+        .map(Bytes::from)
+        .map_err(|e| ServiceError::Internal {
+            during: "encoding a version record",
+            reason: e.to_string(),
+        })
+}
+
+impl Annotations {
+    /// Every version of a dataset, oldest first.
+    pub async fn versions(&self, ds: &DatasetName) -> Result<Vec<VersionRecord>> {
+        self.catalog.dataset(ds).await?;
+        let rows = Scan::partition(
+            self.store.clone(),
+            Table::Meta,
+            keys::versions_partition(ds),
+            SortRange::all(),
+        )
+        .collect()
+        .await?;
+        rows.into_iter()
+            .map(|(k, v)| {
+                serde_json::from_slice(&v).map_err(|e| {
+                    ServiceError::corrupt_json("version", format!("{ds}/{:?}", k.sort), &e)
+                })
+            })
+            .collect()
+    }
+
+    /// One version.
+    pub async fn version(&self, ds: &DatasetName, v: u32) -> Result<VersionRecord> {
+        let got = self
+            .store
+            .get_many(Table::Meta, &[keys::version(ds, v)])
+            .await?
+            .remove(0);
+        let Some(bytes) = got else {
+            self.catalog.dataset(ds).await?;
+            return Err(ServiceError::UnknownVersion {
+                dataset: ds.to_string(),
+                version: v,
+            });
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ServiceError::corrupt_json("version", format!("{ds}/{v}"), &e))
+    }
+
+    /// A version that queries can use: available and not expired.
+    pub async fn usable_version(&self, ds: &DatasetName, v: u32) -> Result<VersionRecord> {
+        let rec = self.version(ds, v).await?;
+        match rec.status {
+            VersionStatus::Available if rec.valid_at(now_ms() as i64) => Ok(rec),
+            VersionStatus::Available => Err(ServiceError::VersionExpired {
+                dataset: ds.to_string(),
+                version: v,
+            }),
+            VersionStatus::Materializing | VersionStatus::Failed => {
+                Err(ServiceError::VersionNotReady {
+                    dataset: ds.to_string(),
+                    version: v,
+                    status: match rec.status {
+                        VersionStatus::Failed => "failed",
+                        _ => "materializing",
+                    },
+                    job: rec.job.clone().unwrap_or_default(),
+                })
+            }
+        }
+    }
+
+    /// The newest usable version, if any.
+    pub async fn latest_version(&self, ds: &DatasetName) -> Result<Option<VersionRecord>> {
+        let now = now_ms() as i64;
+        Ok(self
+            .versions(ds)
+            .await?
+            .into_iter()
+            .rev()
+            .find(|v| v.valid_at(now)))
+    }
+
+    /// Start materializing a version of every table of a dataset at
+    /// `time_stamp_ms` (rows valid then); returns the version and its job.
+    pub async fn materialize(
+        &self,
+        ds: &DatasetName,
+        time_stamp_ms: i64,
+        expires_ms: Option<i64>,
+    ) -> Result<(VersionRecord, JobRecord)> {
+        let tables = self.tables(ds).await?;
+        let mut vt = BTreeMap::new();
+        for t in &tables {
+            let next = self.next_id(t.uid).await?;
+            vt.insert(
+                t.name.to_string(),
+                VersionTable {
+                    uid: t.uid,
+                    blocks: (next >> keys::ROW_BLOCK_BITS) + 1,
+                    rows: 0,
+                },
+            );
+        }
+        // The next number: one past the newest, claimed by compare-and-set.
+        let mut number = self.versions(ds).await?.last().map_or(1, |v| v.version + 1);
+        let mut rec = VersionRecord {
+            version: number,
+            time_stamp_ms,
+            expires_ms,
+            status: VersionStatus::Materializing,
+            job: None,
+            tables: vt,
+        };
+        loop {
+            rec.version = number;
+            if self
+                .store
+                .compare_and_set(
+                    Table::Meta,
+                    keys::version(ds, number),
+                    None,
+                    Some(encode(&rec)?),
+                )
+                .await?
+            {
+                break;
+            }
+            number += 1;
+        }
+        let total: u64 = rec.tables.values().map(|t| t.blocks).sum();
+        let (job, _) = self
+            .jobs
+            .create(
+                KIND,
+                json!({"dataset": ds, "version": number}),
+                total,
+                "row blocks",
+                Some(&format!("{KIND}/{ds}/{number}")),
+                false,
+            )
+            .await?;
+        let old = encode(&rec)?;
+        rec.job = Some(job.id.clone());
+        self.store
+            .compare_and_set(
+                Table::Meta,
+                keys::version(ds, number),
+                Some(old),
+                Some(encode(&rec)?),
+            )
+            .await?;
+        Ok((rec, job))
+    }
+
+    async fn set_version(
+        &self,
+        ds: &DatasetName,
+        v: u32,
+        f: impl Fn(&mut VersionRecord),
+    ) -> Result<()> {
+        for _ in 0..64 {
+            let key = keys::version(ds, v);
+            let old = self
+                .store
+                .get_many(Table::Meta, std::slice::from_ref(&key))
+                .await?
+                .remove(0)
+                .ok_or_else(|| ServiceError::UnknownVersion {
+                    dataset: ds.to_string(),
+                    version: v,
+                })?;
+            let mut rec: VersionRecord = serde_json::from_slice(&old)
+                .map_err(|e| ServiceError::corrupt_json("version", format!("{ds}/{v}"), &e))?;
+            f(&mut rec);
+            if self
+                .store
+                .compare_and_set(Table::Meta, key, Some(old), Some(encode(&rec)?))
+                .await?
+            {
+                return Ok(());
+            }
+        }
+        Err(ServiceError::Contended {
+            what: format!("version {v} of {ds}"),
+            attempts: 64,
+        })
+    }
+
+    /// Copy the rows of some blocks of a table that were valid at the
+    /// version's time, with fresh root ids, and index them.
+    async fn materialize_blocks(
+        &self,
+        t: &ResolvedTable,
+        v: &VersionRecord,
+        blocks: std::ops::Range<u64>,
+    ) -> Result<u64> {
+        let uid = t.uid();
+        let mut kept = 0u64;
+        for block in blocks {
+            let live = Scan::partition(
+                self.store.clone(),
+                Table::Rows,
+                keys::rows_partition(uid, keys::LIVE, block),
+                SortRange::all(),
+            )
+            .collect()
+            .await?;
+            let mut rows = Vec::with_capacity(live.len());
+            for (k, bytes) in live {
+                let row = Row::decode(&bytes).map_err(|e| ServiceError::Corrupt {
+                    what: "row",
+                    key: format!("{}/{:?}", t.name(), keys::row_id(&k.sort)),
+                    reason: e.to_string(),
+                })?;
+                if row.valid_at(v.time_stamp_ms) {
+                    rows.push(Row {
+                        deleted: None,
+                        superceded_id: None,
+                        valid: true,
+                        ..row
+                    });
+                }
+            }
+            if rows.is_empty() {
+                continue;
+            }
+            self.lookup_rows(t, &mut rows).await?;
+            let mut puts = Vec::with_capacity(rows.len() * 4);
+            for row in &rows {
+                let bytes = Bytes::from(row.to_bytes());
+                for partition in self.index_partitions(t, v.version, row) {
+                    puts.push((
+                        Table::RowIndex,
+                        keys::index_entry(partition, row.id),
+                        bytes.clone(),
+                    ));
+                }
+                puts.push((Table::Rows, keys::row(uid, v.version, row.id), bytes));
+            }
+            kept += rows.len() as u64;
+            self.store.put_rows(puts).await?;
+        }
+        Ok(kept)
+    }
+
+    async fn plan_materialize(&self, job: &JobRecord, phase: u32) -> Result<Option<Vec<TaskSpec>>> {
+        if phase > 0 {
+            return Ok(None);
+        }
+        let (ds, v) = params(job)?;
+        let rec = self.version(&ds, v).await?;
+        let mut specs = Vec::new();
+        for (name, t) in &rec.tables {
+            let mut b = 0;
+            while b < t.blocks {
+                let end = (b + BLOCKS_PER_TASK).min(t.blocks);
+                specs.push(TaskSpec {
+                    name: format!("{name}/{b:012}"),
+                    units: end - b,
+                    spec: json!({"table": name, "from": b, "to": end}),
+                });
+                b = end;
+            }
+        }
+        Ok(Some(specs))
+    }
+
+    async fn run_materialize(&self, job: &JobRecord, task: &TaskRecord) -> Result<u64> {
+        let (ds, v) = params(job)?;
+        let rec = self.version(&ds, v).await?;
+        let bad = || ServiceError::Corrupt {
+            what: "task",
+            key: format!("{}/{}", job.id, task.name),
+            reason: format!(
+                "materialize task spec {} lacks table, from or to",
+                task.spec
+            ),
+        };
+        let name = task.spec["table"].as_str().ok_or_else(bad)?;
+        let (from, to) = (
+            task.spec["from"].as_u64().ok_or_else(bad)?,
+            task.spec["to"].as_u64().ok_or_else(bad)?,
+        );
+        let vt = rec.tables.get(name).ok_or_else(bad)?;
+        let tname = neurocube_core::TableName::parse(name).map_err(|_| bad())?;
+        let t = self.table(&ds, &tname).await?;
+        if t.uid() != vt.uid {
+            return Err(ServiceError::TableReplaced {
+                dataset: ds.to_string(),
+                table: name.to_string(),
+                version: v,
+            });
+        }
+        let kept = self.materialize_blocks(&t, &rec, from..to).await?;
+        self.store
+            .put_many(
+                Table::Meta,
+                vec![(
+                    keys::version_count(&ds, v, &task.name),
+                    Bytes::from(kept.to_le_bytes().to_vec()),
+                )],
+            )
+            .await?;
+        Ok(to - from)
+    }
+
+    async fn finish_materialize(&self, job: &JobRecord) -> Result<()> {
+        let (ds, v) = params(job)?;
+        let counts = Scan::partition(
+            self.store.clone(),
+            Table::Meta,
+            keys::version_counts_partition(&ds, v),
+            SortRange::all(),
+        )
+        .collect()
+        .await?;
+        let mut per_table: BTreeMap<String, u64> = BTreeMap::new();
+        for (k, val) in counts {
+            let task = String::from_utf8_lossy(&k.sort).to_string();
+            let table = task
+                .rsplit_once('/')
+                .map_or(task.as_str(), |(t, _)| t)
+                .to_string();
+            let mut a = [0u8; 8];
+            if val.len() == 8 {
+                a.copy_from_slice(&val);
+            }
+            *per_table.entry(table).or_default() += u64::from_le_bytes(a);
+        }
+        self.set_version(&ds, v, |r| {
+            for (name, t) in &mut r.tables {
+                t.rows = per_table.get(name).copied().unwrap_or(0);
+            }
+            r.status = VersionStatus::Available;
+        })
+        .await?;
+        self.store
+            .delete_partition(Table::Meta, &keys::version_counts_partition(&ds, v))
+            .await?;
+        Ok(())
+    }
+
+    /// Mark a version failed (its job failed).
+    pub async fn fail_version(&self, ds: &DatasetName, v: u32) -> Result<()> {
+        self.set_version(ds, v, |r| r.status = VersionStatus::Failed)
+            .await
+    }
+}
+
+fn params(job: &JobRecord) -> Result<(DatasetName, u32)> {
+    let bad = || ServiceError::Corrupt {
+        what: "job",
+        key: job.id.clone(),
+        reason: format!(
+            "materialize parameters {} lack dataset or version",
+            job.params
+        ),
+    };
+    let ds = job.params["dataset"]
+        .as_str()
+        .and_then(|d| DatasetName::parse(d).ok())
+        .ok_or_else(bad)?;
+    let v = job.params["version"]
+        .as_u64()
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(bad)?;
+    Ok((ds, v))
+}
+
+/// The `materialize` kind (holding the annotations weakly).
+pub(super) struct Handler(pub(super) Weak<Annotations>);
+
+impl Handler {
+    fn get(&self) -> Result<Arc<Annotations>> {
+        self.0.upgrade().ok_or(ServiceError::ShuttingDown)
+    }
+}
+
+impl JobHandler for Handler {
+    fn plan<'a>(
+        &'a self,
+        job: &'a JobRecord,
+        phase: u32,
+    ) -> BoxFuture<'a, Result<Option<Vec<TaskSpec>>>> {
+        Box::pin(async move { self.get()?.plan_materialize(job, phase).await })
+    }
+
+    fn run<'a>(&'a self, job: &'a JobRecord, task: &'a TaskRecord) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { self.get()?.run_materialize(job, task).await })
+    }
+
+    fn finish<'a>(&'a self, job: &'a JobRecord) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.get()?.finish_materialize(job).await })
+    }
+}
