@@ -130,6 +130,48 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn post_json(&self, path: &str, v: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .json(v)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST a body with a Content-Type.
+    pub async fn post_as(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Rows of a JSON-lines query answer.
+    pub async fn query(&self, path: &str, body: &Value) -> Vec<Value> {
+        let r = self.post_json(path, body).await;
+        assert_eq!(
+            r.status(),
+            200,
+            "{path} {body}: {}",
+            r.text().await.unwrap()
+        );
+        r.text()
+            .await
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     pub async fn delete(&self, path: &str) -> Response {
         self.client
             .delete(format!("{}{path}", self.url))

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
 
+mod annotations;
 mod bad_input;
 mod concurrency;
 mod cutouts;

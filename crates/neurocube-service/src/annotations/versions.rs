@@ -470,4 +470,11 @@ impl JobHandler for Handler {
     fn finish<'a>(&'a self, job: &'a JobRecord) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move { self.get()?.finish_materialize(job).await })
     }
+
+    fn failed<'a>(&'a self, job: &'a JobRecord) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let (ds, v) = params(job)?;
+            self.get()?.fail_version(&ds, v).await
+        })
+    }
 }

@@ -61,6 +61,12 @@ pub trait JobHandler: Send + Sync {
     fn run<'a>(&'a self, job: &'a JobRecord, task: &'a TaskRecord) -> BoxFuture<'a, Result<u64>>;
     /// Called once when every phase is done, before the job is marked done.
     fn finish<'a>(&'a self, job: &'a JobRecord) -> BoxFuture<'a, Result<()>>;
+
+    /// Called when the job has failed for good (a task failed too often, or
+    /// planning failed), to record it where users look.
+    fn failed<'a>(&'a self, _job: &'a JobRecord) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Settings of the workers.

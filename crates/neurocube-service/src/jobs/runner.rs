@@ -85,8 +85,10 @@ impl Jobs {
                     .await?;
                 }
                 Err(e) => {
-                    self.fail(id, format!("planning phase {phase}: {e}"))
+                    let rec = self
+                        .fail(id, format!("planning phase {phase}: {e}"))
                         .await?;
+                    h.failed(&rec).await?;
                 }
             }
             return Ok(true);
@@ -160,14 +162,18 @@ impl Jobs {
                     .compare_and_set(Table::Jobs, key, Some(new), Some(to_bytes(&finished)))
                     .await?;
                 let give_up = finished.attempts >= MAX_ATTEMPTS;
-                self.update(id, |r| {
-                    push_error(&mut r.errors, msg.clone());
-                    if give_up && !r.state.is_final() {
-                        r.state = JobState::Failed;
-                    }
-                    true
-                })
-                .await?;
+                let rec = self
+                    .update(id, |r| {
+                        push_error(&mut r.errors, msg.clone());
+                        if give_up && !r.state.is_final() {
+                            r.state = JobState::Failed;
+                        }
+                        true
+                    })
+                    .await?;
+                if give_up && rec.state == JobState::Failed {
+                    h.failed(&rec).await?;
+                }
             }
         }
         let pause = self.config().pause;
