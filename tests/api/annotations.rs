@@ -422,7 +422,7 @@ async fn bad_rows_are_refused_with_their_index_and_nothing_is_written() {
         (
             json!([{"id": 1, "pre_pt_position": [1, 2, 3], "post_pt_position": [4, 5, 6]}]),
             "id",
-            "id 1 is below the table's next free id 2",
+            "id 1 is below the table's next free id 1025",
         ),
         (
             json!([{"id": 50, "pre_pt_position": [1, 2, 3], "post_pt_position": [4, 5, 6]}, {"id": 50, "pre_pt_position": [1, 2, 3], "post_pt_position": [4, 5, 6]}]),
@@ -508,11 +508,11 @@ async fn bad_rows_are_refused_with_their_index_and_nothing_is_written() {
     let r = app
         .post_json(
             url,
-            &json!([{"id": 100, "pre_pt_position": [1, 2, 3], "post_pt_position": [4, 5, 6]}, ok]),
+            &json!([{"id": 5000, "pre_pt_position": [1, 2, 3], "post_pt_position": [4, 5, 6]}, ok]),
         )
         .await;
     let v: Value = r.json().await.unwrap();
-    assert_eq!(v["ids"], json!([100, 101]));
+    assert_eq!(v["ids"], json!([5000, 5001]));
 }
 
 /// The rows a CAVE filter keeps, computed without the server.

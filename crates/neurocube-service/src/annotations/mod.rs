@@ -71,6 +71,8 @@ pub struct Annotations {
     /// The batch writer.
     pub writer: Arc<BatchWriter>,
     tables: moka::sync::Cache<(String, String), ResolvedTable>,
+    /// Per table uid: this process's reserved ids `next..end`.
+    id_blocks: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
     config: AnnotationConfig,
 }
 
@@ -250,6 +252,7 @@ impl Annotations {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(5))
                 .build(),
+            id_blocks: std::sync::Mutex::default(),
             config,
         })
     }

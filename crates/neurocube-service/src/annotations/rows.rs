@@ -23,6 +23,8 @@ use crate::jobs::now_ms;
 use crate::keys::{self, IndexKind};
 use crate::volume::Target;
 
+/// Ids a process reserves at once for rows without given ids.
+const ID_BLOCK: u64 = 1024;
 /// Chunks decoded at once for a root-id lookup.
 const LOOKUP_IN_FLIGHT: usize = 8;
 
@@ -47,9 +49,63 @@ impl Annotations {
         }))
     }
 
+    /// Ids for rows without given ids, from this process's reserved block
+    /// of the table's ids (a new block of at least [`ID_BLOCK`] ids is
+    /// reserved by compare-and-set when it runs out): no compare-and-set per
+    /// request, so many writers do not contend on one key.
+    async fn assign(&self, t: &ResolvedTable, n: u64) -> Result<Vec<u64>> {
+        {
+            let mut blocks = self.id_blocks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((next, end)) = blocks.get_mut(&t.uid())
+                && *end - *next >= n
+            {
+                let ids = (*next..*next + n).collect();
+                *next += n;
+                return Ok(ids);
+            }
+        }
+        let want = n.max(ID_BLOCK);
+        let key = keys::table_ids(t.uid());
+        for _ in 0..64 {
+            let old = self
+                .store
+                .get_many(Table::Meta, std::slice::from_ref(&key))
+                .await?
+                .remove(0);
+            let next = old
+                .as_ref()
+                .filter(|b| b.len() == 8)
+                .map_or(1, |b| u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])));
+            let end = next.checked_add(want).ok_or_else(|| {
+                row_error(0, "id", "ids would pass 2^64; use smaller ids".into())
+            })?;
+            if self
+                .store
+                .compare_and_set(
+                    Table::Meta,
+                    key.clone(),
+                    old,
+                    Some(Bytes::from(end.to_le_bytes().to_vec())),
+                )
+                .await?
+            {
+                let mut blocks = self.id_blocks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                blocks.insert(t.uid(), (next + n, end));
+                return Ok((next..next + n).collect());
+            }
+        }
+        Err(ServiceError::Contended {
+            what: format!("the ids of table {}", t.name()),
+            attempts: 64,
+        })
+    }
+
     /// Ids for `rows`: given ids are reserved (each must be new: at or past
     /// the table's next free id), the rest assigned after them.
     async fn allocate(&self, t: &ResolvedTable, rows: &[Incoming]) -> Result<Vec<u64>> {
+        if rows.iter().all(|r| r.id.is_none()) {
+            return self.assign(t, rows.len() as u64).await;
+        }
         let mut given: Vec<(usize, u64)> = rows
             .iter()
             .enumerate()
