@@ -59,6 +59,11 @@ struct DemoArgs {
     /// Instead of --size: about this many GiB of uint8 image (4096 x 4096 x 64·GiB).
     #[arg(long)]
     gib: Option<f64>,
+    /// Also make a MICrONS-like connectome on the demo segmentation: this
+    /// many synapses, nuclei, proofreading status, two cell-type tables, and
+    /// two materialized versions.
+    #[arg(long, default_value_t = 0)]
+    synapses: u64,
     /// Create the data and exit without serving.
     #[arg(long)]
     no_serve: bool,
@@ -154,6 +159,29 @@ async fn run(cli: Cli) -> Result<(), String> {
             } else {
                 "demo already present"
             });
+            if a.synapses > 0 {
+                let bar = ProgressBar::new(a.synapses);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:40}] {pos}/{len} synapses {per_sec} ETA {eta}",
+                    )
+                    .map_err(|e| e.to_string())?
+                    .progress_chars("=> "),
+                );
+                bar.set_message("connectome");
+                let made = neurocube_service::demo::create_annotations(
+                    &app.services(),
+                    extent,
+                    a.synapses,
+                    |done, _| bar.set_position(done),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                bar.finish_with_message(format!(
+                    "connectome: {} neurons ({} proofread), versions {:?}",
+                    made.neurons, made.proofread, made.versions
+                ));
+            }
             let base = app.url();
             let (cx, cy, cz) = (extent[0] / 2, extent[1] / 2, extent[2] / 2);
             let (x0, x1) = (cx.saturating_sub(256), (cx + 256).min(extent[0]));
@@ -172,6 +200,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 extent[2].min(16)
             );
             println!("  {base}/v1/datasets/demo                              metadata");
+            if a.synapses > 0 {
+                println!(
+                    "  {base}/v1/datasets/demo/tables                       annotation tables"
+                );
+                println!(
+                    "  curl -X POST {base}/v1/datasets/demo/tables/synapses/query -d '{{\"limit\": 5}}'"
+                );
+                println!(
+                    "  {base}/v1/datasets/demo/versions                     materialized versions"
+                );
+            }
             if a.no_serve {
                 return Ok(());
             }

@@ -112,8 +112,14 @@ async fn storm_then_kill(durability: &str) {
         .await
         .unwrap();
     let by_root = text.lines().count();
-    let want = acked.values().filter(|s| (**s as u64) / 100_000 == 0).count();
-    assert!(by_root >= want, "index lists {by_root} rows of writer 0, {want} were acknowledged");
+    let want = acked
+        .values()
+        .filter(|s| (**s as u64) / 100_000 == 0)
+        .count();
+    assert!(
+        by_root >= want,
+        "index lists {by_root} rows of writer 0, {want} were acknowledged"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

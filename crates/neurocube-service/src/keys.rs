@@ -364,6 +364,15 @@ pub fn demo_complete(extent: [u64; 3]) -> Key {
     )
 }
 
+/// Marker of the annotations of a completed demo.
+#[must_use]
+pub fn demo_complete_annotations(extent: [u64; 3], synapses: u64) -> Key {
+    Key::new(
+        b"demo".to_vec(),
+        format!("annotations/{extent:?}/{synapses}").into_bytes(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

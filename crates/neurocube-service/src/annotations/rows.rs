@@ -55,7 +55,10 @@ impl Annotations {
     /// request, so many writers do not contend on one key.
     async fn assign(&self, t: &ResolvedTable, n: u64) -> Result<Vec<u64>> {
         {
-            let mut blocks = self.id_blocks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut blocks = self
+                .id_blocks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some((next, end)) = blocks.get_mut(&t.uid())
                 && *end - *next >= n
             {
@@ -72,13 +75,12 @@ impl Annotations {
                 .get_many(Table::Meta, std::slice::from_ref(&key))
                 .await?
                 .remove(0);
-            let next = old
-                .as_ref()
-                .filter(|b| b.len() == 8)
-                .map_or(1, |b| u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8])));
-            let end = next.checked_add(want).ok_or_else(|| {
-                row_error(0, "id", "ids would pass 2^64; use smaller ids".into())
-            })?;
+            let next = old.as_ref().filter(|b| b.len() == 8).map_or(1, |b| {
+                u64::from_le_bytes(b[..8].try_into().unwrap_or([0; 8]))
+            });
+            let end = next
+                .checked_add(want)
+                .ok_or_else(|| row_error(0, "id", "ids would pass 2^64; use smaller ids".into()))?;
             if self
                 .store
                 .compare_and_set(
@@ -89,7 +91,10 @@ impl Annotations {
                 )
                 .await?
             {
-                let mut blocks = self.id_blocks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut blocks = self
+                    .id_blocks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 blocks.insert(t.uid(), (next + n, end));
                 return Ok((next..next + n).collect());
             }

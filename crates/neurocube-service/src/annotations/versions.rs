@@ -384,6 +384,10 @@ impl Annotations {
 
     async fn finish_materialize(&self, job: &JobRecord) -> Result<()> {
         let (ds, v) = params(job)?;
+        if self.version(&ds, v).await?.status == VersionStatus::Available {
+            // Another worker finished it.
+            return Ok(());
+        }
         let counts = Scan::partition(
             self.store.clone(),
             Table::Meta,
@@ -392,6 +396,20 @@ impl Annotations {
         )
         .collect()
         .await?;
+        // Every task must have reported its count before the version is
+        // declared available (else this step fails and is retried).
+        let tasks = self.jobs.tasks(&job.id, Some(0)).await?;
+        let reported: std::collections::HashSet<&[u8]> =
+            counts.iter().map(|(k, _)| k.sort.as_ref()).collect();
+        if let Some((_, t)) = tasks
+            .iter()
+            .find(|(_, t)| !reported.contains(t.name.as_bytes()))
+        {
+            return Err(ServiceError::Internal {
+                during: "finishing a version",
+                reason: format!("task {} has not reported its row count yet", t.name),
+            });
+        }
         let mut per_table: BTreeMap<String, u64> = BTreeMap::new();
         for (k, val) in counts {
             let task = String::from_utf8_lossy(&k.sort).to_string();

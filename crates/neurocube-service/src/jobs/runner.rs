@@ -55,8 +55,28 @@ impl Jobs {
             match h.plan(rec, phase).await {
                 Ok(None) => {
                     if let Err(e) = h.finish(rec).await {
-                        self.fail(id, e.to_string()).await?;
-                        return Ok(true);
+                        // Retried at the next step; a job whose finish keeps
+                        // failing fails.
+                        let msg = format!("finishing: {e}");
+                        tracing::warn!(job = id, error = %msg, "finishing a job failed");
+                        let r = self
+                            .update(id, |r| {
+                                push_error(&mut r.errors, msg.clone());
+                                let tries = r
+                                    .errors
+                                    .iter()
+                                    .filter(|m| m.starts_with("finishing: "))
+                                    .count();
+                                if tries as u32 >= MAX_FINISH_ATTEMPTS && !r.state.is_final() {
+                                    r.state = JobState::Failed;
+                                }
+                                true
+                            })
+                            .await?;
+                        if r.state == JobState::Failed {
+                            h.failed(&r).await?;
+                        }
+                        return Ok(false);
                     }
                     self.update(id, |r| {
                         if r.state.is_final() || r.phase != phase {
@@ -199,6 +219,9 @@ impl Jobs {
         }
     }
 }
+
+/// A job whose finish fails this many times fails.
+const MAX_FINISH_ATTEMPTS: u32 = 10;
 
 /// How often an idle job worker looks for jobs created by other server
 /// instances (jobs created here wake it at once).
