@@ -294,6 +294,13 @@ impl Application {
                 })
                 .wrap(NormalizePath::new(TrailingSlash::Trim))
         })
+        // Small answers (one root id's synapses) go out at once, not after
+        // the client's delayed ACK (Nagle would hold their last chunk ~40 ms).
+        .on_connect(|conn, _ext| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                let _ = tcp.set_nodelay(true);
+            }
+        })
         .listen(listener)
         .map_err(|source| StartError::Bind { addr: addr.clone(), source })?
         .shutdown_timeout(grace.as_secs());

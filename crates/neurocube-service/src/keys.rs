@@ -291,10 +291,14 @@ pub fn row(uid: u64, version: u32, id: u64) -> Key {
     )
 }
 
-/// The id in a row (or index entry) sort key.
+/// The id in a row's or an index entry's sort key (its last 8 bytes: an
+/// index entry's key may start with the partner's root id).
 #[must_use]
 pub fn row_id(sort: &[u8]) -> Option<u64> {
-    morton_of(sort)
+    let n = sort.len();
+    Some(u64::from_be_bytes(
+        sort.get(n.checked_sub(8)?..)?.try_into().ok()?,
+    ))
 }
 
 /// Kinds of row index.
@@ -304,6 +308,9 @@ pub enum IndexKind {
     Root,
     /// By the spatial cell of a position.
     Cell,
+    /// A version's edges: by pre root id, then post root id (sort key:
+    /// post ‖ task), holding the synapse count and summed size.
+    Edge,
 }
 
 /// Partition of the index entries of one key (a root id, a cell) of a
@@ -317,6 +324,7 @@ pub fn index_partition(uid: u64, version: u32, column: u16, kind: IndexKind, key
     p.push(match kind {
         IndexKind::Root => b'r',
         IndexKind::Cell => b'c',
+        IndexKind::Edge => b'e',
     });
     p.extend_from_slice(&key.to_be_bytes());
     p

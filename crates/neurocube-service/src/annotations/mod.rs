@@ -408,7 +408,7 @@ impl Annotations {
             columns.extend(jc);
             joined = Some((left_col, right, first_side));
         }
-        let plan = query::plan(t, &filter);
+        let plan = query::plan(t, &filter, matches!(at, At::Version(..)));
         let plan_text = plan.describe(t);
         let start = match &req.page_token {
             Some(tok) => Cursor::parse(tok)?,
@@ -447,7 +447,7 @@ impl Annotations {
                     for m in key.and_then(|k| right.get(&k)).into_iter().flatten() {
                         let mut r = rec.clone();
                         r.extend(m.iter().cloned());
-                        out.push((r, c));
+                        out.push((r, c.clone()));
                     }
                 }
                 Ok(out)
@@ -543,7 +543,7 @@ impl Annotations {
                 (self.next_id(other.uid()).await? >> crate::keys::ROW_BLOCK_BITS) + 1,
             ),
         };
-        let plan = query::plan(&other, &filter);
+        let plan = query::plan(&other, &filter, matches!(other_at, At::Version(..)));
         let mut rows = query::run(
             self.clone(),
             other.clone(),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use neurocube_core::annotation::{Col, Filter, Op, Role, Row, Set};
 use neurocube_core::morton;
-use neurocube_store::{Key, SortRange, Table};
+use neurocube_store::{Key, Scan, SortRange, Table};
 
 use super::Annotations;
 use super::output::Record;
@@ -60,6 +60,17 @@ pub enum Plan {
     },
     /// These ids, sorted.
     Ids(Vec<u64>),
+    /// Rows of (pre, post) pairs: for each pre root id in `keys`, its edges
+    /// (a version's edge index) to post root ids in `partners`, then those
+    /// pairs' ranges of the pre root-id index (sorted by post root id).
+    Pairs {
+        /// The pre point's root-id column.
+        column: usize,
+        /// Sorted pre root ids.
+        keys: Vec<u64>,
+        /// Post root ids.
+        partners: std::collections::HashSet<u64>,
+    },
     /// Every row block in id order.
     Scan,
 }
@@ -74,11 +85,17 @@ impl Plan {
                 match kind {
                     IndexKind::Root => "root-id",
                     IndexKind::Cell => "spatial",
+                    IndexKind::Edge => "edge",
                 },
                 t.schema.columns[*column].name,
                 keys.len()
             ),
             Plan::Ids(ids) => format!("ids ({})", ids.len()),
+            Plan::Pairs { keys, partners, .. } => format!(
+                "edge index of {} pre and {} post root ids",
+                keys.len(),
+                partners.len()
+            ),
             Plan::Scan => "scan".into(),
         }
     }
@@ -89,20 +106,25 @@ const MAX_CELLS: u64 = 4096;
 /// Index entries or rows read per store call.
 const PAGE: usize = 2000;
 
-/// Where a query stopped: the position in the plan, and the last id read there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Where a query stopped: the position in the plan, and the last sort key
+/// read there (empty: none yet).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Cursor {
     /// Index of the key, id chunk or block.
     pub k: u64,
-    /// Last id returned at that position (`0`: none yet).
-    pub after: u64,
+    /// Last sort key returned at that position.
+    pub after: Vec<u8>,
 }
 
 impl Cursor {
     /// As an opaque page token.
     #[must_use]
     pub fn token(&self) -> String {
-        format!("{:016x}{:016x}", self.k, self.after)
+        let mut s = format!("{:016x}", self.k);
+        for b in &self.after {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
     }
 
     /// From a page token.
@@ -113,19 +135,66 @@ impl Cursor {
                 format!("page token '{s}' is not one this server gave; start without it"),
             )
         };
-        if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if s.len() < 16 || s.len() > 16 + 64 || s.len() % 2 != 0 || !s.is_ascii() {
             return Err(bad());
         }
-        Ok(Self {
-            k: u64::from_str_radix(&s[..16], 16).map_err(|_| bad())?,
-            after: u64::from_str_radix(&s[16..], 16).map_err(|_| bad())?,
-        })
+        let k = u64::from_str_radix(&s[..16], 16).map_err(|_| bad())?;
+        let after = (16..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
+            .collect::<std::result::Result<Vec<u8>, _>>()
+            .map_err(|_| bad())?;
+        Ok(Self { k, after })
+    }
+
+    fn at(k: u64) -> Self {
+        Self {
+            k,
+            after: Vec::new(),
+        }
     }
 }
 
-/// Choose how to read the rows a filter selects.
+/// Sort keys after `after` (all of them when it is empty).
+fn after_range(after: &[u8]) -> SortRange {
+    if after.is_empty() {
+        return SortRange::all();
+    }
+    let mut start = after.to_vec();
+    start.push(0);
+    SortRange {
+        start: Some(Bytes::from(start)),
+        end: None,
+    }
+}
+
+/// Choose how to read the rows a filter selects (`frozen`: reading a
+/// version, which has an edge index).
 #[must_use]
-pub fn plan(t: &ResolvedTable, filter: &Filter) -> Plan {
+pub fn plan(t: &ResolvedTable, filter: &Filter, frozen: bool) -> Plan {
+    // Both ends of a synapse restricted to root-id sets: walk the edges.
+    if frozen && t.schema.points.iter().filter(|p| p.bound).count() == 2 {
+        let roots: Vec<usize> = t
+            .schema
+            .points
+            .iter()
+            .filter_map(|p| p.ids.map(|(_, r)| r))
+            .collect();
+        let set_of = |col: usize| {
+            filter.conditions.iter().find_map(|c| match (c.col, &c.op) {
+                (Col::Data(i), Op::In(s)) if i == col => s.sorted_ids(),
+                (Col::Data(i), Op::Eq(v)) if i == col => v.as_id().map(|x| vec![x]),
+                _ => None,
+            })
+        };
+        if let (Some(pre), Some(post)) = (set_of(roots[0]), set_of(roots[1])) {
+            return Plan::Pairs {
+                column: roots[0],
+                keys: pre,
+                partners: post.into_iter().collect(),
+            };
+        }
+    }
     let mut best: Option<(usize, Vec<u64>)> = None;
     let mut ids: Option<Vec<u64>> = None;
     let mut cells: Option<(usize, Vec<u64>)> = None;
@@ -211,6 +280,7 @@ impl State {
         match &self.plan {
             Plan::Index { keys, .. } => keys.len() as u64,
             Plan::Ids(ids) => ids.len().div_ceil(PAGE) as u64,
+            Plan::Pairs { keys, .. } => keys.len() as u64,
             Plan::Scan => self.at.blocks(),
         }
     }
@@ -234,25 +304,87 @@ impl State {
         Ok(out)
     }
 
+    /// The rows of one pre root id's pairs with the partner set (whole: one
+    /// neuron's synapses onto a set of neurons).
+    async fn pairs(&mut self, column: usize, pre: u64) -> Result<Vec<(Row, Cursor)>> {
+        let Plan::Pairs { partners, .. } = &self.plan else {
+            return Ok(Vec::new());
+        };
+        let version = self.at.version();
+        let uid = self.t.uid();
+        let k = self.cursor.k;
+        let edges = Scan::partition(
+            self.ann.store.clone(),
+            Table::RowIndex,
+            keys::index_partition(uid, version, column as u16, IndexKind::Edge, pre),
+            SortRange::all(),
+        )
+        .collect()
+        .await?;
+        let mut posts: Vec<u64> = edges
+            .iter()
+            .filter_map(|(key, _)| keys::morton_of(&key.sort))
+            .filter(|q| partners.contains(q))
+            .collect();
+        posts.dedup();
+        let partition = keys::index_partition(uid, version, column as u16, IndexKind::Root, pre);
+        let mut out = Vec::new();
+        for q in posts {
+            let mut start = q.to_be_bytes().to_vec();
+            if self.cursor.after.len() == 16 && self.cursor.after[..8] == start[..] {
+                start = self.cursor.after.clone();
+                start.push(0);
+            } else if self.cursor.after.len() == 16 && self.cursor.after[..8] > start[..] {
+                continue;
+            }
+            let range = SortRange {
+                start: Some(Bytes::from(start)),
+                end: q
+                    .checked_add(1)
+                    .map(|e| Bytes::from(e.to_be_bytes().to_vec())),
+            };
+            let rows = Scan::partition(
+                self.ann.store.clone(),
+                Table::RowIndex,
+                partition.clone(),
+                range,
+            )
+            .collect()
+            .await?;
+            for (key, v) in rows {
+                let id = keys::row_id(&key.sort).unwrap_or(0);
+                out.push((
+                    decode(&self.t, id, &v)?,
+                    Cursor {
+                        k,
+                        after: key.sort.to_vec(),
+                    },
+                ));
+            }
+        }
+        self.cursor = Cursor::at(k + 1);
+        Ok(out)
+    }
+
     /// The next page of rows (before filtering), and where it ends.
     async fn page(&mut self) -> Result<Vec<(Row, Cursor)>> {
         let version = self.at.version();
         let uid = self.t.uid();
         let k = self.cursor.k;
-        let range = |after: u64| SortRange {
-            start: (after > 0).then(|| Bytes::from((after + 1).to_be_bytes().to_vec())),
-            end: None,
-        };
         let (partition, table) = match &self.plan {
             Plan::Index { column, kind, keys } => (
                 keys::index_partition(uid, version, *column as u16, *kind, keys[k as usize]),
                 Table::RowIndex,
             ),
+            Plan::Pairs { column, keys, .. } => {
+                let (c, pre) = (*column, keys[k as usize]);
+                return self.pairs(c, pre).await;
+            }
             Plan::Scan => (keys::rows_partition(uid, version, k), Table::Rows),
             Plan::Ids(ids) => {
                 let start = k as usize * PAGE;
                 let chunk = &ids[start..(start + PAGE).min(ids.len())];
-                self.cursor = Cursor { k: k + 1, after: 0 };
+                self.cursor = Cursor::at(k + 1);
                 let rows = match self.at {
                     At::Live(at, _) => self.live_rows(chunk, at).await?,
                     At::Version(..) => {
@@ -270,46 +402,72 @@ impl State {
                         out
                     }
                 };
-                let c = self.cursor;
-                return Ok(rows.into_iter().map(|r| (r, c)).collect());
+                let c = self.cursor.clone();
+                return Ok(rows.into_iter().map(|r| (r, c.clone())).collect());
             }
         };
         let page = self
             .ann
             .store
-            .scan(table, &partition, range(self.cursor.after), None, PAGE)
+            .scan(
+                table,
+                &partition,
+                after_range(&self.cursor.after),
+                None,
+                PAGE,
+            )
             .await?;
-        let entries: Vec<(u64, Bytes)> = page
+        let entries: Vec<(u64, Bytes, Bytes)> = page
             .rows
             .into_iter()
-            .filter_map(|(key, v)| keys::row_id(&key.sort).map(|id| (id, v)))
+            .filter_map(|(key, v)| keys::row_id(&key.sort).map(|id| (id, key.sort, v)))
             .collect();
         if page.next.is_none() {
-            self.cursor = Cursor { k: k + 1, after: 0 };
-        } else if let Some((last, _)) = entries.last() {
-            self.cursor = Cursor { k, after: *last };
+            self.cursor = Cursor::at(k + 1);
+        } else if let Some((_, sort, _)) = entries.last() {
+            self.cursor = Cursor {
+                k,
+                after: sort.to_vec(),
+            };
         }
+        let sorts: std::collections::HashMap<u64, Bytes> =
+            entries.iter().map(|(id, s, _)| (*id, s.clone())).collect();
         let rows = match (&self.plan, &self.at) {
-            // Live index entries only name ids: read the rows.
+            // Live index entries (and a version's spatial ones) only name
+            // ids: read the rows.
+            (Plan::Index { kind, .. }, At::Version(..)) if *kind == IndexKind::Cell => {
+                let keys: Vec<Key> = entries
+                    .iter()
+                    .map(|(id, _, _)| keys::row(uid, version, *id))
+                    .collect();
+                let got = self.ann.store.get_many(Table::Rows, &keys).await?;
+                let mut out = Vec::with_capacity(got.len());
+                for ((id, _, _), g) in entries.iter().zip(got) {
+                    if let Some(b) = g {
+                        out.push(decode(&self.t, *id, &b)?);
+                    }
+                }
+                out
+            }
             (Plan::Index { .. }, At::Live(at, _)) => {
                 let ids: Vec<u64> = entries.iter().map(|e| e.0).collect();
                 self.live_rows(&ids, *at).await?
             }
             (_, At::Live(at, _)) => entries
                 .iter()
-                .map(|(id, b)| decode(&self.t, *id, b))
+                .map(|(id, _, b)| decode(&self.t, *id, b))
                 .filter(|r| r.as_ref().map_or(true, |r| r.valid_at(*at)))
                 .collect::<Result<Vec<_>>>()?,
             (_, At::Version(..)) => entries
                 .iter()
-                .map(|(id, b)| decode(&self.t, *id, b))
+                .map(|(id, _, b)| decode(&self.t, *id, b))
                 .collect::<Result<Vec<_>>>()?,
         };
         Ok(rows
             .into_iter()
             .map(|r| {
-                let c = Cursor { k, after: r.id };
-                (r, c)
+                let after = sorts.get(&r.id).map_or_else(Vec::new, |s| s.to_vec());
+                (r, Cursor { k, after })
             })
             .collect())
     }

@@ -303,18 +303,7 @@ impl Annotations {
                 continue;
             }
             self.lookup_rows(t, &mut rows).await?;
-            let mut puts = Vec::with_capacity(rows.len() * 4);
-            for row in &rows {
-                let bytes = Bytes::from(row.to_bytes());
-                for partition in self.index_partitions(t, v.version, row) {
-                    puts.push((
-                        Table::RowIndex,
-                        keys::index_entry(partition, row.id),
-                        bytes.clone(),
-                    ));
-                }
-                puts.push((Table::Rows, keys::row(uid, v.version, row.id), bytes));
-            }
+            let puts = version_writes(t, v.version, block, &rows);
             kept += rows.len() as u64;
             self.store.put_rows(puts).await?;
         }
@@ -441,6 +430,110 @@ impl Annotations {
         self.set_version(ds, v, |r| r.status = VersionStatus::Failed)
             .await
     }
+}
+
+/// A version's stored form of some rows of a block: the rows; per bound
+/// point a covering root-id index entry (for a table with two bound points,
+/// as synapses, sorted by the other point's root id, so a (pre, post) pair
+/// is one key range); a spatial index entry naming the id; and, for two
+/// bound points, the block's (pre, post) edges with their synapse count
+/// and summed `size`.
+fn version_writes(
+    t: &ResolvedTable,
+    version: u32,
+    block: u64,
+    rows: &[Row],
+) -> Vec<(Table, neurocube_store::Key, Bytes)> {
+    use neurocube_core::annotation::Value;
+    use neurocube_core::morton;
+    let uid = t.uid();
+    let roots: Vec<usize> = t
+        .schema
+        .points
+        .iter()
+        .filter_map(|p| p.ids.map(|(_, r)| r))
+        .collect();
+    let pair = roots.len() == 2;
+    let size_col = t
+        .schema
+        .column("size")
+        .filter(|c| t.schema.columns[*c].kind == neurocube_core::annotation::ColumnType::Float);
+    let mut puts = Vec::with_capacity(rows.len() * 4);
+    let mut edges: BTreeMap<(u64, u64), (u64, f64)> = BTreeMap::new();
+    for row in rows {
+        let bytes = Bytes::from(row.to_bytes());
+        let root = |c: usize| row.values[c].as_id();
+        for (i, &c) in roots.iter().enumerate() {
+            let Some(r) = root(c) else { continue };
+            let mut sort = Vec::with_capacity(16);
+            if pair {
+                sort.extend_from_slice(&root(roots[1 - i]).unwrap_or(0).to_be_bytes());
+            }
+            sort.extend_from_slice(&row.id.to_be_bytes());
+            puts.push((
+                Table::RowIndex,
+                neurocube_store::Key::new(
+                    keys::index_partition(uid, version, c as u16, keys::IndexKind::Root, r),
+                    sort,
+                ),
+                bytes.clone(),
+            ));
+        }
+        if let Some(p) = t.schema.points.first()
+            && let Some(pos) = row.values[p.position].as_pos()
+            && pos.iter().all(|c| *c >= 0)
+        {
+            let b = t.cell_bits;
+            let cell = morton::encode([
+                pos[0] as u64 >> b[0],
+                pos[1] as u64 >> b[1],
+                pos[2] as u64 >> b[2],
+            ]);
+            puts.push((
+                Table::RowIndex,
+                keys::index_entry(
+                    keys::index_partition(
+                        uid,
+                        version,
+                        p.position as u16,
+                        keys::IndexKind::Cell,
+                        cell,
+                    ),
+                    row.id,
+                ),
+                Bytes::new(),
+            ));
+        }
+        if pair && let (Some(a), Some(b)) = (root(roots[0]), root(roots[1])) {
+            let size = size_col
+                .and_then(|c| match row.values[c] {
+                    Value::Float(f) => Some(f),
+                    _ => None,
+                })
+                .unwrap_or(0.0);
+            let e = edges.entry((a, b)).or_insert((0, 0.0));
+            e.0 += 1;
+            e.1 += size;
+        }
+        puts.push((Table::Rows, keys::row(uid, version, row.id), bytes));
+    }
+    for ((a, b), (n, size)) in edges {
+        let mut sort = Vec::with_capacity(16);
+        sort.extend_from_slice(&b.to_be_bytes());
+        sort.extend_from_slice(&block.to_be_bytes());
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&n.to_le_bytes());
+        v.extend_from_slice(&size.to_le_bytes());
+        puts.push((
+            Table::RowIndex,
+            neurocube_store::Key::new(
+                keys::index_partition(uid, version, roots[0] as u16, keys::IndexKind::Edge, a),
+                sort,
+            ),
+            Bytes::from(v),
+        ));
+    }
+    puts
 }
 
 fn params(job: &JobRecord) -> Result<(DatasetName, u32)> {

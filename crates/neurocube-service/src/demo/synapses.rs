@@ -153,9 +153,15 @@ pub fn neurons(extent: [u64; 3]) -> Vec<Neuron> {
     out
 }
 
-/// A point inside a neuron's segment at depth `z`, jittered by `h`.
-fn point_in(n: &Neuron, z: i64, h: u64) -> [i64; 3] {
+/// A point inside a neuron's segment at depth `z`, jittered by `h`
+/// (checked against the segmentation when `checked`).
+fn point_in(n: &Neuron, z: i64, h: u64, checked: bool) -> [i64; 3] {
     let (sx, sy) = seed(n.cell.0, n.cell.1, z);
+    if !checked {
+        let dx = (unit(h) - 0.5) * 24.0;
+        let dy = (unit(mix(h)) - 0.5) * 24.0;
+        return [(sx + dx).round() as i64, (sy + dy).round() as i64, z];
+    }
     for k in 0..6u64 {
         let hh = mix(h ^ k);
         let dx = (unit(hh) - 0.5) * 24.0;
@@ -188,6 +194,20 @@ fn pick(cum: &[f64], u: f64) -> usize {
 /// (by 128 × 128 × 16 block of the pre point).
 #[must_use]
 pub fn synapses(neurons: &[Neuron], extent: [u64; 3], n: u64, salt: u64) -> Vec<SynapseRow> {
+    synapses_with(neurons, extent, n, salt, true)
+}
+
+/// As [`synapses`]; with `checked` false, points are only near their
+/// segment's seed (no segmentation lookup: for tables whose root ids are
+/// given, and fast to generate by the million).
+#[must_use]
+pub fn synapses_with(
+    neurons: &[Neuron],
+    extent: [u64; 3],
+    n: u64,
+    salt: u64,
+    checked: bool,
+) -> Vec<SynapseRow> {
     if neurons.len() < 2 {
         return Vec::new();
     }
@@ -225,8 +245,8 @@ pub fn synapses(neurons: &[Neuron], extent: [u64; 3], n: u64, salt: u64) -> Vec<
             };
             let post_n = &neurons[b as usize];
             let z = (unit(mix(h ^ 4)) * ez as f64) as i64 % ez.max(1);
-            let p_pre = point_in(pre, z, mix(h ^ 5));
-            let p_post = point_in(post_n, z, mix(h ^ 6));
+            let p_pre = point_in(pre, z, mix(h ^ 5), checked);
+            let p_post = point_in(post_n, z, mix(h ^ 6), checked);
             let ctr = [(p_pre[0] + p_post[0]) / 2, (p_pre[1] + p_post[1]) / 2, z];
             // Sizes are log-normal-ish, as cleft volumes are.
             let size = (200.0 * (3.0 * unit(mix(h ^ 7))).exp()).round();

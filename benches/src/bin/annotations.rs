@@ -1,0 +1,603 @@
+//! The annotation store against its peer, CAVE's own engine (PostgreSQL 15
+//! + PostGIS with CAVE's indexes), on the same generated MICrONS-like
+//! synapse table, in one run:
+//!
+//! ```sh
+//! cargo build --release --bin neurocube -p neurocube-benches --bin annotations
+//! target/release/annotations --rows 10000000 [--backend embedded|cassandra] [--no-peer] [--work DIR]
+//! ```
+//!
+//! The table: `--rows` synapses among the ~116,000 neurons of a virtual
+//! 16384 × 16384 × 256 demo (4 × 4 × 40 nm), Pareto out- and in-degrees,
+//! ~1,500 proofread neurons holding ~11.5% of synapse ends (so their
+//! induced subgraph is ~1.3% of the synapses, as in seed 000), root ids
+//! given (the table is not bound to a segmentation volume).
+//!
+//! Figures, each printed as it is measured and as JSON at the end:
+//! - bulk upload: the CSV in chunks of 100,000 rows from 4 parallel clients
+//!   (rows/s, durable: fsync); PostgreSQL: 4 parallel `COPY`s into the table
+//!   with its indexes;
+//! - write storm: 64 clients each writing one synapse per request for 10 s
+//!   (acknowledged rows/s); PostgreSQL: 64 connections, one INSERT per commit;
+//! - materializing a version (neurocube only);
+//! - `synapse_query` for one post root id, 1,000 ids in turn (p50, p99);
+//!   PostgreSQL: the same SELECT on the B-tree index;
+//! - seed 000's query (all synapses among the proofread neurons), median of 5;
+//! - the whole table as one Arrow query: time and the server's peak RSS.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use neurocube_service::demo::synapses::{Neuron, SynapseRow, neurons, synapses_with};
+use serde_json::{Value, json};
+
+const EXTENT: [u64; 3] = [16384, 16384, 256];
+const CHUNK: usize = 100_000;
+
+fn arg(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
+fn flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    pct(&mut v, 0.5)
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(data: &Path, store: Option<&str>) -> Server {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().join("neurocube");
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
+        .arg(data)
+        .env("NEUROCUBE__LOG__LEVEL", "warn")
+        .env("NEUROCUBE__STORE__DURABILITY", "fsync")
+        .env("NEUROCUBE__ANNOTATIONS__MAX_UPLOAD_BYTES", "1073741824")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(s) = store {
+        cmd.args(["--store", s]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    Server { child, url }
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    kib / 1024.0
+}
+
+struct Data {
+    neurons: Vec<Neuron>,
+    rows: Vec<SynapseRow>,
+    /// CSV chunks of 100,000 rows (header included), neurocube's columns.
+    chunks: Vec<String>,
+    proofread: Vec<u64>,
+    /// Post root ids to query, one per draw.
+    probes: Vec<u64>,
+}
+
+fn generate(n: u64) -> Data {
+    let started = Instant::now();
+    let neurons = neurons(EXTENT);
+    let rows = synapses_with(&neurons, EXTENT, n, 0, false);
+    let proofread: Vec<u64> = neurons
+        .iter()
+        .filter(|x| x.proofread)
+        .map(|x| x.root_id)
+        .collect();
+    let header = "pre_pt_position_x,pre_pt_position_y,pre_pt_position_z,post_pt_position_x,post_pt_position_y,post_pt_position_z,ctr_pt_position_x,ctr_pt_position_y,ctr_pt_position_z,size,pre_pt_supervoxel_id,pre_pt_root_id,post_pt_supervoxel_id,post_pt_root_id\n";
+    let chunks: Vec<String> = {
+        use rayon::prelude::*;
+        rows.par_chunks(CHUNK)
+            .map(|c| {
+                let mut s = String::with_capacity(c.len() * 110 + header.len());
+                s.push_str(header);
+                for r in c {
+                    let (a, b) = (
+                        neurons[r.partners.0 as usize].root_id,
+                        neurons[r.partners.1 as usize].root_id,
+                    );
+                    s.push_str(&format!(
+                        "{},{},{},{},{},{},{},{},{},{},{a},{a},{b},{b}\n",
+                        r.pre[0],
+                        r.pre[1],
+                        r.pre[2],
+                        r.post[0],
+                        r.post[1],
+                        r.post[2],
+                        r.ctr[0],
+                        r.ctr[1],
+                        r.ctr[2],
+                        r.size
+                    ));
+                }
+                s
+            })
+            .collect()
+    };
+    // Probe ids: posts of random synapses (busy neurons come up as often as
+    // users ask for them).
+    let probes: Vec<u64> = (0..1000u64)
+        .map(|i| {
+            let r = &rows[((i * 2_654_435_761) % rows.len() as u64) as usize];
+            neurons[r.partners.1 as usize].root_id
+        })
+        .collect();
+    let induced = rows
+        .iter()
+        .filter(|r| {
+            neurons[r.partners.0 as usize].proofread && neurons[r.partners.1 as usize].proofread
+        })
+        .count();
+    eprintln!(
+        "data: {} synapses among {} neurons ({} proofread; their induced subgraph {} synapses = {:.2}%), generated in {:.1} s",
+        rows.len(),
+        neurons.len(),
+        proofread.len(),
+        induced,
+        100.0 * induced as f64 / rows.len() as f64,
+        started.elapsed().as_secs_f64()
+    );
+    Data {
+        neurons,
+        rows,
+        chunks,
+        proofread,
+        probes,
+    }
+}
+
+async fn put(client: &reqwest::Client, url: &str, v: Value) {
+    let r = client.put(url).json(&v).send().await.unwrap();
+    assert!(
+        r.status().is_success(),
+        "{url}: {}",
+        r.text().await.unwrap()
+    );
+}
+
+async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value {
+    let dir = tempfile::tempdir_in(work).unwrap();
+    let server = start_server(dir.path(), store);
+    let pid = server.child.id();
+    let base = server.url.clone();
+    let client = reqwest::Client::new();
+    put(
+        &client,
+        &format!("{base}/v1/datasets/b"),
+        json!({"voxel_size": [4, 4, 40], "extent": EXTENT}),
+    )
+    .await;
+    put(
+        &client,
+        &format!("{base}/v1/datasets/b/tables/syn"),
+        json!({"schema": "synapse", "voxel_resolution": [4, 4, 40]}),
+    )
+    .await;
+    let label = store.unwrap_or("embedded");
+    // Bulk upload: 4 clients.
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let chunks: Arc<Vec<String>> = Arc::new(data.chunks.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, base, next, chunks) =
+            (client.clone(), base.clone(), next.clone(), chunks.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                let Some(c) = chunks.get(i) else { return };
+                let r = client
+                    .post(format!("{base}/v1/datasets/b/tables/syn/rows"))
+                    .header("content-type", "text/csv")
+                    .body(c.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let upload_secs = started.elapsed().as_secs_f64();
+    let upload = data.rows.len() as f64 / upload_secs;
+    eprintln!(
+        "[{label}] bulk upload (CSV, 4 clients): {} rows in {upload_secs:.1} s = {upload:.0} rows/s",
+        data.rows.len()
+    );
+
+    // Materialize a version.
+    let started = Instant::now();
+    let v: Value = client
+        .post(format!("{base}/v1/datasets/b/versions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let version = v["version"].as_u64().unwrap();
+    loop {
+        let v: Value = client
+            .get(format!("{base}/v1/datasets/b/versions/{version}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "available" {
+            break;
+        }
+        assert_ne!(v["status"], "failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mat_secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "[{label}] materialize version {version}: {mat_secs:.1} s = {:.0} rows/s",
+        data.rows.len() as f64 / mat_secs
+    );
+
+    // synapse_query by one post root id.
+    let mut lat = Vec::new();
+    let mut rows_back = 0usize;
+    for (i, id) in data.probes.iter().enumerate() {
+        let t = Instant::now();
+        let r = client
+            .post(format!("{base}/v1/datasets/b/synapse_query"))
+            .json(&json!({"post_ids": [id], "version": version}))
+            .send()
+            .await
+            .unwrap();
+        let body = r.bytes().await.unwrap();
+        if i >= 50 {
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        rows_back += body.iter().filter(|b| **b == b'\n').count();
+    }
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    eprintln!(
+        "[{label}] synapse_query by one post root id: p50 {p50:.3} ms, p99 {p99:.3} ms ({:.0} rows each on average)",
+        rows_back as f64 / data.probes.len() as f64
+    );
+
+    // Seed 000's proofread subgraph.
+    let mut times = Vec::new();
+    let mut induced = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = client
+            .post(format!("{base}/v1/datasets/b/tables/syn/query?format=arrow"))
+            .json(&json!({"version": version, "filter_in_dict": {"pre_pt_root_id": data.proofread, "post_pt_root_id": data.proofread}, "desired_resolution": [1, 1, 1], "split_positions": true}))
+            .send()
+            .await
+            .unwrap();
+        let body = r.bytes().await.unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        let reader =
+            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
+                .unwrap();
+        induced = reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+    }
+    let subgraph = median(times);
+    eprintln!("[{label}] proofread subgraph: {induced} rows in {subgraph:.3} s (median of 5)");
+
+    // The whole table as one query; the server's peak memory.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = peak_rss_mib(pid);
+    let t = Instant::now();
+    let mut r = client
+        .post(format!(
+            "{base}/v1/datasets/b/tables/syn/query?format=arrow"
+        ))
+        .json(&json!({"version": version}))
+        .send()
+        .await
+        .unwrap();
+    let mut bytes = 0u64;
+    while let Some(c) = r.chunk().await.unwrap() {
+        bytes += c.len() as u64;
+    }
+    let full_secs = t.elapsed().as_secs_f64();
+    let peak = peak_rss_mib(pid);
+    eprintln!(
+        "[{label}] whole table as Arrow: {:.0} MB in {full_secs:.1} s ({:.0} rows/s); server RSS {before:.0} MiB before, peak {peak:.0} MiB",
+        bytes as f64 / 1e6,
+        data.rows.len() as f64 / full_secs
+    );
+
+    // Write storm: 64 clients, one synapse per request, 10 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for w in 0..64u64 {
+        let (client, base, stop, acked) =
+            (client.clone(), base.clone(), stop.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!([{"pre_pt_position": [100 + w, 100 + i % 1000, 1], "post_pt_position": [200, 200 + w, 2], "size": 1.0, "pre_pt_root_id": w + 1, "post_pt_root_id": i + 1}]);
+                let r = client
+                    .post(format!("{base}/v1/datasets/b/tables/syn/rows"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+                acked.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let storm = acked.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    eprintln!(
+        "[{label}] write storm, 64 clients x 1 row per request: {storm:.0} acknowledged durable rows/s"
+    );
+    json!({
+        "backend": label,
+        "rows": data.rows.len(),
+        "upload_rows_per_s": upload,
+        "materialize_s": mat_secs,
+        "synapse_query_p50_ms": p50,
+        "synapse_query_p99_ms": p99,
+        "subgraph_rows": induced,
+        "subgraph_s": subgraph,
+        "full_query_s": full_secs,
+        "full_query_peak_rss_mib": peak,
+        "full_query_rss_before_mib": before,
+        "storm_rows_per_s": storm,
+    })
+}
+
+async fn bench_postgres(data: &Data, work: &Path) -> Value {
+    let dir = work.join("pgdata");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peer/postgres.sh");
+    let port = "55432";
+    let ok = Command::new(&script)
+        .args(["start", dir.to_str().unwrap(), port])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let conn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
+    let connect = || async {
+        let (c, conn) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c
+    };
+    let c = connect().await;
+    c.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS postgis;
+         DROP TABLE IF EXISTS synapses;
+         CREATE TABLE synapses (
+            id bigserial PRIMARY KEY,
+            created timestamptz NOT NULL DEFAULT now(),
+            deleted timestamptz,
+            superceded_id bigint,
+            valid boolean NOT NULL DEFAULT true,
+            pre_pt_position geometry(POINTZ) NOT NULL,
+            pre_pt_supervoxel_id bigint,
+            pre_pt_root_id bigint,
+            post_pt_position geometry(POINTZ) NOT NULL,
+            post_pt_supervoxel_id bigint,
+            post_pt_root_id bigint,
+            ctr_pt_position geometry(POINTZ),
+            size double precision);
+         CREATE INDEX ON synapses (pre_pt_root_id);
+         CREATE INDEX ON synapses (post_pt_root_id);
+         CREATE INDEX ON synapses (pre_pt_supervoxel_id);
+         CREATE INDEX ON synapses (post_pt_supervoxel_id);
+         CREATE INDEX ON synapses USING gist (pre_pt_position gist_geometry_ops_nd);
+         CREATE INDEX ON synapses USING gist (post_pt_position gist_geometry_ops_nd);
+         CREATE INDEX ON synapses USING gist (ctr_pt_position gist_geometry_ops_nd);",
+    )
+    .await
+    .unwrap();
+    // 4 parallel COPYs of the same rows (positions as WKT).
+    let pg_chunks: Vec<String> = {
+        use rayon::prelude::*;
+        data.rows
+            .par_chunks(CHUNK)
+            .map(|c| {
+                let mut s = String::with_capacity(c.len() * 160);
+                for r in c {
+                    let (a, b) = (
+                        data.neurons[r.partners.0 as usize].root_id,
+                        data.neurons[r.partners.1 as usize].root_id,
+                    );
+                    s.push_str(&format!(
+                        "POINTZ({} {} {}),{a},{a},POINTZ({} {} {}),{b},{b},POINTZ({} {} {}),{}\n",
+                        r.pre[0],
+                        r.pre[1],
+                        r.pre[2],
+                        r.post[0],
+                        r.post[1],
+                        r.post[2],
+                        r.ctr[0],
+                        r.ctr[1],
+                        r.ctr[2],
+                        r.size
+                    ));
+                }
+                s
+            })
+            .collect()
+    };
+    let pg_chunks = Arc::new(pg_chunks);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (chunks, next) = (pg_chunks.clone(), next.clone());
+        let c = connect().await;
+        tasks.push(tokio::spawn(async move {
+            use futures::SinkExt;
+            loop {
+                let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                let Some(chunk) = chunks.get(i) else { return };
+                let sink = c
+                    .copy_in("COPY synapses (pre_pt_position, pre_pt_supervoxel_id, pre_pt_root_id, post_pt_position, post_pt_supervoxel_id, post_pt_root_id, ctr_pt_position, size) FROM STDIN (FORMAT csv)")
+                    .await
+                    .unwrap();
+                futures::pin_mut!(sink);
+                sink.send(bytes::Bytes::from(chunk.clone())).await.unwrap();
+                sink.finish().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let load_secs = started.elapsed().as_secs_f64();
+    let load = data.rows.len() as f64 / load_secs;
+    eprintln!("[postgres] COPY with indexes, 4 clients: {load:.0} rows/s ({load_secs:.1} s)");
+    c.batch_execute("ANALYZE synapses").await.unwrap();
+
+    let q = c
+        .prepare("SELECT id, created, superceded_id, valid, ST_X(pre_pt_position), ST_Y(pre_pt_position), ST_Z(pre_pt_position), pre_pt_supervoxel_id, pre_pt_root_id, ST_X(post_pt_position), ST_Y(post_pt_position), ST_Z(post_pt_position), post_pt_supervoxel_id, post_pt_root_id, ST_X(ctr_pt_position), ST_Y(ctr_pt_position), ST_Z(ctr_pt_position), size FROM synapses WHERE post_pt_root_id = $1 AND valid")
+        .await
+        .unwrap();
+    let mut lat = Vec::new();
+    for (i, id) in data.probes.iter().enumerate() {
+        let t = Instant::now();
+        let rows = c.query(&q, &[&(*id as i64)]).await.unwrap();
+        std::hint::black_box(rows.len());
+        if i >= 50 {
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+    eprintln!("[postgres] one post root id: p50 {p50:.3} ms, p99 {p99:.3} ms");
+    let ids: Vec<i64> = data.proofread.iter().map(|x| *x as i64).collect();
+    let sub = c
+        .prepare("SELECT id, created, valid, ST_X(pre_pt_position), ST_Y(pre_pt_position), ST_Z(pre_pt_position), pre_pt_root_id, ST_X(post_pt_position), ST_Y(post_pt_position), ST_Z(post_pt_position), post_pt_root_id, size FROM synapses WHERE pre_pt_root_id = ANY($1) AND post_pt_root_id = ANY($1) AND valid")
+        .await
+        .unwrap();
+    let mut times = Vec::new();
+    let mut n = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        n = c.query(&sub, &[&ids]).await.unwrap().len();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let subgraph = median(times);
+    eprintln!("[postgres] proofread subgraph: {n} rows in {subgraph:.3} s (median of 5)");
+    // 64 connections, one INSERT per commit, 10 s.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..64i64 {
+        let c = connect().await;
+        let (stop, acked) = (stop.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let ins = c
+                .prepare("INSERT INTO synapses (pre_pt_position, pre_pt_supervoxel_id, pre_pt_root_id, post_pt_position, post_pt_supervoxel_id, post_pt_root_id, size) VALUES (ST_MakePoint($1, $2, 1), $3, $3, ST_MakePoint(200, $4, 2), $5, $5, 1.0)")
+                .await
+                .unwrap();
+            let mut i = 0i64;
+            while !stop.load(Ordering::Relaxed) {
+                c.execute(&ins, &[&((100 + w) as f64), &((100 + i % 1000) as f64), &(w + 1), &((200 + w) as f64), &(i + 1)])
+                    .await
+                    .unwrap();
+                acked.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let storm = acked.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    eprintln!("[postgres] write storm, 64 connections x 1 row per commit: {storm:.0} rows/s");
+    let _ = Command::new(&script)
+        .args(["stop", dir.to_str().unwrap(), port])
+        .status();
+    json!({
+        "backend": "postgres",
+        "upload_rows_per_s": load,
+        "synapse_query_p50_ms": p50,
+        "synapse_query_p99_ms": p99,
+        "subgraph_rows": n,
+        "subgraph_s": subgraph,
+        "storm_rows_per_s": storm,
+    })
+}
+
+#[tokio::main]
+async fn main() {
+    let rows: u64 = arg("--rows").map_or(10_000_000, |r| r.parse().unwrap());
+    let work = PathBuf::from(arg("--work").unwrap_or_else(|| "/tmp".into()));
+    let backend = arg("--backend").unwrap_or_else(|| "embedded".into());
+    let data = generate(rows);
+    let mut out = Vec::new();
+    match backend.as_str() {
+        "embedded" => out.push(bench_neurocube(&data, None, &work).await),
+        "cassandra" => {
+            let node =
+                std::env::var("NEUROCUBE_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into());
+            let uri = format!(
+                "cassandra://{node}/nc_bench_{}",
+                uuid::Uuid::new_v4().simple()
+            );
+            out.push(bench_neurocube(&data, Some(&uri), &work).await);
+        }
+        other => panic!("--backend {other}: use embedded or cassandra"),
+    }
+    if !flag("--no-peer") {
+        out.push(bench_postgres(&data, &work).await);
+    }
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{}", serde_json::to_string_pretty(&out).unwrap()).unwrap();
+}
