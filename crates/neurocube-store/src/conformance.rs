@@ -28,7 +28,7 @@ macro_rules! conformance_tests {
             scan_in_sort_order_within_range, scan_pages_resume_without_gaps, scan_all_covers_the_table,
             compare_and_set_semantics, compare_and_set_never_loses_an_update, large_values,
             delete_partition_removes_only_that_partition, empty_batches,
-            scan_helper_reads_every_page, flush_keeps_everything, put_rows_spans_tables);
+            scan_helper_reads_every_page, flush_keeps_everything, put_rows_spans_tables, scan_ranges_reads_each_range);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
@@ -482,4 +482,35 @@ pub async fn put_rows_spans_tables(s: &Arc<dyn Store>) {
         vec![None]
     );
     s.put_rows(vec![]).await.unwrap();
+}
+
+/// `scan_ranges` reads every range to its end, in order.
+pub async fn scan_ranges_reads_each_range(s: &Arc<dyn Store>) {
+    let rows: Vec<(Key, Bytes)> = (0..1500u32)
+        .map(|i| (k(&format!("p{}", i % 3), &format!("{i:05}")), v("x")))
+        .collect();
+    s.put_many(Table::RowIndex, rows).await.unwrap();
+    let got = s
+        .scan_ranges(
+            Table::RowIndex,
+            vec![
+                (Bytes::from_static(b"p1"), SortRange::all()),
+                (
+                    Bytes::from_static(b"p0"),
+                    SortRange {
+                        start: Some(v("00300")),
+                        end: Some(v("00600")),
+                    },
+                ),
+                (Bytes::from_static(b"none"), SortRange::all()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3);
+    assert_eq!(got[0].len(), 500);
+    assert!(got[0].windows(2).all(|w| w[0].0.sort < w[1].0.sort));
+    assert_eq!(got[1].len(), 100);
+    assert_eq!(got[1][0].0.sort, v("00300"));
+    assert!(got[2].is_empty());
 }

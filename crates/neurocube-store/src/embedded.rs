@@ -276,6 +276,29 @@ impl Store for EmbeddedStore {
         self.blocking(move |s| s.page(table, lo, hi, limit)).await
     }
 
+    async fn scan_ranges(
+        &self,
+        table: Table,
+        ranges: Vec<(Bytes, SortRange)>,
+    ) -> Result<Vec<Vec<(Key, Bytes)>>, StoreError> {
+        self.blocking(move |s| {
+            ranges
+                .into_iter()
+                .map(|(p, r)| {
+                    let prefix = encode_key(&p, b"");
+                    let lo =
+                        Bound::Included(encode_key(&p, r.start.as_deref().unwrap_or_default()));
+                    let hi = match &r.end {
+                        Some(e) => Bound::Excluded(encode_key(&p, e)),
+                        None => prefix_end(&prefix),
+                    };
+                    Ok(s.page(table, lo, hi, usize::MAX)?.rows)
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn scan_all(
         &self,
         table: Table,

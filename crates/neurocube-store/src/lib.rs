@@ -197,6 +197,31 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Page, StoreError>;
 
+    /// Every row of several partition ranges (each read to its end), in one
+    /// call: many small index partitions cost one round trip, not one each.
+    /// The result has one entry per range, in order.
+    async fn scan_ranges(
+        &self,
+        table: Table,
+        ranges: Vec<(Bytes, SortRange)>,
+    ) -> Result<Vec<Vec<(Key, Bytes)>>, StoreError> {
+        let mut out = Vec::with_capacity(ranges.len());
+        for (p, r) in ranges {
+            let mut rows = Vec::new();
+            let mut token = None;
+            loop {
+                let page = self.scan(table, &p, r.clone(), token, 1000).await?;
+                rows.extend(page.rows);
+                token = page.next;
+                if token.is_none() {
+                    break;
+                }
+            }
+            out.push(rows);
+        }
+        Ok(out)
+    }
+
     /// Every row of a table, a page at a time (for exports and purges). Order
     /// is backend-defined but stable across pages.
     async fn scan_all(

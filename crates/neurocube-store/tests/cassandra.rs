@@ -93,7 +93,8 @@ cassandra_conformance!(
     empty_batches,
     scan_helper_reads_every_page,
     flush_keeps_everything,
-    put_rows_spans_tables
+    put_rows_spans_tables,
+    scan_ranges_reads_each_range
 );
 
 /// A page token of another backend is rejected, not misread.

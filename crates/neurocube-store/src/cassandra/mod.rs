@@ -540,6 +540,29 @@ impl Store for CassandraStore {
         })
     }
 
+    async fn scan_ranges(
+        &self,
+        table: Table,
+        ranges: Vec<(Bytes, SortRange)>,
+    ) -> Result<Vec<Vec<(Key, Bytes)>>, StoreError> {
+        stream::iter(ranges)
+            .map(|(p, r)| async move {
+                let mut rows = Vec::new();
+                let mut token = None;
+                loop {
+                    let page = self.scan(table, &p, r.clone(), token, 1000).await?;
+                    rows.extend(page.rows);
+                    token = page.next;
+                    if token.is_none() {
+                        return Ok::<_, StoreError>(rows);
+                    }
+                }
+            })
+            .buffered(self.concurrency().min(64))
+            .try_collect()
+            .await
+    }
+
     async fn scan_all(
         &self,
         table: Table,
