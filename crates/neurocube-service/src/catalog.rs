@@ -53,6 +53,7 @@ pub enum Created {
 pub struct Catalog {
     store: Arc<dyn Store>,
     channels: moka::sync::Cache<(String, String), ResolvedChannel>,
+    datasets: moka::sync::Cache<String, Arc<Dataset>>,
 }
 
 fn json<T: Serialize>(v: &T) -> Bytes {
@@ -86,6 +87,10 @@ impl Catalog {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(5))
                 .build(),
+            datasets: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
         }
     }
 
@@ -110,8 +115,11 @@ impl Catalog {
         }
     }
 
-    /// A dataset by name.
+    /// A dataset by name (cached for a few seconds, like channels).
     pub async fn dataset(&self, name: &DatasetName) -> Result<Arc<Dataset>> {
+        if let Some(hit) = self.datasets.get(name.as_str()) {
+            return Ok(hit);
+        }
         let got = self
             .store
             .get_many(Table::Meta, &[keys::dataset(name)])
@@ -120,9 +128,11 @@ impl Catalog {
         let bytes = got.ok_or_else(|| ServiceError::UnknownDataset {
             name: name.to_string(),
         })?;
-        serde_json::from_slice(&bytes)
+        let ds: Arc<Dataset> = serde_json::from_slice(&bytes)
             .map(Arc::new)
-            .map_err(|e| ServiceError::corrupt_json("dataset", name.as_str(), &e))
+            .map_err(|e| ServiceError::corrupt_json("dataset", name.as_str(), &e))?;
+        self.datasets.insert(name.to_string(), ds.clone());
+        Ok(ds)
     }
 
     /// All datasets, by name.
@@ -155,6 +165,7 @@ impl Catalog {
         self.store
             .delete_many(Table::Meta, &[keys::dataset(name)])
             .await?;
+        self.datasets.invalidate(name.as_str());
         Ok(channels)
     }
 

@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
-use neurocube_core::annotation::{Col, Condition, Filter, Filters, Op, Row};
-use neurocube_core::{DatasetName, TableName};
-use serde::Deserialize;
-use serde_json::{Map, Value as J};
+use neurocube_core::annotation::{Col, Condition, Filter, Op, Row};
+
+use serde_json::Value as J;
 
 use crate::catalog::Catalog;
 use crate::error::{Result, ServiceError};
@@ -28,7 +27,9 @@ use neurocube_store::Store;
 
 mod output;
 pub mod query;
+mod request;
 mod rows;
+mod rowstream;
 pub mod tables;
 pub mod upload;
 pub mod versions;
@@ -36,6 +37,10 @@ pub mod writer;
 
 pub use output::{Encoder, OutColumn, OutputFormat, Positions, Record};
 pub use query::{At, Cursor, Plan};
+pub use request::{
+    JoinRequest, QUERY_FIELDS, QueryRequest, parse_time, synapse_filters, synapse_table,
+};
+use rowstream::{BATCH, encode_stream, skip_rows};
 pub use tables::{ResolvedTable, TableRecord, TableSpec};
 pub use upload::{Incoming, UploadFormat};
 pub use versions::{VersionRecord, VersionStatus, VersionTable};
@@ -71,118 +76,14 @@ pub struct Annotations {
     /// The batch writer.
     pub writer: Arc<BatchWriter>,
     tables: moka::sync::Cache<(String, String), ResolvedTable>,
+    /// Versions of a dataset, for a couple of seconds (made or finished
+    /// here: dropped at once).
+    versions_cache: moka::sync::Cache<String, Arc<Vec<VersionRecord>>>,
+    /// Tables of a dataset, for a few seconds (changed here: dropped at once).
+    tables_cache: moka::sync::Cache<String, Arc<Vec<TableRecord>>>,
     /// Per table uid: this process's reserved ids `next..end`.
     id_blocks: std::sync::Mutex<std::collections::HashMap<u64, (u64, u64)>>,
     config: AnnotationConfig,
-}
-
-/// Rows per output batch.
-const BATCH: usize = 8192;
-
-/// A query as users send it (`POST .../tables/{t}/query`).
-#[derive(Clone, Debug, Default, Deserialize)]
-pub struct QueryRequest {
-    /// CAVE's filter fields.
-    #[serde(flatten)]
-    pub filters: Filters,
-    /// Only these columns (`pre_pt_position` means its x, y, z).
-    #[serde(default)]
-    pub select_columns: Option<Vec<String>>,
-    /// At most this many rows.
-    #[serde(default)]
-    pub limit: Option<u64>,
-    /// Skip this many matching rows first.
-    #[serde(default)]
-    pub offset: Option<u64>,
-    /// Resume after the last row of an earlier page.
-    #[serde(default)]
-    pub page_token: Option<String>,
-    /// Positions rescaled to this voxel size (nm), as floats.
-    #[serde(default)]
-    pub desired_resolution: Option<[f64; 3]>,
-    /// Positions as `_x`, `_y`, `_z` columns.
-    #[serde(default)]
-    pub split_positions: bool,
-    /// A materialized version (default: the newest; live if there is none).
-    #[serde(default)]
-    pub version: Option<u32>,
-    /// Instead of a version: the live rows valid at this time.
-    #[serde(default)]
-    pub timestamp: Option<J>,
-    /// Merge a reference table's rows with their targets (default true).
-    #[serde(default)]
-    pub merge_reference: Option<bool>,
-    /// Keep only rows whose column matches a row of another table.
-    #[serde(default)]
-    pub join: Option<JoinRequest>,
-}
-
-/// A join: rows of the queried table whose `on[0]` equals `on[1]` of a row
-/// of `table` (itself filtered); that row's columns are added with `suffix`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinRequest {
-    /// The other table.
-    pub table: TableName,
-    /// `[column of the queried table, column of the other]` (ids).
-    pub on: [String; 2],
-    /// Its filters.
-    #[serde(flatten)]
-    pub filters: Filters,
-    /// Its columns to add (default: all but its system columns).
-    #[serde(default)]
-    pub select_columns: Option<Vec<String>>,
-    /// Suffix of its columns in the result (default `_{table}`).
-    #[serde(default)]
-    pub suffix: Option<String>,
-}
-
-/// The fields a query body may have.
-pub const QUERY_FIELDS: [&str; 21] = [
-    "filter_in_dict",
-    "filter_out_dict",
-    "filter_notin_dict",
-    "filter_equal_dict",
-    "filter_greater_dict",
-    "filter_less_dict",
-    "filter_greater_equal_dict",
-    "filter_less_equal_dict",
-    "filter_spatial_dict",
-    "filter_regex_dict",
-    "select_columns",
-    "limit",
-    "offset",
-    "page_token",
-    "desired_resolution",
-    "split_positions",
-    "version",
-    "timestamp",
-    "merge_reference",
-    "join",
-    "table",
-];
-
-impl QueryRequest {
-    /// Parse a JSON body, naming any unknown field.
-    pub fn from_json(v: J) -> Result<Self> {
-        if let J::Object(m) = &v {
-            for k in m.keys() {
-                if !QUERY_FIELDS.contains(&k.as_str()) {
-                    return Err(ServiceError::field(
-                        k,
-                        format!(
-                            "unknown query field '{k}'; the fields are {}",
-                            QUERY_FIELDS.join(", ")
-                        ),
-                    ));
-                }
-            }
-        }
-        serde_json::from_value(v).map_err(|e| ServiceError::InvalidBody {
-            format: "json",
-            reason: format!("invalid query: {e}"),
-        })
-    }
 }
 
 /// A query's answer, ready to stream.
@@ -199,35 +100,6 @@ pub struct QueryOutput {
     pub next_page: Option<String>,
     /// The body.
     pub body: BoxStream<'static, Result<Bytes>>,
-}
-
-/// Parse a timestamp: RFC 3339, CAVE's `YYYY-MM-DDTHH:MM:SS.ffffff` (UTC),
-/// or seconds since the epoch as a number.
-pub fn parse_time(v: &J) -> Result<i64> {
-    let bad = || {
-        ServiceError::field(
-            "timestamp",
-            format!(
-                "timestamp {v} is not a time: use RFC 3339 (2024-05-01T12:00:00Z), YYYY-MM-DDTHH:MM:SS.ffffff (UTC) or seconds since the epoch"
-            ),
-        )
-    };
-    match v {
-        J::Number(n) => n
-            .as_f64()
-            .filter(|f| f.is_finite() && *f >= 0.0)
-            .map(|f| (f * 1000.0) as i64)
-            .ok_or_else(bad),
-        J::String(s) => chrono::DateTime::parse_from_rfc3339(s)
-            .map(|t| t.timestamp_millis())
-            .or_else(|_| {
-                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-                    .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f"))
-                    .map(|t| t.and_utc().timestamp_millis())
-            })
-            .map_err(|_| bad()),
-        _ => Err(bad()),
-    }
 }
 
 impl Annotations {
@@ -250,6 +122,14 @@ impl Annotations {
             writer,
             tables: moka::sync::Cache::builder()
                 .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(5))
+                .build(),
+            versions_cache: moka::sync::Cache::builder()
+                .max_capacity(1000)
+                .time_to_live(Duration::from_secs(2))
+                .build(),
+            tables_cache: moka::sync::Cache::builder()
+                .max_capacity(1000)
                 .time_to_live(Duration::from_secs(5))
                 .build(),
             id_blocks: std::sync::Mutex::default(),
@@ -587,141 +467,6 @@ impl Annotations {
             }
         }
         Ok((left_col, map))
-    }
-}
-
-fn skip_rows(
-    s: BoxStream<'static, Result<Vec<(Record, Cursor)>>>,
-    offset: u64,
-) -> BoxStream<'static, Result<Vec<(Record, Cursor)>>> {
-    if offset == 0 {
-        return s;
-    }
-    s.scan(offset, |left, batch| {
-        let out = batch.map(|mut b| {
-            let drop = (*left).min(b.len() as u64) as usize;
-            *left -= drop as u64;
-            b.drain(..drop);
-            b
-        });
-        futures::future::ready(Some(out))
-    })
-    .filter(|b| futures::future::ready(b.as_ref().map_or(true, |b| !b.is_empty())))
-    .boxed()
-}
-
-fn encode_stream(
-    rows: BoxStream<'static, Result<Vec<(Record, Cursor)>>>,
-    encoder: Encoder,
-    limit: Option<u64>,
-) -> BoxStream<'static, Result<Bytes>> {
-    struct S {
-        rows: BoxStream<'static, Result<Vec<(Record, Cursor)>>>,
-        enc: Encoder,
-        left: u64,
-        started: bool,
-        wrote_batch: bool,
-        done: bool,
-    }
-    let s = S {
-        rows,
-        enc: encoder,
-        left: limit.unwrap_or(u64::MAX),
-        started: false,
-        wrote_batch: false,
-        done: false,
-    };
-    stream::try_unfold(s, |mut s| async move {
-        if s.done {
-            return Ok(None);
-        }
-        let mut out = Vec::new();
-        if !s.started {
-            s.started = true;
-            out.extend_from_slice(&s.enc.header()?);
-        }
-        let next = if s.left == 0 {
-            None
-        } else {
-            s.rows.next().await
-        };
-        match next {
-            Some(batch) => {
-                let mut batch = batch?;
-                if batch.len() as u64 > s.left {
-                    batch.truncate(s.left as usize);
-                }
-                s.left -= batch.len() as u64;
-                let recs: Vec<Record> = batch.into_iter().map(|(r, _)| r).collect();
-                for chunk in recs.chunks(BATCH) {
-                    out.extend_from_slice(&s.enc.batch(chunk)?);
-                    s.wrote_batch = true;
-                }
-            }
-            None => {
-                // An empty result still carries its schema (and one empty batch).
-                if !s.wrote_batch {
-                    out.extend_from_slice(&s.enc.batch(&[])?);
-                }
-                out.extend_from_slice(&s.enc.finish()?);
-                s.done = true;
-            }
-        }
-        Ok(Some((Bytes::from(out), s)))
-    })
-    .boxed()
-}
-
-/// Filters of `synapse_query`: pre and post root ids (ANDed) and a box on
-/// the post point, as CAVE's client builds them.
-pub fn synapse_filters(
-    pre_ids: Option<Vec<u64>>,
-    post_ids: Option<Vec<u64>>,
-    bounding_box: Option<J>,
-) -> Filters {
-    let mut f = Filters::default();
-    let mut in_dict = Map::new();
-    if let Some(p) = pre_ids {
-        in_dict.insert("pre_pt_root_id".into(), p.into());
-    }
-    if let Some(p) = post_ids {
-        in_dict.insert("post_pt_root_id".into(), p.into());
-    }
-    if !in_dict.is_empty() {
-        f.filter_in_dict = Some(in_dict);
-    }
-    if let Some(b) = bounding_box {
-        let mut m = Map::new();
-        m.insert("post_pt_position".into(), b);
-        f.filter_spatial_dict = Some(m);
-    }
-    f
-}
-
-/// The table of a `synapse` schema to use when none is named: the only one.
-pub async fn synapse_table(ann: &Annotations, ds: &DatasetName) -> Result<TableName> {
-    let synapse: Vec<TableRecord> = ann
-        .tables(ds)
-        .await?
-        .into_iter()
-        .filter(|t| t.spec.schema == "synapse")
-        .collect();
-    match &synapse[..] {
-        [one] => Ok(one.name.clone()),
-        [] => Err(ServiceError::field(
-            "table",
-            format!("dataset '{ds}' has no table of the synapse schema"),
-        )),
-        many => Err(ServiceError::field(
-            "table",
-            format!(
-                "dataset '{ds}' has several synapse tables ({}); name one in \"table\"",
-                many.iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )),
     }
 }
 

@@ -15,7 +15,6 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, TimeUnit};
 use bytes::Bytes;
 use neurocube_core::annotation::{ColumnType, Row, Schema, Value};
-use serde_json::{Map, Value as J};
 
 use crate::error::{Result, ServiceError};
 
@@ -394,29 +393,41 @@ impl Encoder {
                     })
             }
             OutputFormat::Jsonl => {
+                // Written directly (keys escaped once), not through a map per row.
+                let keys: Vec<Vec<u8>> = self
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        let mut k = serde_json::to_vec(&c.name).unwrap_or_default();
+                        k.push(b':');
+                        k
+                    })
+                    .collect();
                 let mut out = Vec::with_capacity(records.len() * 200);
+                let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
                 for rec in records {
-                    let mut m = Map::with_capacity(self.columns.len());
-                    for c in &self.columns {
-                        let v = match cell(rec, c, &self.pos) {
-                            Cell::Null => J::Null,
-                            Cell::Int(v) => v.into(),
-                            Cell::Float(v) => v.into(),
-                            Cell::Bool(v) => v.into(),
-                            Cell::Str(v) => v.into(),
-                            Cell::Time(us) => time_text(us).into(),
-                            Cell::Pos(p, true) => serde_json::json!(p),
-                            Cell::Pos(p, false) => {
-                                serde_json::json!([p[0] as i64, p[1] as i64, p[2] as i64])
+                    out.push(b'{');
+                    for (i, (c, k)) in self.columns.iter().zip(&keys).enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(k);
+                        match cell(rec, c, &self.pos) {
+                            Cell::Null => out.extend_from_slice(b"null"),
+                            Cell::Int(v) => json(&mut out, &v),
+                            Cell::Float(v) => json(&mut out, &v),
+                            Cell::Bool(v) => {
+                                out.extend_from_slice(if v { b"true" } else { b"false" })
                             }
-                        };
-                        m.insert(c.name.clone(), v);
+                            Cell::Str(v) => json(&mut out, &v),
+                            Cell::Time(us) => json(&mut out, &time_text(us)),
+                            Cell::Pos(p, true) => json(&mut out, &p),
+                            Cell::Pos(p, false) => {
+                                json(&mut out, &[p[0] as i64, p[1] as i64, p[2] as i64])
+                            }
+                        }
                     }
-                    serde_json::to_writer(&mut out, &m).map_err(|e| ServiceError::Internal {
-                        during: "writing JSON",
-                        reason: e.to_string(),
-                    })?;
-                    out.push(b'\n');
+                    out.extend_from_slice(b"}\n");
                 }
                 Ok(Bytes::from(out))
             }
@@ -534,5 +545,20 @@ impl Encoder {
         }
         RecordBatch::try_new(self.schema.clone(), arrays)
             .map_err(internal("building an Arrow batch"))
+    }
+}
+
+/// Values written as JSON into a buffer.
+mod erased {
+    /// A value that writes itself as JSON.
+    pub(super) trait Json {
+        fn write(&self, out: &mut Vec<u8>);
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn write(&self, out: &mut Vec<u8>) {
+            // Writing plain numbers, text and arrays into a Vec cannot fail.
+            let _ = serde_json::to_writer(out, self);
+        }
     }
 }

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
 use neurocube_core::annotation::{Col, Filter, Op, Role, Row, Set};
 use neurocube_core::morton;
-use neurocube_store::{Key, Scan, SortRange, Table};
+use neurocube_store::{Key, SortRange, Table};
 
 use super::Annotations;
 use super::output::Record;
@@ -105,6 +105,8 @@ impl Plan {
 const MAX_CELLS: u64 = 4096;
 /// Index entries or rows read per store call.
 const PAGE: usize = 2000;
+/// Keys (root ids, cells) whose index partitions are read in one store call.
+const KEY_BATCH: usize = 128;
 
 /// Where a query stopped: the position in the plan, and the last sort key
 /// read there (empty: none yet).
@@ -135,7 +137,7 @@ impl Cursor {
                 format!("page token '{s}' is not one this server gave; start without it"),
             )
         };
-        if s.len() < 16 || s.len() > 16 + 64 || s.len() % 2 != 0 || !s.is_ascii() {
+        if s.len() < 16 || s.len() > 16 + 64 || !s.len().is_multiple_of(2) || !s.is_ascii() {
             return Err(bad());
         }
         let k = u64::from_str_radix(&s[..16], 16).map_err(|_| bad())?;
@@ -304,53 +306,86 @@ impl State {
         Ok(out)
     }
 
-    /// The rows of one pre root id's pairs with the partner set (whole: one
-    /// neuron's synapses onto a set of neurons).
-    async fn pairs(&mut self, column: usize, pre: u64) -> Result<Vec<(Row, Cursor)>> {
-        let Plan::Pairs { partners, .. } = &self.plan else {
+    /// The rows of a batch of pre root ids' pairs with the partner set: one
+    /// store call for their edges, one for the pairs' index ranges.
+    async fn pairs(&mut self, column: usize) -> Result<Vec<(Row, Cursor)>> {
+        let Plan::Pairs {
+            partners,
+            keys: pres,
+            ..
+        } = &self.plan
+        else {
             return Ok(Vec::new());
         };
         let version = self.at.version();
         let uid = self.t.uid();
-        let k = self.cursor.k;
-        let edges = Scan::partition(
-            self.ann.store.clone(),
-            Table::RowIndex,
-            keys::index_partition(uid, version, column as u16, IndexKind::Edge, pre),
-            SortRange::all(),
-        )
-        .collect()
-        .await?;
-        let mut posts: Vec<u64> = edges
+        let k0 = self.cursor.k as usize;
+        let batch: Vec<u64> = pres[k0..(k0 + KEY_BATCH).min(pres.len())].to_vec();
+        let edge_ranges = batch
             .iter()
-            .filter_map(|(key, _)| keys::morton_of(&key.sort))
-            .filter(|q| partners.contains(q))
+            .map(|p| {
+                (
+                    Bytes::from(keys::index_partition(
+                        uid,
+                        version,
+                        column as u16,
+                        IndexKind::Edge,
+                        *p,
+                    )),
+                    SortRange::all(),
+                )
+            })
             .collect();
-        posts.dedup();
-        let partition = keys::index_partition(uid, version, column as u16, IndexKind::Root, pre);
-        let mut out = Vec::new();
-        for q in posts {
-            let mut start = q.to_be_bytes().to_vec();
-            if self.cursor.after.len() == 16 && self.cursor.after[..8] == start[..] {
-                start = self.cursor.after.clone();
-                start.push(0);
-            } else if self.cursor.after.len() == 16 && self.cursor.after[..8] > start[..] {
-                continue;
-            }
-            let range = SortRange {
-                start: Some(Bytes::from(start)),
-                end: q
-                    .checked_add(1)
-                    .map(|e| Bytes::from(e.to_be_bytes().to_vec())),
-            };
-            let rows = Scan::partition(
-                self.ann.store.clone(),
-                Table::RowIndex,
-                partition.clone(),
-                range,
-            )
-            .collect()
+        let edges = self
+            .ann
+            .store
+            .scan_ranges(Table::RowIndex, edge_ranges)
             .await?;
+        let mut ranges = Vec::new();
+        let mut owners = Vec::new();
+        for (i, (p, e)) in batch.iter().zip(edges).enumerate() {
+            let mut posts: Vec<u64> = e
+                .iter()
+                .filter_map(|(key, _)| keys::morton_of(&key.sort))
+                .filter(|q| partners.contains(q))
+                .collect();
+            posts.dedup();
+            let partition = Bytes::from(keys::index_partition(
+                uid,
+                version,
+                column as u16,
+                IndexKind::Root,
+                *p,
+            ));
+            for q in posts {
+                let mut start = q.to_be_bytes().to_vec();
+                let after = &self.cursor.after;
+                if i == 0 && after.len() == 16 {
+                    match after[..8].cmp(&start[..]) {
+                        std::cmp::Ordering::Greater => continue,
+                        std::cmp::Ordering::Equal => {
+                            start = after.clone();
+                            start.push(0);
+                        }
+                        std::cmp::Ordering::Less => {}
+                    }
+                }
+                let end = q
+                    .checked_add(1)
+                    .map(|e| Bytes::from(e.to_be_bytes().to_vec()));
+                ranges.push((
+                    partition.clone(),
+                    SortRange {
+                        start: Some(Bytes::from(start)),
+                        end,
+                    },
+                ));
+                owners.push((k0 + i) as u64);
+            }
+        }
+        let found = self.ann.store.scan_ranges(Table::RowIndex, ranges).await?;
+        let mut out = Vec::new();
+        for (k, rows) in owners.into_iter().zip(found) {
             for (key, v) in rows {
                 let id = keys::row_id(&key.sort).unwrap_or(0);
                 out.push((
@@ -362,8 +397,88 @@ impl State {
                 ));
             }
         }
-        self.cursor = Cursor::at(k + 1);
+        self.cursor = Cursor::at((k0 + batch.len()) as u64);
         Ok(out)
+    }
+
+    /// A batch of small index partitions (one per key) in one store call.
+    async fn index_batch(&mut self, column: usize, kind: IndexKind) -> Result<Vec<(Row, Cursor)>> {
+        let Plan::Index { keys: ks, .. } = &self.plan else {
+            return Ok(Vec::new());
+        };
+        let version = self.at.version();
+        let uid = self.t.uid();
+        let k0 = self.cursor.k as usize;
+        let batch: Vec<u64> = ks[k0..(k0 + KEY_BATCH).min(ks.len())].to_vec();
+        let ranges = batch
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let range = if i == 0 {
+                    after_range(&self.cursor.after)
+                } else {
+                    SortRange::all()
+                };
+                (
+                    Bytes::from(keys::index_partition(
+                        uid,
+                        version,
+                        column as u16,
+                        kind,
+                        *key,
+                    )),
+                    range,
+                )
+            })
+            .collect();
+        let found = self.ann.store.scan_ranges(Table::RowIndex, ranges).await?;
+        self.cursor = Cursor::at((k0 + batch.len()) as u64);
+        let mut entries: Vec<(u64, u64, Bytes, Bytes)> = Vec::new();
+        for (i, rows) in found.into_iter().enumerate() {
+            for (key, v) in rows {
+                if let Some(id) = keys::row_id(&key.sort) {
+                    entries.push(((k0 + i) as u64, id, key.sort, v));
+                }
+            }
+        }
+        let rows: Vec<Option<Row>> = match (&self.at, kind) {
+            (At::Version(..), IndexKind::Root) => entries
+                .iter()
+                .map(|(_, id, _, v)| decode(&self.t, *id, v).map(Some))
+                .collect::<Result<_>>()?,
+            (at, _) => {
+                // Entries that only name ids: read the rows.
+                let keys: Vec<Key> = entries
+                    .iter()
+                    .map(|(_, id, _, _)| keys::row(uid, version, *id))
+                    .collect();
+                let got = self.ann.store.get_many(Table::Rows, &keys).await?;
+                let mut out = Vec::with_capacity(got.len());
+                for ((_, id, _, _), g) in entries.iter().zip(got) {
+                    let r = g.map(|b| decode(&self.t, *id, &b)).transpose()?;
+                    out.push(match at {
+                        At::Live(t, _) => r.filter(|r| r.valid_at(*t)),
+                        At::Version(..) => r,
+                    });
+                }
+                out
+            }
+        };
+        Ok(entries
+            .into_iter()
+            .zip(rows)
+            .filter_map(|((k, _, sort, _), r)| {
+                r.map(|r| {
+                    (
+                        r,
+                        Cursor {
+                            k,
+                            after: sort.to_vec(),
+                        },
+                    )
+                })
+            })
+            .collect())
     }
 
     /// The next page of rows (before filtering), and where it ends.
@@ -372,13 +487,17 @@ impl State {
         let uid = self.t.uid();
         let k = self.cursor.k;
         let (partition, table) = match &self.plan {
+            Plan::Index { column, kind, keys } if keys.len() > 1 => {
+                let (c, kind) = (*column, *kind);
+                return self.index_batch(c, kind).await;
+            }
             Plan::Index { column, kind, keys } => (
                 keys::index_partition(uid, version, *column as u16, *kind, keys[k as usize]),
                 Table::RowIndex,
             ),
-            Plan::Pairs { column, keys, .. } => {
-                let (c, pre) = (*column, keys[k as usize]);
-                return self.pairs(c, pre).await;
+            Plan::Pairs { column, .. } => {
+                let c = *column;
+                return self.pairs(c).await;
             }
             Plan::Scan => (keys::rows_partition(uid, version, k), Table::Rows),
             Plan::Ids(ids) => {

@@ -232,6 +232,7 @@ impl Annotations {
             )
             .await?
         {
+            self.tables_cache.invalidate(ds.as_str());
             return Ok(Created::New);
         }
         let existing = self.table(ds, name).await?;
@@ -282,10 +283,13 @@ impl Annotations {
         Ok(resolved)
     }
 
-    /// Every table of a dataset, by name.
+    /// Every table of a dataset, by name (cached for a few seconds).
     pub async fn tables(&self, ds: &DatasetName) -> Result<Vec<TableRecord>> {
+        if let Some(hit) = self.tables_cache.get(ds.as_str()) {
+            return Ok((*hit).clone());
+        }
         self.catalog.dataset(ds).await?;
-        Scan::partition(
+        let all: Vec<TableRecord> = Scan::partition(
             self.store.clone(),
             Table::Meta,
             keys::tables_partition(ds),
@@ -299,7 +303,10 @@ impl Annotations {
             })
         })
         .try_collect()
-        .await
+        .await?;
+        self.tables_cache
+            .insert(ds.to_string(), Arc::new(all.clone()));
+        Ok(all)
     }
 
     /// Delete a table's record (its rows become unreachable: a table made
@@ -325,6 +332,7 @@ impl Annotations {
             .delete_many(Table::Meta, &[keys::table(ds, name)])
             .await?;
         self.tables.invalidate(&(ds.to_string(), name.to_string()));
+        self.tables_cache.invalidate(ds.as_str());
         Ok(())
     }
 }

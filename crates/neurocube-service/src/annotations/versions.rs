@@ -86,8 +86,18 @@ fn encode(v: &VersionRecord) -> Result<Bytes> {
 }
 
 impl Annotations {
-    /// Every version of a dataset, oldest first.
+    /// Every version of a dataset, oldest first (cached for a moment).
     pub async fn versions(&self, ds: &DatasetName) -> Result<Vec<VersionRecord>> {
+        if let Some(hit) = self.versions_cache.get(ds.as_str()) {
+            return Ok((*hit).clone());
+        }
+        let all = self.versions_uncached(ds).await?;
+        self.versions_cache
+            .insert(ds.to_string(), Arc::new(all.clone()));
+        Ok(all)
+    }
+
+    async fn versions_uncached(&self, ds: &DatasetName) -> Result<Vec<VersionRecord>> {
         self.catalog.dataset(ds).await?;
         let rows = Scan::partition(
             self.store.clone(),
@@ -106,8 +116,20 @@ impl Annotations {
             .collect()
     }
 
-    /// One version.
+    /// One version: from the cached list when it is available there (an
+    /// available version never changes but for its expiry), else read.
     pub async fn version(&self, ds: &DatasetName, v: u32) -> Result<VersionRecord> {
+        if let Some(hit) = self.versions_cache.get(ds.as_str())
+            && let Some(rec) = hit
+                .iter()
+                .find(|r| r.version == v && r.status == VersionStatus::Available)
+        {
+            return Ok(rec.clone());
+        }
+        self.version_uncached(ds, v).await
+    }
+
+    async fn version_uncached(&self, ds: &DatasetName, v: u32) -> Result<VersionRecord> {
         let got = self
             .store
             .get_many(Table::Meta, &[keys::version(ds, v)])
@@ -217,6 +239,7 @@ impl Annotations {
                 false,
             )
             .await?;
+        self.versions_cache.invalidate(ds.as_str());
         let old = encode(&rec)?;
         rec.job = Some(job.id.clone());
         self.store
@@ -255,6 +278,7 @@ impl Annotations {
                 .compare_and_set(Table::Meta, key, Some(old), Some(encode(&rec)?))
                 .await?
             {
+                self.versions_cache.invalidate(ds.as_str());
                 return Ok(());
             }
         }
@@ -373,7 +397,7 @@ impl Annotations {
 
     async fn finish_materialize(&self, job: &JobRecord) -> Result<()> {
         let (ds, v) = params(job)?;
-        if self.version(&ds, v).await?.status == VersionStatus::Available {
+        if self.version_uncached(&ds, v).await?.status == VersionStatus::Available {
             // Another worker finished it.
             return Ok(());
         }

@@ -18,6 +18,9 @@ use crate::context::RequestContext;
 use crate::error::{Result, ServiceError};
 use crate::jobs::{JobRecord, now_ms};
 
+/// Uploads below this size are parsed on the request's thread.
+const SMALL_UPLOAD: usize = 64 << 10;
+
 /// A table as `GET .../tables/{t}` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct TableView {
@@ -169,9 +172,14 @@ impl Services {
         let bytes = body::read(declared, body, &limit).await?;
         let computed = upload::computed_columns(&t.schema, t.record.spec.segmentation.is_some());
         let schema = t.schema.clone();
-        let rows =
+        // Small uploads (the single rows of a write storm) are parsed here;
+        // big ones off the async executor.
+        let rows = if bytes.len() < SMALL_UPLOAD {
+            upload::parse(format, &bytes, &schema, &computed)?
+        } else {
             tokio::task::spawn_blocking(move || upload::parse(format, &bytes, &schema, &computed))
-                .await??;
+                .await??
+        };
         Ok((t, rows))
     }
 
