@@ -22,7 +22,7 @@ let server, base, browser, page, dataDir, profile;
 
 function startServer() {
   dataDir = mkdtempSync(join(tmpdir(), 'neurocube-browser-'));
-  server = spawn(bin, ['demo', '--port', '0', '--data-dir', dataDir, '--size', EXTENT.join('x')], {
+  server = spawn(bin, ['demo', '--port', '0', '--data-dir', dataDir, '--size', EXTENT.join('x'), '--synapses', '0'], {
     env: { ...process.env, NEUROCUBE__STORE__DURABILITY: 'flush', NEUROCUBE__LOG__LEVEL: 'warn' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

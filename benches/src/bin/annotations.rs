@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release --bin neurocube -p neurocube-benches --bin annotations
-//! target/release/annotations --rows 10000000 [--backend embedded|cassandra] [--no-peer] [--work DIR]
+//! target/release/annotations --rows 10000000 [--backend embedded,cassandra] [--no-peer] [--work DIR]
 //! ```
 //!
 //! The table: `--rows` synapses among the ~116,000 neurons of a virtual
@@ -76,7 +76,12 @@ fn start_server(data: &Path, store: Option<&str>) -> Server {
     cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
         .arg(data)
         .env("NEUROCUBE__LOG__LEVEL", "warn")
-        .env("NEUROCUBE__STORE__DURABILITY", "fsync")
+        .env(
+            "NEUROCUBE__STORE__DURABILITY",
+            std::env::var("BENCH_DURABILITY").unwrap_or_else(|_| "fsync".into()),
+        )
+        // The same memory for cached data as PostgreSQL's shared_buffers.
+        .env("NEUROCUBE__STORE__CACHE_BYTES", "2147483648")
         .env("NEUROCUBE__ANNOTATIONS__MAX_UPLOAD_BYTES", "1073741824")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -196,8 +201,16 @@ async fn put(client: &reqwest::Client, url: &str, v: Value) {
 }
 
 async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value {
-    let dir = tempfile::tempdir_in(work).unwrap();
-    let server = start_server(dir.path(), store);
+    let tmp = tempfile::tempdir_in(work).unwrap();
+    let dir = tmp.path().to_path_buf();
+    let _guard = if flag("--keep") {
+        eprintln!("data kept in {}", dir.display());
+        let _ = tmp.keep();
+        None
+    } else {
+        Some(tmp)
+    };
+    let server = start_server(&dir, store);
     let pid = server.child.id();
     let base = server.url.clone();
     let client = reqwest::Client::new();
@@ -304,13 +317,21 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
     );
 
     // Seed 000's proofread subgraph.
+    let query = json!({"version": version, "filter_in_dict": {"pre_pt_root_id": data.proofread, "post_pt_root_id": data.proofread}, "desired_resolution": [1, 1, 1], "split_positions": true});
+    if flag("--keep") {
+        let path = dir.join("subgraph-query.json");
+        std::fs::write(&path, query.to_string()).unwrap();
+        eprintln!("subgraph query body in {}", path.display());
+    }
     let mut times = Vec::new();
     let mut induced = 0;
     for _ in 0..5 {
         let t = Instant::now();
         let r = client
-            .post(format!("{base}/v1/datasets/b/tables/syn/query?format=arrow"))
-            .json(&json!({"version": version, "filter_in_dict": {"pre_pt_root_id": data.proofread, "post_pt_root_id": data.proofread}, "desired_resolution": [1, 1, 1], "split_positions": true}))
+            .post(format!(
+                "{base}/v1/datasets/b/tables/syn/query?format=arrow"
+            ))
+            .json(&query)
             .send()
             .await
             .unwrap();
@@ -358,11 +379,20 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
             (client.clone(), base.clone(), stop.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
+            let url = format!("{base}/v1/datasets/b/tables/syn/rows");
             while !stop.load(Ordering::Relaxed) {
-                let body = json!([{"pre_pt_position": [100 + w, 100 + i % 1000, 1], "post_pt_position": [200, 200 + w, 2], "size": 1.0, "pre_pt_root_id": w + 1, "post_pt_root_id": i + 1}]);
+                let body = format!(
+                    r#"[{{"pre_pt_position":[{},{},1],"post_pt_position":[200,{},2],"size":1.0,"pre_pt_root_id":{},"post_pt_root_id":{}}}]"#,
+                    100 + w,
+                    100 + i % 1000,
+                    200 + w,
+                    w + 1,
+                    i + 1
+                );
                 let r = client
-                    .post(format!("{base}/v1/datasets/b/tables/syn/rows"))
-                    .json(&body)
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body)
                     .send()
                     .await
                     .unwrap();
@@ -378,8 +408,27 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
         t.await.unwrap();
     }
     let storm = acked.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let commits = metric("neurocube_annotation_commit_seconds_count");
     eprintln!(
-        "[{label}] write storm, 64 clients x 1 row per request: {storm:.0} acknowledged durable rows/s"
+        "[{label}] write storm, 64 clients x 1 row per request: {storm:.0} acknowledged durable rows/s ({:.1} rows per group commit, {:.2} ms per commit on average, over the whole run)",
+        metric("neurocube_annotation_batch_rows_sum") / commits.max(1.0),
+        1e3 * metric("neurocube_annotation_commit_seconds_sum") / commits.max(1.0)
     );
     json!({
         "backend": label,
@@ -579,25 +628,55 @@ async fn bench_postgres(data: &Data, work: &Path) -> Value {
 async fn main() {
     let rows: u64 = arg("--rows").map_or(10_000_000, |r| r.parse().unwrap());
     let work = PathBuf::from(arg("--work").unwrap_or_else(|| "/tmp".into()));
-    let backend = arg("--backend").unwrap_or_else(|| "embedded".into());
+    let backends = arg("--backend").unwrap_or_else(|| "embedded".into());
     let data = generate(rows);
     let mut out = Vec::new();
-    match backend.as_str() {
-        "embedded" => out.push(bench_neurocube(&data, None, &work).await),
-        "cassandra" => {
-            let node =
-                std::env::var("NEUROCUBE_CASSANDRA").unwrap_or_else(|_| "127.0.0.1:9042".into());
-            let uri = format!(
-                "cassandra://{node}/nc_bench_{}",
-                uuid::Uuid::new_v4().simple()
-            );
-            out.push(bench_neurocube(&data, Some(&uri), &work).await);
+    for backend in backends.split(',') {
+        match backend {
+            "embedded" => out.push(bench_neurocube(&data, None, &work).await),
+            "cassandra" => {
+                let node = std::env::var("NEUROCUBE_CASSANDRA")
+                    .unwrap_or_else(|_| "127.0.0.1:9042".into());
+                let uri = format!(
+                    "cassandra://{node}/nc_bench_{}",
+                    uuid::Uuid::new_v4().simple()
+                );
+                out.push(bench_neurocube(&data, Some(&uri), &work).await);
+            }
+            other => panic!("--backend {other}: use embedded, cassandra or both, comma-separated"),
         }
-        other => panic!("--backend {other}: use embedded or cassandra"),
     }
     if !flag("--no-peer") {
         out.push(bench_postgres(&data, &work).await);
     }
+    ratios(&out);
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{}", serde_json::to_string_pretty(&out).unwrap()).unwrap();
+}
+
+/// Every later backend's figures as a ratio to the first one's, measured in
+/// this run (> 1: the later one is faster, for rates and for times alike).
+fn ratios(out: &[Value]) {
+    let Some((first, rest)) = out.split_first() else {
+        return;
+    };
+    let figures = [
+        ("upload_rows_per_s", true),
+        ("storm_rows_per_s", true),
+        ("materialize_s", false),
+        ("synapse_query_p50_ms", false),
+        ("synapse_query_p99_ms", false),
+        ("subgraph_s", false),
+        ("full_query_s", false),
+    ];
+    for other in rest {
+        let mut line = format!("{} vs {}:", other["backend"], first["backend"]);
+        for (name, rate) in figures {
+            if let (Some(a), Some(b)) = (first[name].as_f64(), other[name].as_f64()) {
+                let r = if rate { b / a } else { a / b };
+                line.push_str(&format!(" {name} {r:.2}x"));
+            }
+        }
+        eprintln!("{line}");
+    }
 }

@@ -62,10 +62,10 @@ struct DemoArgs {
     /// Instead of --size: about this many GiB of uint8 image (4096 x 4096 x 64·GiB).
     #[arg(long)]
     gib: Option<f64>,
-    /// Also make a MICrONS-like connectome on the demo segmentation: this
-    /// many synapses, nuclei, proofreading status, two cell-type tables, and
-    /// two materialized versions.
-    #[arg(long, default_value_t = 0)]
+    /// A MICrONS-like connectome on the demo segmentation: this many
+    /// synapses, nuclei, proofreading status, two cell-type tables, and two
+    /// materialized versions (0: no annotation tables).
+    #[arg(long, default_value_t = 100_000)]
     synapses: u64,
     /// Create the data and exit without serving.
     #[arg(long)]
