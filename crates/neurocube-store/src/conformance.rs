@@ -513,4 +513,29 @@ pub async fn scan_ranges_reads_each_range(s: &Arc<dyn Store>) {
     assert_eq!(got[1].len(), 100);
     assert_eq!(got[1][0].0.sort, v("00300"));
     assert!(got[2].is_empty());
+    // Many ranges (the embedded engine splits these over two threads): one
+    // answer per range, in the order asked, each holding exactly its rows.
+    let many: Vec<(Bytes, SortRange)> = (0..100u32)
+        .rev()
+        .map(|i| {
+            (
+                Bytes::from(format!("p{}", i % 3)),
+                SortRange {
+                    start: Some(Bytes::from(format!("{:05}", i * 15))),
+                    end: Some(Bytes::from(format!("{:05}", i * 15 + 15))),
+                },
+            )
+        })
+        .collect();
+    let got = s.scan_ranges(Table::RowIndex, many).await.unwrap();
+    assert_eq!(got.len(), 100);
+    for (j, rows) in got.iter().enumerate() {
+        let i = 99 - j as u32;
+        let want: Vec<Bytes> = (i * 15..i * 15 + 15)
+            .filter(|n| n % 3 == i % 3)
+            .map(|n| Bytes::from(format!("{n:05}")))
+            .collect();
+        let sorts: Vec<Bytes> = rows.iter().map(|(key, _)| key.sort.clone()).collect();
+        assert_eq!(sorts, want, "range {j}");
+    }
 }

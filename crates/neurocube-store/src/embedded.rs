@@ -133,6 +133,9 @@ impl EmbeddedStore {
     }
 }
 
+/// `scan_ranges` calls with at least this many ranges use two threads.
+const PARALLEL_RANGES: usize = 32;
+
 impl Inner {
     fn ks(&self, t: Table) -> &Keyspace {
         &self.tables[&t]
@@ -148,6 +151,25 @@ impl Inner {
             }
         }
         batch.commit().map_err(engine("commit a write"))
+    }
+
+    fn ranges(
+        &self,
+        table: Table,
+        ranges: Vec<(Bytes, SortRange)>,
+    ) -> Result<Vec<Vec<(Key, Bytes)>>, StoreError> {
+        ranges
+            .into_iter()
+            .map(|(p, r)| {
+                let prefix = encode_key(&p, b"");
+                let lo = Bound::Included(encode_key(&p, r.start.as_deref().unwrap_or_default()));
+                let hi = match &r.end {
+                    Some(e) => Bound::Excluded(encode_key(&p, e)),
+                    None => prefix_end(&prefix),
+                };
+                Ok(self.page(table, lo, hi, usize::MAX)?.rows)
+            })
+            .collect()
     }
 
     fn page(
@@ -281,22 +303,19 @@ impl Store for EmbeddedStore {
         table: Table,
         ranges: Vec<(Bytes, SortRange)>,
     ) -> Result<Vec<Vec<(Key, Bytes)>>, StoreError> {
-        self.blocking(move |s| {
-            ranges
-                .into_iter()
-                .map(|(p, r)| {
-                    let prefix = encode_key(&p, b"");
-                    let lo =
-                        Bound::Included(encode_key(&p, r.start.as_deref().unwrap_or_default()));
-                    let hi = match &r.end {
-                        Some(e) => Bound::Excluded(encode_key(&p, e)),
-                        None => prefix_end(&prefix),
-                    };
-                    Ok(s.page(table, lo, hi, usize::MAX)?.rows)
-                })
-                .collect()
-        })
-        .await
+        // Many ranges are read on two blocking threads (a query's batch of
+        // partitions is CPU-bound in the engine's block decoding).
+        if ranges.len() >= PARALLEL_RANGES {
+            let mut first = ranges;
+            let second = first.split_off(first.len() / 2);
+            let (mut a, b) = tokio::try_join!(
+                self.blocking(move |s| s.ranges(table, first)),
+                self.blocking(move |s| s.ranges(table, second)),
+            )?;
+            a.extend(b);
+            return Ok(a);
+        }
+        self.blocking(move |s| s.ranges(table, ranges)).await
     }
 
     async fn scan_all(
