@@ -344,12 +344,10 @@ impl State {
         let mut ranges = Vec::new();
         let mut owners = Vec::new();
         for (i, (p, e)) in batch.iter().zip(edges).enumerate() {
-            let mut posts: Vec<u64> = e
-                .iter()
-                .filter_map(|(key, _)| keys::morton_of(&key.sort))
-                .filter(|q| partners.contains(q))
-                .collect();
-            posts.dedup();
+            let edges = e.iter().filter_map(|(key, v)| {
+                let n = v.get(..8)?.try_into().ok().map(u64::from_le_bytes)?;
+                Some((keys::morton_of(&key.sort)?, n))
+            });
             let partition = Bytes::from(keys::index_partition(
                 uid,
                 version,
@@ -357,20 +355,23 @@ impl State {
                 IndexKind::Root,
                 *p,
             ));
-            for q in posts {
-                let mut start = q.to_be_bytes().to_vec();
-                let after = &self.cursor.after;
-                if i == 0 && after.len() == 16 {
-                    match after[..8].cmp(&start[..]) {
-                        std::cmp::Ordering::Greater => continue,
-                        std::cmp::Ordering::Equal => {
-                            start = after.clone();
-                            start.push(0);
-                        }
-                        std::cmp::Ordering::Less => {}
+            let after: &[u8] = if i == 0 && self.cursor.after.len() == 16 {
+                &self.cursor.after
+            } else {
+                &[]
+            };
+            for (first, last) in pair_runs(edges, partners) {
+                let mut start = first.to_be_bytes().to_vec();
+                if !after.is_empty() {
+                    if after[..8] > last.to_be_bytes()[..] {
+                        continue;
+                    }
+                    if after[..8] >= start[..] {
+                        start = after.to_vec();
+                        start.push(0);
                     }
                 }
-                let end = q
+                let end = last
                     .checked_add(1)
                     .map(|e| Bytes::from(e.to_be_bytes().to_vec()));
                 ranges.push((
@@ -387,6 +388,10 @@ impl State {
         let mut out = Vec::new();
         for (k, rows) in owners.into_iter().zip(found) {
             for (key, v) in rows {
+                // A run may span partners outside the set: skip them undecoded.
+                if !keys::morton_of(&key.sort).is_some_and(|q| partners.contains(&q)) {
+                    continue;
+                }
                 let id = keys::row_id(&key.sort).unwrap_or(0);
                 out.push((
                     decode(&self.t, id, &v)?,
@@ -671,4 +676,67 @@ pub async fn with_targets(
 #[must_use]
 pub fn id_set(ids: impl IntoIterator<Item = u64>) -> Set {
     Set::Ids(ids.into_iter().collect())
+}
+
+/// Out-of-set rows a pair run may read through rather than start a new range:
+/// on the embedded engine a range seek costs about as much as reading a few
+/// dozen index entries.
+const PAIR_GAP: u64 = 32;
+
+/// Runs of a pre's partners, `(first, last)` root ids, that cover every
+/// partner in `partners` and skip no more than [`PAIR_GAP`] synapses to
+/// others between two in-set partners. `edges` are (partner root id, synapse
+/// count) in root-id order, possibly with repeats of a partner.
+fn pair_runs(
+    edges: impl Iterator<Item = (u64, u64)>,
+    partners: &std::collections::HashSet<u64>,
+) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    let mut skipped = 0u64;
+    let mut open = false;
+    for (q, n) in edges {
+        if partners.contains(&q) {
+            match runs.last_mut() {
+                Some(run) if open && skipped <= PAIR_GAP => run.1 = q,
+                _ => runs.push((q, q)),
+            }
+            open = true;
+            skipped = 0;
+        } else if open {
+            skipped = skipped.saturating_add(n);
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_runs_merge_across_small_gaps_and_split_at_large_ones() {
+        let partners: std::collections::HashSet<u64> = [10, 20, 30, 90].into_iter().collect();
+        // 10 and 20 are separated by 5 synapses to others, 20 and 30 by a
+        // repeat of 20 only, 30 and 90 by 40 (> PAIR_GAP): two runs.
+        let edges = [
+            (5, 100),
+            (10, 1),
+            (11, 2),
+            (12, 3),
+            (20, 1),
+            (20, 4),
+            (30, 2),
+            (40, 40),
+            (90, 1),
+            (95, 7),
+        ];
+        assert_eq!(
+            pair_runs(edges.into_iter(), &partners),
+            vec![(10, 30), (90, 90)]
+        );
+        assert_eq!(
+            pair_runs([(1, 1), (2, 1)].into_iter(), &partners),
+            Vec::<(u64, u64)>::new()
+        );
+    }
 }
