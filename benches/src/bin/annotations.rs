@@ -1,9 +1,9 @@
-//! The annotation store against its peer, CAVE's own engine (PostgreSQL 15
-//! + PostGIS with CAVE's indexes), on the same generated MICrONS-like
+//! The annotation store against its peer, CAVE's own engine (PostgreSQL
+//! 15 and PostGIS with CAVE's indexes), on the same generated MICrONS-like
 //! synapse table, in one run:
 //!
 //! ```sh
-//! cargo build --release --bin neurocube -p neurocube-benches --bin annotations
+//! cargo build --release -p neurocube-server -p neurocube-benches
 //! target/release/annotations --rows 10000000 [--backend embedded,cassandra] [--no-peer] [--work DIR]
 //! ```
 //!
@@ -20,6 +20,7 @@
 //! - write storm: 64 clients each writing one synapse per request for 10 s
 //!   (acknowledged rows/s); PostgreSQL: 64 connections, one INSERT per commit;
 //! - materializing a version (neurocube only);
+//! - (the server is left to finish its background compaction first)
 //! - `synapse_query` for one post root id, 1,000 ids in turn (p50, p99);
 //!   PostgreSQL: the same SELECT on the B-tree index;
 //! - seed 000's query (all synapses among the proofread neurons), median of 5;
@@ -108,6 +109,35 @@ fn peak_rss_mib(pid: u32) -> f64 {
         .map(|v| v.trim().parse().unwrap())
         .unwrap();
     kib / 1024.0
+}
+
+/// CPU seconds the process has used (user + system).
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Waits (at most 300 s) until the server has used under 5% of a core for
+/// two seconds running: queries are measured once the engine's background
+/// compaction of the upload and the version is done, as a user querying a
+/// version meets it. On Cassandra the node's own compaction is not waited
+/// for.
+async fn settle(label: &str, pid: u32) {
+    let started = Instant::now();
+    let mut last = cpu_secs(pid);
+    let mut quiet = 0;
+    while quiet < 2 && started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = cpu_secs(pid);
+        quiet = if now - last < 0.05 { quiet + 1 } else { 0 };
+        last = now;
+    }
+    eprintln!(
+        "[{label}] waited {:.1} s for the server to go idle (background compaction)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 struct Data {
@@ -292,6 +322,8 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
         "[{label}] materialize version {version}: {mat_secs:.1} s = {:.0} rows/s",
         data.rows.len() as f64 / mat_secs
     );
+
+    settle(label, pid).await;
 
     // synapse_query by one post root id.
     let mut lat = Vec::new();
@@ -670,7 +702,10 @@ fn ratios(out: &[Value]) {
         ("full_query_s", false),
     ];
     for other in rest {
-        let mut line = format!("{} vs {}:", other["backend"], first["backend"]);
+        let mut line = format!(
+            "{} speed relative to {} (above 1 = {} faster):",
+            other["backend"], first["backend"], other["backend"]
+        );
         for (name, rate) in figures {
             if let (Some(a), Some(b)) = (first[name].as_f64(), other[name].as_f64()) {
                 let r = if rate { b / a } else { a / b };
