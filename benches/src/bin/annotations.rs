@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use neurocube_benches::proc::{peak_rss_mib, settle};
 use neurocube_service::demo::synapses::{Neuron, SynapseRow, neurons, synapses_with};
 use serde_json::{Value, json};
 
@@ -98,46 +99,6 @@ fn start_server(data: &Path, store: Option<&str>) -> Server {
     .unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().to_string();
     Server { child, url }
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: f64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().strip_suffix("kB"))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap();
-    kib / 1024.0
-}
-
-/// CPU seconds the process has used (user + system).
-fn cpu_secs(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
-/// Waits (at most 300 s) until the server has used under 5% of a core for
-/// two seconds running: queries are measured once the engine's background
-/// compaction of the upload and the version is done, as a user querying a
-/// version meets it. On Cassandra the node's own compaction is not waited
-/// for.
-async fn settle(label: &str, pid: u32) {
-    let started = Instant::now();
-    let mut last = cpu_secs(pid);
-    let mut quiet = 0;
-    while quiet < 2 && started.elapsed() < Duration::from_secs(300) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let now = cpu_secs(pid);
-        quiet = if now - last < 0.05 { quiet + 1 } else { 0 };
-        last = now;
-    }
-    eprintln!(
-        "[{label}] waited {:.1} s for the server to go idle (background compaction)",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 struct Data {

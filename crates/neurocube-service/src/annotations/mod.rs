@@ -25,6 +25,7 @@ use crate::jobs::{JobHandler, Jobs, now_ms};
 use crate::tiles::TileCache;
 use neurocube_store::Store;
 
+mod cursor;
 mod output;
 pub mod query;
 mod request;
@@ -35,8 +36,9 @@ pub mod upload;
 pub mod versions;
 pub mod writer;
 
+pub use cursor::Cursor;
 pub use output::{Encoder, OutColumn, OutputFormat, Positions, Record};
-pub use query::{At, Cursor, Plan};
+pub use query::{At, Plan};
 pub use request::{
     JoinRequest, QUERY_FIELDS, QueryRequest, parse_time, synapse_filters, synapse_table,
 };

@@ -17,6 +17,7 @@ use neurocube_core::morton;
 use neurocube_store::{Key, SortRange, Table};
 
 use super::Annotations;
+use super::cursor::{Cursor, after_range};
 use super::output::Record;
 use super::tables::ResolvedTable;
 use crate::error::{Result, ServiceError};
@@ -107,68 +108,6 @@ const MAX_CELLS: u64 = 4096;
 const PAGE: usize = 2000;
 /// Keys (root ids, cells) whose index partitions are read in one store call.
 const KEY_BATCH: usize = 128;
-
-/// Where a query stopped: the position in the plan, and the last sort key
-/// read there (empty: none yet).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Cursor {
-    /// Index of the key, id chunk or block.
-    pub k: u64,
-    /// Last sort key returned at that position.
-    pub after: Vec<u8>,
-}
-
-impl Cursor {
-    /// As an opaque page token.
-    #[must_use]
-    pub fn token(&self) -> String {
-        let mut s = format!("{:016x}", self.k);
-        for b in &self.after {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
-    }
-
-    /// From a page token.
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || {
-            ServiceError::field(
-                "page_token",
-                format!("page token '{s}' is not one this server gave; start without it"),
-            )
-        };
-        if s.len() < 16 || s.len() > 16 + 64 || !s.len().is_multiple_of(2) || !s.is_ascii() {
-            return Err(bad());
-        }
-        let k = u64::from_str_radix(&s[..16], 16).map_err(|_| bad())?;
-        let after = (16..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
-            .collect::<std::result::Result<Vec<u8>, _>>()
-            .map_err(|_| bad())?;
-        Ok(Self { k, after })
-    }
-
-    fn at(k: u64) -> Self {
-        Self {
-            k,
-            after: Vec::new(),
-        }
-    }
-}
-
-/// Sort keys after `after` (all of them when it is empty).
-fn after_range(after: &[u8]) -> SortRange {
-    if after.is_empty() {
-        return SortRange::all();
-    }
-    let mut start = after.to_vec();
-    start.push(0);
-    SortRange {
-        start: Some(Bytes::from(start)),
-        end: None,
-    }
-}
 
 /// Choose how to read the rows a filter selects (`frozen`: reading a
 /// version, which has an edge index).
