@@ -484,7 +484,7 @@ pub async fn put_rows_spans_tables(s: &Arc<dyn Store>) {
     s.put_rows(vec![]).await.unwrap();
 }
 
-/// `scan_ranges` reads every range to its end, in order.
+/// `scan_ranges` reads every range to its end, or its first `limit` rows, in order.
 pub async fn scan_ranges_reads_each_range(s: &Arc<dyn Store>) {
     let rows: Vec<(Key, Bytes)> = (0..1500u32)
         .map(|i| (k(&format!("p{}", i % 3), &format!("{i:05}")), v("x")))
@@ -504,6 +504,7 @@ pub async fn scan_ranges_reads_each_range(s: &Arc<dyn Store>) {
                 ),
                 (Bytes::from_static(b"none"), SortRange::all()),
             ],
+            usize::MAX,
         )
         .await
         .unwrap();
@@ -527,7 +528,10 @@ pub async fn scan_ranges_reads_each_range(s: &Arc<dyn Store>) {
             )
         })
         .collect();
-    let got = s.scan_ranges(Table::RowIndex, many).await.unwrap();
+    let got = s
+        .scan_ranges(Table::RowIndex, many, usize::MAX)
+        .await
+        .unwrap();
     assert_eq!(got.len(), 100);
     for (j, rows) in got.iter().enumerate() {
         let i = 99 - j as u32;
@@ -538,4 +542,35 @@ pub async fn scan_ranges_reads_each_range(s: &Arc<dyn Store>) {
         let sorts: Vec<Bytes> = rows.iter().map(|(key, _)| key.sort.clone()).collect();
         assert_eq!(sorts, want, "range {j}");
     }
+    // A limit cuts each range to its first rows; reading on from the last
+    // sort key returns the rest.
+    let cut = s
+        .scan_ranges(
+            Table::RowIndex,
+            vec![
+                (Bytes::from_static(b"p2"), SortRange::all()),
+                (
+                    Bytes::from_static(b"p0"),
+                    SortRange {
+                        start: Some(v("00300")),
+                        end: Some(v("00312")),
+                    },
+                ),
+            ],
+            1200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut[0].len(), 500, "fewer rows than the limit: all of them");
+    assert_eq!(cut[1].len(), 4);
+    let cut = s
+        .scan_ranges(
+            Table::RowIndex,
+            vec![(Bytes::from_static(b"p1"), SortRange::all())],
+            3,
+        )
+        .await
+        .unwrap();
+    let sorts: Vec<Bytes> = cut[0].iter().map(|(key, _)| key.sort.clone()).collect();
+    assert_eq!(sorts, vec![v("00001"), v("00004"), v("00007")]);
 }

@@ -157,6 +157,7 @@ impl Inner {
         &self,
         table: Table,
         ranges: Vec<(Bytes, SortRange)>,
+        limit: usize,
     ) -> Result<Vec<Vec<(Key, Bytes)>>, StoreError> {
         ranges
             .into_iter()
@@ -167,7 +168,7 @@ impl Inner {
                     Some(e) => Bound::Excluded(encode_key(&p, e)),
                     None => prefix_end(&prefix),
                 };
-                Ok(self.page(table, lo, hi, usize::MAX)?.rows)
+                Ok(self.page(table, lo, hi, limit)?.rows)
             })
             .collect()
     }
@@ -302,6 +303,7 @@ impl Store for EmbeddedStore {
         &self,
         table: Table,
         ranges: Vec<(Bytes, SortRange)>,
+        limit: usize,
     ) -> Result<Vec<Vec<(Key, Bytes)>>, StoreError> {
         // Many ranges are read on two blocking threads (a query's batch of
         // partitions is CPU-bound in the engine's block decoding).
@@ -309,13 +311,13 @@ impl Store for EmbeddedStore {
             let mut first = ranges;
             let second = first.split_off(first.len() / 2);
             let (mut a, b) = tokio::try_join!(
-                self.blocking(move |s| s.ranges(table, first)),
-                self.blocking(move |s| s.ranges(table, second)),
+                self.blocking(move |s| s.ranges(table, first, limit)),
+                self.blocking(move |s| s.ranges(table, second, limit)),
             )?;
             a.extend(b);
             return Ok(a);
         }
-        self.blocking(move |s| s.ranges(table, ranges)).await
+        self.blocking(move |s| s.ranges(table, ranges, limit)).await
     }
 
     async fn scan_all(

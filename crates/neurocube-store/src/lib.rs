@@ -197,27 +197,20 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Page, StoreError>;
 
-    /// Every row of several partition ranges (each read to its end), in one
-    /// call: many small index partitions cost one round trip, not one each.
-    /// The result has one entry per range, in order.
+    /// The first `limit` rows (in sort order) of each of several partition
+    /// ranges, in one call: many small index partitions cost one round trip,
+    /// not one each. The result has one entry per range, in order; an entry
+    /// holding `limit` rows may have more after it (read on from its last
+    /// sort key).
     async fn scan_ranges(
         &self,
         table: Table,
         ranges: Vec<(Bytes, SortRange)>,
+        limit: usize,
     ) -> Result<Vec<Vec<(Key, Bytes)>>, StoreError> {
         let mut out = Vec::with_capacity(ranges.len());
         for (p, r) in ranges {
-            let mut rows = Vec::new();
-            let mut token = None;
-            loop {
-                let page = self.scan(table, &p, r.clone(), token, 1000).await?;
-                rows.extend(page.rows);
-                token = page.next;
-                if token.is_none() {
-                    break;
-                }
-            }
-            out.push(rows);
+            out.push(scan_limited(self, table, &p, r, limit).await?);
         }
         Ok(out)
     }
@@ -270,4 +263,28 @@ pub fn decode_key(k: &[u8]) -> Option<Key> {
         Bytes::copy_from_slice(p),
         Bytes::copy_from_slice(&k[2 + len..]),
     ))
+}
+
+/// Up to `limit` rows of one partition range, page by page (the default
+/// `scan_ranges`, and the Cassandra backend's).
+pub(crate) async fn scan_limited<S: Store + ?Sized>(
+    s: &S,
+    table: Table,
+    partition: &[u8],
+    range: SortRange,
+    limit: usize,
+) -> Result<Vec<(Key, Bytes)>, StoreError> {
+    let mut rows = Vec::new();
+    let mut token = None;
+    while rows.len() < limit {
+        let want = (limit - rows.len()).min(1000);
+        let page = s.scan(table, partition, range.clone(), token, want).await?;
+        rows.extend(page.rows);
+        token = page.next;
+        if token.is_none() {
+            break;
+        }
+    }
+    rows.truncate(limit);
+    Ok(rows)
 }

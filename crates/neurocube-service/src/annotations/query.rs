@@ -108,6 +108,10 @@ const MAX_CELLS: u64 = 4096;
 const PAGE: usize = 2000;
 /// Keys (root ids, cells) whose index partitions are read in one store call.
 const KEY_BATCH: usize = 128;
+/// Most rows read from one index range per store call: a batch of
+/// partitions holds at most `KEY_BATCH` × this many rows in memory, however
+/// many synapses a neuron has.
+const RANGE_ROWS: usize = 2000;
 
 /// Choose how to read the rows a filter selects (`frozen`: reading a
 /// version, which has an edge index).
@@ -278,7 +282,7 @@ impl State {
         let edges = self
             .ann
             .store
-            .scan_ranges(Table::RowIndex, edge_ranges)
+            .scan_ranges(Table::RowIndex, edge_ranges, usize::MAX)
             .await?;
         let mut ranges = Vec::new();
         let mut owners = Vec::new();
@@ -323,9 +327,16 @@ impl State {
                 owners.push((k0 + i) as u64);
             }
         }
-        let found = self.ann.store.scan_ranges(Table::RowIndex, ranges).await?;
+        let found = self
+            .ann
+            .store
+            .scan_ranges(Table::RowIndex, ranges, RANGE_ROWS)
+            .await?;
+        self.cursor = Cursor::at((k0 + batch.len()) as u64);
         let mut out = Vec::new();
         for (k, rows) in owners.into_iter().zip(found) {
+            let cut = rows.len() >= RANGE_ROWS;
+            let last = rows.last().map(|(key, _)| key.sort.to_vec());
             for (key, v) in rows {
                 // A run may span partners outside the set: skip them undecoded.
                 if !keys::morton_of(&key.sort).is_some_and(|q| partners.contains(&q)) {
@@ -340,8 +351,12 @@ impl State {
                     },
                 ));
             }
+            if cut && let Some(after) = last {
+                // Read on from here next time; later ranges are read again.
+                self.cursor = Cursor { k, after };
+                break;
+            }
         }
-        self.cursor = Cursor::at((k0 + batch.len()) as u64);
         Ok(out)
     }
 
@@ -375,14 +390,26 @@ impl State {
                 )
             })
             .collect();
-        let found = self.ann.store.scan_ranges(Table::RowIndex, ranges).await?;
+        let found = self
+            .ann
+            .store
+            .scan_ranges(Table::RowIndex, ranges, RANGE_ROWS)
+            .await?;
         self.cursor = Cursor::at((k0 + batch.len()) as u64);
         let mut entries: Vec<(u64, u64, Bytes, Bytes)> = Vec::new();
         for (i, rows) in found.into_iter().enumerate() {
+            let k = (k0 + i) as u64;
+            let cut = rows.len() >= RANGE_ROWS;
+            let last = rows.last().map(|(key, _)| key.sort.to_vec());
             for (key, v) in rows {
                 if let Some(id) = keys::row_id(&key.sort) {
-                    entries.push(((k0 + i) as u64, id, key.sort, v));
+                    entries.push((k, id, key.sort, v));
                 }
+            }
+            if cut && let Some(after) = last {
+                // Read on from here next time; later partitions are read again.
+                self.cursor = Cursor { k, after };
+                break;
             }
         }
         let rows: Vec<Option<Row>> = match (&self.at, kind) {

@@ -544,20 +544,10 @@ impl Store for CassandraStore {
         &self,
         table: Table,
         ranges: Vec<(Bytes, SortRange)>,
+        limit: usize,
     ) -> Result<Vec<Vec<(Key, Bytes)>>, StoreError> {
         stream::iter(ranges)
-            .map(|(p, r)| async move {
-                let mut rows = Vec::new();
-                let mut token = None;
-                loop {
-                    let page = self.scan(table, &p, r.clone(), token, 1000).await?;
-                    rows.extend(page.rows);
-                    token = page.next;
-                    if token.is_none() {
-                        return Ok::<_, StoreError>(rows);
-                    }
-                }
-            })
+            .map(|(p, r)| async move { crate::scan_limited(self, table, &p, r, limit).await })
             .buffered(self.concurrency().min(64))
             .try_collect()
             .await
