@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
 
+mod annotation_filters;
+mod annotation_versions;
 mod annotations;
 mod bad_input;
 mod concurrency;

@@ -27,6 +27,7 @@ use neurocube_store::Store;
 
 mod cursor;
 mod output;
+mod pairs;
 pub mod query;
 mod request;
 mod rows;
