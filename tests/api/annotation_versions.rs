@@ -252,7 +252,18 @@ async fn sixty_four_writers_share_group_commits() {
             let mut ids = Vec::new();
             for i in 0..20u64 {
                 let body = json!([{"pre_pt_position": [w % 256, i, 1], "post_pt_position": [i, w % 256, 2], "size": (w * 100 + i) as f64}]);
-                let r = client.post(format!("{url}/v1/datasets/a/tables/syn/rows")).json(&body).send().await.unwrap();
+                // A full write queue answers 503 with Retry-After (by design,
+                // on a slow node): a well-behaved client waits and retries.
+                let mut tries = 0;
+                let r = loop {
+                    let r = client.post(format!("{url}/v1/datasets/a/tables/syn/rows")).json(&body).send().await.unwrap();
+                    if r.status() != 503 || tries == 100 {
+                        break r;
+                    }
+                    assert!(r.headers().contains_key("retry-after"), "a 503 says when to retry");
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                };
                 assert_eq!(r.status(), 201);
                 let v: Value = r.json().await.unwrap();
                 ids.push((w * 100 + i, v["ids"][0].as_u64().unwrap()));
