@@ -11,6 +11,7 @@ mod concurrency;
 mod cutouts;
 mod datasets;
 mod helpers;
+mod hostile;
 mod jobs;
 mod ops;
 mod slices;

@@ -117,6 +117,13 @@ pub fn decompressed_len(src: &[u8]) -> Result<usize, BloscError> {
     if rc != 0 {
         return Err(BloscError::NotBlosc { len: src.len() });
     }
+    // Header byte 2: bit 1 set means stored uncompressed; bits 5-7 name the
+    // compressor (0 blosclz, 1 lz4/lz4hc, 2 snappy, 3 zlib, 4 zstd). All but
+    // snappy are built in.
+    let flags = src[2];
+    if flags & 0x02 == 0 && flags >> 5 == 2 {
+        return Err(BloscError::UnsupportedCompressor { name: "snappy" });
+    }
     Ok(nbytes)
 }
 
@@ -179,6 +186,43 @@ mod tests {
                 assert_eq!(decompress(&z, usize::MAX).unwrap(), data);
             }
         }
+    }
+
+    /// Frames from other c-blosc 1 compressors (as Python's `blosc` writes
+    /// them) decode; snappy, not built in, is refused by name.
+    #[test]
+    fn frames_of_every_built_in_compressor_decode() {
+        let data = sample(100_000);
+        for name in [&b"blosclz\0"[..], b"lz4hc\0", b"zlib\0", b"zstd\0"] {
+            let cap = data.len() + OVERHEAD;
+            let mut z: Vec<u8> = Vec::with_capacity(cap);
+            // SAFETY: as in `Blosc::compress`: `dst` has `cap` bytes of
+            // capacity, c-blosc is told `cap`, the name is NUL-terminated.
+            let n = unsafe {
+                blosc_src::blosc_compress_ctx(
+                    5,
+                    1,
+                    2,
+                    data.len(),
+                    data.as_ptr().cast::<c_void>(),
+                    z.as_mut_ptr().cast::<c_void>(),
+                    cap,
+                    name.as_ptr().cast(),
+                    0,
+                    1,
+                )
+            };
+            assert!(n > 0, "{name:?} failed to compress: {n}");
+            // SAFETY: c-blosc wrote `n` bytes.
+            unsafe { z.set_len(n as usize) };
+            assert_eq!(decompress(&z, usize::MAX).unwrap(), data, "{name:?}");
+        }
+        let mut z = Blosc::lz4(1).unwrap().compress(&data).unwrap();
+        z[2] = (z[2] & 0x1f) | (2 << 5);
+        assert_eq!(
+            decompress(&z, usize::MAX).unwrap_err().to_string(),
+            "the Blosc frame is compressed with snappy, which this server cannot decode; compress with blosclz, lz4, lz4hc, zlib or zstd"
+        );
     }
 
     #[test]

@@ -54,6 +54,14 @@ pub enum BloscError {
         /// Element size.
         typesize: usize,
     },
+    /// The frame's compressor is not built into this server.
+    #[error(
+        "the Blosc frame is compressed with {name}, which this server cannot decode; compress with blosclz, lz4, lz4hc, zlib or zstd"
+    )]
+    UnsupportedCompressor {
+        /// The compressor's name.
+        name: &'static str,
+    },
     /// The bytes are not a Blosc frame.
     #[error("body of {len} bytes is not a valid Blosc (c-blosc v1) buffer")]
     NotBlosc {

@@ -102,6 +102,7 @@ pub fn service_config(s: &Settings) -> ServiceConfig {
             max_cas_attempts: s.limits.max_cas_attempts,
         },
         max_inflight_bytes: s.limits.max_inflight_bytes,
+        body_idle_timeout: Duration::from_secs(s.limits.body_idle_timeout_secs.max(1)),
         tiles: neurocube_service::tiles::TileConfig {
             tile_cache_bytes: s.tiles.cache_bytes,
             chunk_cache_bytes: s.tiles.chunk_cache_bytes,

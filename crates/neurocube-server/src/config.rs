@@ -100,6 +100,8 @@ pub struct LimitSettings {
     pub max_inflight_bytes: u64,
     /// Compare-and-set attempts on one chunk before a write gives up with 503.
     pub max_cas_attempts: u32,
+    /// Longest pause inside a request body before it is given up (408).
+    pub body_idle_timeout_secs: u64,
 }
 
 /// Logging.

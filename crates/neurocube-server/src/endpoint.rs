@@ -111,6 +111,11 @@ pub async fn json_body<T: DeserializeOwned>(
             bytes: limit,
             source: format!("the largest {what} body"),
             advice: "send a smaller body",
+            idle: req
+                .app_data::<web::Data<AppState>>()
+                .map_or(std::time::Duration::from_secs(10), |s| {
+                    s.services.body_idle_timeout()
+                }),
         },
     )
     .await?;

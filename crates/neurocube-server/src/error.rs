@@ -127,6 +127,7 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, &'static str) {
         | ServiceError::RowNotValid { .. }
         | ServiceError::VersionNotReady { .. } => CONFLICT,
         ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        ServiceError::BodyStalled { .. } => (StatusCode::REQUEST_TIMEOUT, "body_stalled"),
         ServiceError::Overloaded { .. }
         | ServiceError::Contended { .. }
         | ServiceError::DeadlineExceeded { .. }

@@ -1,6 +1,10 @@
 //! Request bodies read with a limit checked before anything is buffered: a
 //! declared length over the limit is refused at once, and a body that
-//! grows past it is cut off, never buffered whole.
+//! grows past it is cut off, never buffered whole. A body that stops
+//! arriving part way is given up after an idle time (408), so a slow
+//! client cannot hold a worker and its reserved memory.
+
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -16,6 +20,8 @@ pub struct BodyLimit {
     pub source: String,
     /// What to do instead, for the error message.
     pub advice: &'static str,
+    /// Longest pause between two parts of the body.
+    pub idle: Duration,
 }
 
 fn too_large(bytes: u64, limit: &BodyLimit) -> ServiceError {
@@ -47,7 +53,14 @@ where
     let capacity = usize::try_from(declared.unwrap_or(0).min(limit.bytes)).unwrap_or(0);
     let mut buf = BytesMut::with_capacity(capacity);
     let mut body = body;
-    while let Some(chunk) = body.next().await {
+    loop {
+        let Ok(next) = tokio::time::timeout(limit.idle, body.next()).await else {
+            return Err(ServiceError::BodyStalled {
+                idle: limit.idle,
+                received: buf.len() as u64,
+            });
+        };
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| ServiceError::InvalidBody {
             format: "http",
             reason: format!("reading the request body failed: {e}"),
@@ -70,6 +83,7 @@ mod tests {
             bytes: n,
             source: "test".into(),
             advice: "send less",
+            idle: Duration::from_secs(5),
         }
     }
 
@@ -95,6 +109,16 @@ mod tests {
         assert!(
             e.to_string().starts_with("the request body is 7 bytes"),
             "{e}"
+        );
+        // A body that stops part way is given up after the idle time.
+        let stalled = futures::stream::iter(vec![Ok::<_, String>(Bytes::from_static(b"abc"))])
+            .chain(futures::stream::pending());
+        let mut l = limit(100);
+        l.idle = Duration::from_millis(50);
+        let e = read(Some(10), Box::pin(stalled), &l).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the request body stalled: no bytes arrived for 0.05 s after 3 bytes (server setting limits.body_idle_timeout_secs); send the body without pauses"
         );
         let broken = futures::stream::iter(vec![Err::<Bytes, _>("connection reset")]);
         let e = read(None, broken, &limit(5)).await.unwrap_err();

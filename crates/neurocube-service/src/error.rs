@@ -350,6 +350,17 @@ pub enum ServiceError {
         /// The deadline.
         after: Duration,
     },
+    /// The client stopped sending its request body part way (408).
+    #[error(
+        "the request body stalled: no bytes arrived for {} s after {received} bytes (server setting limits.body_idle_timeout_secs); send the body without pauses",
+        idle.as_secs_f64()
+    )]
+    BodyStalled {
+        /// How long it was silent.
+        idle: Duration,
+        /// Bytes received before it stalled.
+        received: u64,
+    },
     /// The server is stopping (503).
     #[error("the server is shutting down; retry against another instance or after it restarts")]
     ShuttingDown,
@@ -430,6 +441,7 @@ impl ServiceError {
             ServiceError::Overloaded { .. } => "overloaded",
             ServiceError::Contended { .. } => "contended",
             ServiceError::DeadlineExceeded { .. } => "deadline_exceeded",
+            ServiceError::BodyStalled { .. } => "body_stalled",
             ServiceError::ShuttingDown => "shutting_down",
             ServiceError::Unauthenticated { .. } => "unauthenticated",
             ServiceError::Forbidden { .. } => "forbidden",
@@ -560,6 +572,9 @@ impl ServiceError {
             }
             ServiceError::DeadlineExceeded { after } => {
                 json!({ "deadline_seconds": after.as_secs() })
+            }
+            ServiceError::BodyStalled { idle, received } => {
+                json!({ "idle_seconds": idle.as_secs_f64(), "received_bytes": received })
             }
             ServiceError::Corrupt { what, key, .. } => json!({ "what": what, "key": key }),
             ServiceError::Forbidden { action, .. } => json!({ "action": action }),

@@ -53,6 +53,10 @@ fn uid_level_block(prefix: &[u8], uid: u64, level: u8, block: u64) -> Vec<u8> {
     p
 }
 
+/// Length of every chunk partition key (uid, level, super-block); the
+/// partitions of one channel are those beginning with its uid.
+pub const CHUNK_PARTITION_LEN: usize = 17;
+
 /// Partition key of a super-block of chunks.
 #[must_use]
 pub fn chunk_partition(uid: u64, level: u8, super_block: u64) -> Vec<u8> {

@@ -44,6 +44,8 @@ pub struct ServiceConfig {
     pub volumes: volume::VolumeLimits,
     /// Decoded bytes that requests in flight may hold at once (beyond: 503).
     pub max_inflight_bytes: u64,
+    /// Longest pause inside a request body before it is given up (408).
+    pub body_idle_timeout: Duration,
     /// Tile cache and prefetching.
     pub tiles: tiles::TileConfig,
     /// Job workers.
@@ -63,6 +65,7 @@ impl Default for ServiceConfig {
         Self {
             volumes: volume::VolumeLimits::default(),
             max_inflight_bytes: 4 << 30,
+            body_idle_timeout: Duration::from_secs(10),
             tiles: tiles::TileConfig::default(),
             jobs: jobs::JobsConfig::default(),
             auto_downsample: None,
@@ -162,6 +165,12 @@ impl Services {
             runner,
             config: config.clone(),
         }
+    }
+
+    /// Longest pause inside a request body before it is given up.
+    #[must_use]
+    pub fn body_idle_timeout(&self) -> Duration {
+        self.config.body_idle_timeout
     }
 
     /// Start the background workers: job workers, automatic downsampling,

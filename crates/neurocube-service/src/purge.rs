@@ -33,6 +33,9 @@ struct Entry {
 /// another server instance, or kept because a delete was unfinished).
 const RESCAN: Duration = Duration::from_secs(60);
 
+/// Partition keys listed per store call while purging.
+const PARTITIONS_PAGE: usize = 1000;
+
 /// The purge queue.
 pub struct Purger {
     store: Arc<dyn Store>,
@@ -130,22 +133,32 @@ impl Purger {
         })
     }
 
-    /// Delete every chunk and stale mark of a channel at every level.
+    /// Delete every chunk and stale mark of a channel at every level: the
+    /// chunk partitions that exist (listed from the store, so the cost is
+    /// what was written, never the size of the channel's grid).
     async fn purge(&self, e: &Entry) -> Result<()> {
         let (ds, uid) = (&e.dataset, e.channel.uid);
-        let grid = e.channel.meta.grid();
-        let sb = 1u64 << keys::SUPER_BLOCK_BITS;
-        for level in ds.all_levels() {
-            let (lo, hi) = grid.chunk_range(&level.bounds());
-            for z in lo[2] / sb..hi[2].div_ceil(sb) {
-                for y in lo[1] / sb..hi[1].div_ceil(sb) {
-                    for x in lo[0] / sb..hi[0].div_ceil(sb) {
-                        let code = neurocube_core::morton::encode([x, y, z]);
-                        let p = keys::chunk_partition(uid, level.level, code);
-                        self.store.delete_partition(Table::Chunks, &p).await?;
-                    }
-                }
+        let mut page = None;
+        loop {
+            let parts = self
+                .store
+                .partitions(
+                    Table::Chunks,
+                    &uid.to_be_bytes(),
+                    keys::CHUNK_PARTITION_LEN,
+                    page,
+                    PARTITIONS_PAGE,
+                )
+                .await?;
+            for p in &parts.keys {
+                self.store.delete_partition(Table::Chunks, p).await?;
             }
+            match parts.next {
+                Some(t) => page = Some(t),
+                None => break,
+            }
+        }
+        for level in ds.all_levels() {
             for shard in 0..keys::STALE_SHARDS {
                 let index = keys::stale_index_partition(uid, level.level, shard);
                 let blocks = Scan::partition(

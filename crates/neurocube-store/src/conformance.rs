@@ -28,7 +28,8 @@ macro_rules! conformance_tests {
             scan_in_sort_order_within_range, scan_pages_resume_without_gaps, scan_all_covers_the_table,
             compare_and_set_semantics, compare_and_set_never_loses_an_update, large_values,
             delete_partition_removes_only_that_partition, empty_batches,
-            scan_helper_reads_every_page, flush_keeps_everything, put_rows_spans_tables, scan_ranges_reads_each_range);
+            scan_helper_reads_every_page, flush_keeps_everything, put_rows_spans_tables, scan_ranges_reads_each_range,
+            partitions_lists_what_exists);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
@@ -377,6 +378,48 @@ pub async fn delete_partition_removes_only_that_partition(s: &Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(got, vec![Some(v("keep")), Some(v("keep"))]);
+}
+
+/// Listing partitions finds each one that holds rows once, by prefix and
+/// length, across pages, and nothing from other tables.
+pub async fn partitions_lists_what_exists(s: &Arc<dyn Store>) {
+    let mut rows = Vec::new();
+    for i in 0..25 {
+        for j in 0..3 {
+            rows.push((k(&format!("pa{i:02}"), &format!("{j}")), v("x")));
+        }
+    }
+    rows.push((k("pb01", "0"), v("other prefix")));
+    rows.push((k("pa001", "0"), v("longer key")));
+    rows.push((k("pa", "0"), v("shorter key")));
+    s.put_many(Table::Chunks, rows).await.unwrap();
+    s.put_many(Table::Meta, vec![(k("pa99", "0"), v("other table"))])
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut page = None;
+    let mut calls = 0;
+    loop {
+        let p = s
+            .partitions(Table::Chunks, b"pa", 4, page, 7)
+            .await
+            .unwrap();
+        got.extend(p.keys);
+        calls += 1;
+        assert!(calls < 100, "listing partitions does not end");
+        match p.next {
+            Some(t) => page = Some(t),
+            None => break,
+        }
+    }
+    got.sort();
+    let want: Vec<Bytes> = (0..25).map(|i| Bytes::from(format!("pa{i:02}"))).collect();
+    assert_eq!(got, want);
+    let none = s
+        .partitions(Table::Chunks, b"zz", 4, None, 10)
+        .await
+        .unwrap();
+    assert!(none.keys.is_empty());
 }
 
 /// Empty requests are no-ops, not errors.

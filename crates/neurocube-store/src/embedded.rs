@@ -18,7 +18,9 @@ use bytes::Bytes;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, PersistMode};
 
 use crate::striped::Stripes;
-use crate::{Key, Page, PageToken, SortRange, Store, StoreError, Table, decode_key, encode_key};
+use crate::{
+    Key, Page, PageToken, Partitions, SortRange, Store, StoreError, Table, decode_key, encode_key,
+};
 
 const BACKEND: &str = "embedded";
 
@@ -151,6 +153,53 @@ impl Inner {
             }
         }
         batch.commit().map_err(engine("commit a write"))
+    }
+
+    /// Partition keys of `len` bytes beginning with `prefix`: one seek per
+    /// partition (to its first key, then past its last).
+    fn partitions(
+        &self,
+        t: Table,
+        prefix: &[u8],
+        len: usize,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Partitions, StoreError> {
+        let Ok(len16) = u16::try_from(len) else {
+            return Ok(Partitions::default());
+        };
+        let mut head = len16.to_be_bytes().to_vec();
+        head.extend_from_slice(prefix);
+        let hi = prefix_end(&head);
+        let mut lo = match page {
+            Some(PageToken(after)) => match prefix_end(&encode_key(&after, b"")) {
+                Bound::Excluded(k) => Bound::Included(k),
+                _ => return Ok(Partitions::default()),
+            },
+            None => Bound::Included(head),
+        };
+        let mut keys = Vec::new();
+        while keys.len() < limit.max(1) {
+            let Some(item) = self.ks(t).range((lo, hi.clone())).next() else {
+                return Ok(Partitions { keys, next: None });
+            };
+            let k = item.key().map_err(engine("scan"))?;
+            let key = decode_key(&k).ok_or_else(|| StoreError::Engine {
+                backend: BACKEND,
+                op: "decode a stored key",
+                source: "key without a partition prefix".into(),
+            })?;
+            lo = match prefix_end(&encode_key(&key.partition, b"")) {
+                Bound::Excluded(k) => Bound::Included(k),
+                _ => Bound::Unbounded,
+            };
+            keys.push(key.partition);
+            if matches!(lo, Bound::Unbounded) {
+                return Ok(Partitions { keys, next: None });
+            }
+        }
+        let next = keys.last().map(|p| PageToken(p.clone()));
+        Ok(Partitions { keys, next })
     }
 
     fn ranges(
@@ -349,6 +398,19 @@ impl Store for EmbeddedStore {
             Ok(true)
         })
         .await
+    }
+
+    async fn partitions(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        len: usize,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Partitions, StoreError> {
+        let prefix = prefix.to_vec();
+        self.blocking(move |s| s.partitions(table, &prefix, len, page, limit))
+            .await
     }
 
     async fn delete_partition(&self, table: Table, partition: &[u8]) -> Result<(), StoreError> {

@@ -98,6 +98,17 @@ pub struct Page {
     pub next: Option<PageToken>,
 }
 
+/// One page of partition keys and where the next page starts (`None`: no
+/// more). A page may hold fewer keys than asked for, even none, and still
+/// have a next page (a backend that filters after reading).
+#[derive(Clone, Debug, Default)]
+pub struct Partitions {
+    /// Partition keys.
+    pub keys: Vec<Bytes>,
+    /// Token of the next page.
+    pub next: Option<PageToken>,
+}
+
 /// A range of sort keys: `start` inclusive, `end` exclusive; `None` is open.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SortRange {
@@ -223,6 +234,19 @@ pub trait Store: Send + Sync + 'static {
         page: Option<PageToken>,
         limit: usize,
     ) -> Result<Page, StoreError>;
+
+    /// The partitions of a table that exist (hold at least one row), whose
+    /// keys are `len` bytes long and begin with `prefix`, about `limit` keys
+    /// per page, in a backend-defined order stable across pages. For purges
+    /// of what was written, never of a whole key space.
+    async fn partitions(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        len: usize,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Partitions, StoreError>;
 
     /// Set `key` to `new` (`None` deletes) only if its value is `expected`
     /// (`None`: absent). Returns whether it was set. Linearizable with every

@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::{Key, Page, PageToken, SortRange, Store, StoreError, Table, decode_key, encode_key};
+use crate::{
+    Key, Page, PageToken, Partitions, SortRange, Store, StoreError, Table, decode_key, encode_key,
+};
 
 /// A `BTreeMap` per table behind one mutex.
 #[derive(Default)]
@@ -125,6 +127,37 @@ impl Store for MemoryStore {
     ) -> Result<Page, StoreError> {
         let lo = page.map_or(Bound::Unbounded, |PageToken(t)| Bound::Excluded(t.to_vec()));
         Ok(self.page(table, lo, Bound::Unbounded, |_| true, limit))
+    }
+
+    async fn partitions(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        len: usize,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Partitions, StoreError> {
+        let m = self.tables.lock();
+        let mut keys: Vec<Bytes> = Vec::new();
+        for (t, k) in m.keys() {
+            if *t != table {
+                continue;
+            }
+            let Some(key) = decode_key(k) else { continue };
+            let p = key.partition;
+            if p.len() == len
+                && p.starts_with(prefix)
+                && page.as_ref().is_none_or(|PageToken(after)| p > *after)
+                && keys.last() != Some(&p)
+            {
+                if keys.len() == limit.max(1) {
+                    let next = keys.last().map(|p| PageToken(p.clone()));
+                    return Ok(Partitions { keys, next });
+                }
+                keys.push(p);
+            }
+        }
+        Ok(Partitions { keys, next: None })
     }
 
     async fn compare_and_set(

@@ -163,6 +163,7 @@ impl Services {
             bytes: self.config.max_upload_bytes,
             source: "server setting annotations.max_upload_bytes".into(),
             advice: "split the upload",
+            idle: self.config.body_idle_timeout,
         };
         body::check_declared(declared, &limit)?;
         // Parsed rows take about twice their text.

@@ -133,6 +133,7 @@ impl Services {
                 t.dtype()
             ),
             advice: "send a body that matches the box",
+            idle: self.config.body_idle_timeout,
         };
         let reserve = match enc {
             Encoding::Blosc => len.saturating_mul(2),

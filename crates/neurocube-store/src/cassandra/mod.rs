@@ -53,7 +53,7 @@ pub use options::{
     CassandraOptions, parse_consistency, parse_serial_consistency, validate_keyspace,
 };
 
-use crate::{Key, Page, PageToken, SortRange, Store, StoreError, Table};
+use crate::{Key, Page, PageToken, Partitions, SortRange, Store, StoreError, Table};
 
 /// Sort keys per `IN (...)` read: small batches spread one cutout over many
 /// concurrent requests (and Cassandra read threads); measured 64 → 4 took a
@@ -69,6 +69,9 @@ struct Stmts {
     /// `scan[lower][upper]`: lower 0 none, 1 `s >= ?`, 2 `s > ?`; upper 0 none, 1 `s < ?`.
     scan: [[PreparedStatement; 2]; 3],
     ring: PreparedStatement,
+    /// Distinct partition keys: from the start of the ring, and after one.
+    parts_first: PreparedStatement,
+    parts_after: PreparedStatement,
     cas_insert: PreparedStatement,
     cas_update: PreparedStatement,
     cas_delete: PreparedStatement,
@@ -317,6 +320,13 @@ async fn prepare_table(
         scan: <[[PreparedStatement; 2]; 3]>::try_from(scan).expect("three lowers"),
         ring: prep(
             format!("SELECT token(p), p, s, v FROM {name} WHERE token(p) > ? LIMIT ?"),
+            r,
+            true,
+        )
+        .await?,
+        parts_first: prep(format!("SELECT DISTINCT p FROM {name} LIMIT ?"), r, true).await?,
+        parts_after: prep(
+            format!("SELECT DISTINCT p FROM {name} WHERE token(p) > token(?) LIMIT ?"),
             r,
             true,
         )
@@ -622,6 +632,40 @@ impl Store for CassandraStore {
                 Ok(got.is_empty())
             }
         }
+    }
+
+    async fn partitions(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        len: usize,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Partitions, StoreError> {
+        // Partition keys are hashed onto the ring: walk it (keys only) and
+        // keep the matching ones; a page may keep none and still go on.
+        let st = self.stmts(table);
+        let want = limit_i32(limit.max(1));
+        let res = match &page {
+            None => {
+                self.run("list partitions", &st.parts_first, (want,))
+                    .await?
+            }
+            Some(PageToken(after)) => {
+                self.run("list partitions", &st.parts_after, (&after[..], want))
+                    .await?
+            }
+        };
+        let got: Vec<(Bytes,)> = rows("list partitions", res)?;
+        let next = (got.len() >= limit.max(1))
+            .then(|| got.last().map(|(p,)| PageToken(p.clone())))
+            .flatten();
+        let keys = got
+            .into_iter()
+            .map(|(p,)| p)
+            .filter(|p| p.len() == len && p.starts_with(prefix))
+            .collect();
+        Ok(Partitions { keys, next })
     }
 
     async fn delete_partition(&self, table: Table, partition: &[u8]) -> Result<(), StoreError> {
