@@ -94,7 +94,8 @@ cassandra_conformance!(
     scan_helper_reads_every_page,
     flush_keeps_everything,
     put_rows_spans_tables,
-    scan_ranges_reads_each_range
+    scan_ranges_reads_each_range,
+    partitions_lists_what_exists
 );
 
 /// A page token of another backend is rejected, not misread.
