@@ -29,7 +29,7 @@ macro_rules! conformance_tests {
             compare_and_set_semantics, compare_and_set_never_loses_an_update, large_values,
             delete_partition_removes_only_that_partition, empty_batches,
             scan_helper_reads_every_page, flush_keeps_everything, put_rows_spans_tables, scan_ranges_reads_each_range,
-            partitions_lists_what_exists);
+            partitions_lists_what_exists, scan_prefix_reads_every_row);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
@@ -420,6 +420,62 @@ pub async fn partitions_lists_what_exists(s: &Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(none.keys.is_empty());
+}
+
+/// Reading the rows of every partition of a prefix, page by page, gives
+/// each row once and nothing of other prefixes, lengths or tables.
+pub async fn scan_prefix_reads_every_row(s: &Arc<dyn Store>) {
+    let mut rows = Vec::new();
+    for i in 0..25 {
+        for j in 0..3 {
+            rows.push((
+                k(&format!("sp{i:02}"), &format!("{j}")),
+                v(&format!("{i}/{j}")),
+            ));
+        }
+    }
+    rows.push((k("sq01", "0"), v("other prefix")));
+    rows.push((k("sp001", "0"), v("longer key")));
+    s.put_many(Table::Chunks, rows).await.unwrap();
+    s.put_many(Table::Meta, vec![(k("sp99", "0"), v("other table"))])
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut page = None;
+    for _ in 0..200 {
+        let p = s
+            .scan_prefix(Table::Chunks, b"sp", 4, page, 5)
+            .await
+            .unwrap();
+        got.extend(p.rows);
+        match p.next {
+            Some(t) => page = Some(t),
+            None => break,
+        }
+    }
+    let mut got: Vec<String> = got
+        .into_iter()
+        .map(|(key, val)| {
+            assert_eq!(
+                std::str::from_utf8(&val).unwrap(),
+                format!(
+                    "{}/{}",
+                    std::str::from_utf8(&key.partition[2..])
+                        .unwrap()
+                        .parse::<u32>()
+                        .unwrap(),
+                    std::str::from_utf8(&key.sort).unwrap()
+                )
+            );
+            String::from_utf8(val.to_vec()).unwrap()
+        })
+        .collect();
+    got.sort();
+    let mut want: Vec<String> = (0..25)
+        .flat_map(|i| (0..3).map(move |j| format!("{i}/{j}")))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
 }
 
 /// Empty requests are no-ops, not errors.

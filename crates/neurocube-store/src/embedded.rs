@@ -135,6 +135,10 @@ impl EmbeddedStore {
     }
 }
 
+/// Listing partitions steps over this many keys of one partition before
+/// seeking past it.
+const SEEK_AFTER: usize = 16;
+
 /// `scan_ranges` calls with at least this many ranges use two threads.
 const PARALLEL_RANGES: usize = 32;
 
@@ -178,9 +182,12 @@ impl Inner {
             },
             None => Bound::Included(head),
         };
-        let mut keys = Vec::new();
-        while keys.len() < limit.max(1) {
-            let Some(item) = self.ks(t).range((lo, hi.clone())).next() else {
+        // Walk forward over small partitions; seek past a large one.
+        let mut keys: Vec<Bytes> = Vec::new();
+        let mut iter = self.ks(t).range((lo, hi.clone()));
+        let mut same = 0;
+        loop {
+            let Some(item) = iter.next() else {
                 return Ok(Partitions { keys, next: None });
             };
             let k = item.key().map_err(engine("scan"))?;
@@ -189,17 +196,25 @@ impl Inner {
                 op: "decode a stored key",
                 source: "key without a partition prefix".into(),
             })?;
-            lo = match prefix_end(&encode_key(&key.partition, b"")) {
-                Bound::Excluded(k) => Bound::Included(k),
-                _ => Bound::Unbounded,
-            };
-            keys.push(key.partition);
-            if matches!(lo, Bound::Unbounded) {
-                return Ok(Partitions { keys, next: None });
+            if keys.last() == Some(&key.partition) {
+                same += 1;
+                if same >= SEEK_AFTER {
+                    same = 0;
+                    lo = match prefix_end(&encode_key(&key.partition, b"")) {
+                        Bound::Excluded(k) => Bound::Included(k),
+                        _ => return Ok(Partitions { keys, next: None }),
+                    };
+                    iter = self.ks(t).range((lo, hi.clone()));
+                }
+                continue;
             }
+            if keys.len() == limit.max(1) {
+                let next = keys.last().map(|p| PageToken(p.clone()));
+                return Ok(Partitions { keys, next });
+            }
+            same = 0;
+            keys.push(key.partition);
         }
-        let next = keys.last().map(|p| PageToken(p.clone()));
-        Ok(Partitions { keys, next })
     }
 
     fn ranges(
@@ -411,6 +426,28 @@ impl Store for EmbeddedStore {
         let prefix = prefix.to_vec();
         self.blocking(move |s| s.partitions(table, &prefix, len, page, limit))
             .await
+    }
+
+    async fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        len: usize,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let Ok(len16) = u16::try_from(len) else {
+            return Ok(Page::default());
+        };
+        let mut head = len16.to_be_bytes().to_vec();
+        head.extend_from_slice(prefix);
+        let hi = prefix_end(&head);
+        let lo = match page {
+            Some(PageToken(t)) if t.starts_with(&head) => Bound::Excluded(t.to_vec()),
+            Some(_) => return Err(StoreError::BadPageToken { backend: BACKEND }),
+            None => Bound::Included(head),
+        };
+        self.blocking(move |s| s.page(table, lo, hi, limit)).await
     }
 
     async fn delete_partition(&self, table: Table, partition: &[u8]) -> Result<(), StoreError> {

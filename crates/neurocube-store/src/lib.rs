@@ -248,6 +248,39 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Partitions, StoreError>;
 
+    /// Every row of the partitions that [`Store::partitions`] lists for
+    /// `prefix` and `len`, partition by partition, each in sort order, about
+    /// `limit` rows a page; a partition may continue on the next page. For
+    /// reading a whole index (the default reads `limit / 64` listed
+    /// partitions whole per page; an ordered engine reads one key range).
+    async fn scan_prefix(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        len: usize,
+        page: Option<PageToken>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let parts = self
+            .partitions(table, prefix, len, page, (limit / 64).max(1))
+            .await?;
+        let ranges = parts
+            .keys
+            .into_iter()
+            .map(|p| (p, SortRange::all()))
+            .collect();
+        let rows = self
+            .scan_ranges(table, ranges, usize::MAX)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(Page {
+            rows,
+            next: parts.next,
+        })
+    }
+
     /// Set `key` to `new` (`None` deletes) only if its value is `expected`
     /// (`None`: absent). Returns whether it was set. Linearizable with every
     /// other write to the same key.

@@ -95,7 +95,8 @@ cassandra_conformance!(
     flush_keeps_everything,
     put_rows_spans_tables,
     scan_ranges_reads_each_range,
-    partitions_lists_what_exists
+    partitions_lists_what_exists,
+    scan_prefix_reads_every_row
 );
 
 /// A page token of another backend is rejected, not misread.
