@@ -21,6 +21,7 @@ pub mod downsample;
 pub mod dtype;
 pub mod error;
 pub mod geometry;
+pub mod graph;
 pub mod meta;
 pub mod morton;
 pub mod names;
