@@ -2,6 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
 
+pub mod graphbench;
+pub mod synbench;
+
 /// What a bench reads about a server process from `/proc`.
 pub mod proc {
     use std::time::{Duration, Instant};

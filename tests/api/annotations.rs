@@ -8,7 +8,7 @@
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, spawn_app};
+use crate::helpers::{TestApp, assert_error, spawn_with};
 
 /// The label of the test segmentation at a voxel: 32×32×8 blocks.
 pub(crate) fn label(p: [i64; 3]) -> u64 {
@@ -19,7 +19,12 @@ pub(crate) fn label(p: [i64; 3]) -> u64 {
 /// labelled by [`label`], an image channel `img`, and a synapse table `syn`
 /// bound to `seg`.
 pub(crate) async fn setup() -> TestApp {
-    let app = spawn_app().await;
+    setup_with(|_| {}).await
+}
+
+/// [`setup`] on a server with changed settings.
+pub(crate) async fn setup_with(tweak: impl FnOnce(&mut neurocube_server::Settings)) -> TestApp {
+    let app = spawn_with(tweak).await;
     app.dataset("a", [256, 256, 32], 1).await;
     app.channel("a", "seg", "segmentation", "uint32", [64, 64, 8])
         .await;

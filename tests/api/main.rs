@@ -10,6 +10,7 @@ mod bad_input;
 mod concurrency;
 mod cutouts;
 mod datasets;
+mod graph;
 mod helpers;
 mod hostile;
 mod jobs;

@@ -24,172 +24,24 @@
 //! - `synapse_query` for one post root id, 1,000 ids in turn (p50, p99);
 //!   PostgreSQL: the same SELECT on the B-tree index;
 //! - seed 000's query (all synapses among the proofread neurons), median of 5;
-//! - the whole table as one Arrow query: time and the server's peak RSS.
+//! - the whole table as one Arrow query: time and the server's peak RSS;
+//! - the graph endpoint (see `neurocube_benches::graphbench`): the proofread
+//!   induced subgraph, its connectivity PNG, the whole edge list as CSV.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use neurocube_benches::proc::{peak_rss_mib, settle};
-use neurocube_service::demo::synapses::{Neuron, SynapseRow, neurons, synapses_with};
+use neurocube_benches::synbench::{
+    CHUNK, Data, EXTENT, arg, flag, generate, median, pct, put, start_server,
+};
 use serde_json::{Value, json};
-
-const EXTENT: [u64; 3] = [16384, 16384, 256];
-const CHUNK: usize = 100_000;
-
-fn arg(name: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != name).nth(1)
-}
-
-fn flag(name: &str) -> bool {
-    std::env::args().any(|a| a == name)
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    pct(&mut v, 0.5)
-}
-
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(data: &Path, store: Option<&str>) -> Server {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().join("neurocube");
-    let mut cmd = Command::new(bin);
-    cmd.args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
-        .arg(data)
-        .env("NEUROCUBE__LOG__LEVEL", "warn")
-        .env(
-            "NEUROCUBE__STORE__DURABILITY",
-            std::env::var("BENCH_DURABILITY").unwrap_or_else(|_| "fsync".into()),
-        )
-        // The same memory for cached data as PostgreSQL's shared_buffers.
-        .env("NEUROCUBE__STORE__CACHE_BYTES", "2147483648")
-        .env("NEUROCUBE__ANNOTATIONS__MAX_UPLOAD_BYTES", "1073741824")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(s) = store {
-        cmd.args(["--store", s]);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    Server { child, url }
-}
-
-struct Data {
-    neurons: Vec<Neuron>,
-    rows: Vec<SynapseRow>,
-    /// CSV chunks of 100,000 rows (header included), neurocube's columns.
-    chunks: Vec<String>,
-    proofread: Vec<u64>,
-    /// Post root ids to query, one per draw.
-    probes: Vec<u64>,
-}
-
-fn generate(n: u64) -> Data {
-    let started = Instant::now();
-    let neurons = neurons(EXTENT);
-    let rows = synapses_with(&neurons, EXTENT, n, 0, false);
-    let proofread: Vec<u64> = neurons
-        .iter()
-        .filter(|x| x.proofread)
-        .map(|x| x.root_id)
-        .collect();
-    let header = "pre_pt_position_x,pre_pt_position_y,pre_pt_position_z,post_pt_position_x,post_pt_position_y,post_pt_position_z,ctr_pt_position_x,ctr_pt_position_y,ctr_pt_position_z,size,pre_pt_supervoxel_id,pre_pt_root_id,post_pt_supervoxel_id,post_pt_root_id\n";
-    let chunks: Vec<String> = {
-        use rayon::prelude::*;
-        rows.par_chunks(CHUNK)
-            .map(|c| {
-                let mut s = String::with_capacity(c.len() * 110 + header.len());
-                s.push_str(header);
-                for r in c {
-                    let (a, b) = (
-                        neurons[r.partners.0 as usize].root_id,
-                        neurons[r.partners.1 as usize].root_id,
-                    );
-                    s.push_str(&format!(
-                        "{},{},{},{},{},{},{},{},{},{},{a},{a},{b},{b}\n",
-                        r.pre[0],
-                        r.pre[1],
-                        r.pre[2],
-                        r.post[0],
-                        r.post[1],
-                        r.post[2],
-                        r.ctr[0],
-                        r.ctr[1],
-                        r.ctr[2],
-                        r.size
-                    ));
-                }
-                s
-            })
-            .collect()
-    };
-    // Probe ids: posts of random synapses (busy neurons come up as often as
-    // users ask for them).
-    let probes: Vec<u64> = (0..1000u64)
-        .map(|i| {
-            let r = &rows[((i * 2_654_435_761) % rows.len() as u64) as usize];
-            neurons[r.partners.1 as usize].root_id
-        })
-        .collect();
-    let induced = rows
-        .iter()
-        .filter(|r| {
-            neurons[r.partners.0 as usize].proofread && neurons[r.partners.1 as usize].proofread
-        })
-        .count();
-    eprintln!(
-        "data: {} synapses among {} neurons ({} proofread; their induced subgraph {} synapses = {:.2}%), generated in {:.1} s",
-        rows.len(),
-        neurons.len(),
-        proofread.len(),
-        induced,
-        100.0 * induced as f64 / rows.len() as f64,
-        started.elapsed().as_secs_f64()
-    );
-    Data {
-        neurons,
-        rows,
-        chunks,
-        proofread,
-        probes,
-    }
-}
-
-async fn put(client: &reqwest::Client, url: &str, v: Value) {
-    let r = client.put(url).json(&v).send().await.unwrap();
-    assert!(
-        r.status().is_success(),
-        "{url}: {}",
-        r.text().await.unwrap()
-    );
-}
 
 async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value {
     let tmp = tempfile::tempdir_in(work).unwrap();
@@ -250,6 +102,8 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
         "[{label}] bulk upload (CSV, 4 clients): {} rows in {upload_secs:.1} s = {upload:.0} rows/s",
         data.rows.len()
     );
+
+    neurocube_benches::graphbench::cell_types(&client, &base, data).await;
 
     // Materialize a version.
     let started = Instant::now();
@@ -337,6 +191,10 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
     }
     let subgraph = median(times);
     eprintln!("[{label}] proofread subgraph: {induced} rows in {subgraph:.3} s (median of 5)");
+
+    let graph =
+        neurocube_benches::graphbench::neurocube(&client, &base, pid, version, data, label, work)
+            .await;
 
     // The whole table as one query; the server's peak memory.
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
@@ -436,6 +294,7 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
         "full_query_peak_rss_mib": peak,
         "full_query_rss_before_mib": before,
         "storm_rows_per_s": storm,
+        "graph": graph,
     })
 }
 
@@ -573,6 +432,7 @@ async fn bench_postgres(data: &Data, work: &Path) -> Value {
     }
     let subgraph = median(times);
     eprintln!("[postgres] proofread subgraph: {n} rows in {subgraph:.3} s (median of 5)");
+    let graph = neurocube_benches::graphbench::postgres(&c, data).await;
     // 64 connections, one INSERT per commit, 10 s.
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
@@ -614,6 +474,7 @@ async fn bench_postgres(data: &Data, work: &Path) -> Value {
         "subgraph_rows": n,
         "subgraph_s": subgraph,
         "storm_rows_per_s": storm,
+        "graph": graph,
     })
 }
 
@@ -671,6 +532,13 @@ fn ratios(out: &[Value]) {
             if let (Some(a), Some(b)) = (first[name].as_f64(), other[name].as_f64()) {
                 let r = if rate { b / a } else { a / b };
                 line.push_str(&format!(" {name} {r:.2}x"));
+            }
+        }
+        for name in ["graph_subgraph_s", "graph_all_csv_s", "graph_png_s"] {
+            if let (Some(a), Some(b)) =
+                (first["graph"][name].as_f64(), other["graph"][name].as_f64())
+            {
+                line.push_str(&format!(" {name} {:.2}x", a / b));
             }
         }
         eprintln!("{line}");

@@ -35,6 +35,8 @@ pub struct AnnotationSettings {
     pub max_upload_bytes: u64,
     /// Largest `limit` whose result is gathered to give a next-page token.
     pub max_paged_limit: u64,
+    /// Most nodes a connectivity PNG may draw.
+    pub max_graph_png_nodes: usize,
 }
 
 /// HTTP listener.

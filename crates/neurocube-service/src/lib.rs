@@ -22,6 +22,7 @@ pub mod context;
 pub mod demo;
 pub mod encoding;
 pub mod error;
+pub mod graph;
 pub mod jobs;
 pub mod keys;
 mod locks;

@@ -11,6 +11,7 @@ use crate::error::ApiError;
 
 mod annotations;
 mod data;
+mod graph;
 mod jobs;
 mod meta;
 mod ops;
@@ -147,6 +148,26 @@ pub fn table() -> Vec<Route> {
             M::POST,
             "/v1/datasets/{ds}/synapse_query",
             "synapses by pre_ids and/or post_ids and bounding_box",
+        ),
+        route::<graph::GetGraph>(
+            M::GET,
+            "/v1/datasets/{ds}/graph",
+            "the synapse graph (ids, pre_ids, post_ids, bounding_box, select_table; min_synapses): csv, json, graphml, npz, arrow or png",
+        ),
+        route::<graph::GetGraph>(
+            M::POST,
+            "/v1/datasets/{ds}/graph",
+            "the synapse graph, its fields as JSON (for long id lists)",
+        ),
+        route::<graph::GraphStats>(
+            M::GET,
+            "/v1/datasets/{ds}/graph/stats",
+            "node and edge counts, degree distributions, reciprocity, synapses per edge",
+        ),
+        route::<graph::GraphStats>(
+            M::POST,
+            "/v1/datasets/{ds}/graph/stats",
+            "graph statistics, the fields as JSON",
         ),
         route::<annotations::ListVersions>(
             M::GET,

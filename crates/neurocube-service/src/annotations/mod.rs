@@ -58,6 +58,8 @@ pub struct AnnotationConfig {
     pub max_paged_limit: u64,
     /// Most rows a join's right side may have.
     pub max_join_rows: usize,
+    /// Most nodes a connectivity PNG may draw.
+    pub max_graph_png_nodes: usize,
 }
 
 impl Default for AnnotationConfig {
@@ -66,6 +68,7 @@ impl Default for AnnotationConfig {
             writer: WriterConfig::default(),
             max_paged_limit: 200_000,
             max_join_rows: 1_000_000,
+            max_graph_png_nodes: 4096,
         }
     }
 }
@@ -183,6 +186,74 @@ impl Annotations {
                 }
             },
         }
+    }
+
+    /// The same point in time for another table: its rows in the same
+    /// version (404 if it is not in it), or its live rows at the same time.
+    pub(crate) async fn at_same(&self, t: &ResolvedTable, at: &At) -> Result<At> {
+        Ok(match at {
+            At::Version(v, _) => {
+                let rec = self.usable_version(&t.dataset, *v).await?;
+                self.in_version(t, rec)?.0
+            }
+            At::Live(ts, _) => {
+                let blocks = (self.next_id(t.uid()).await? >> crate::keys::ROW_BLOCK_BITS) + 1;
+                At::Live(*ts, blocks)
+            }
+        })
+    }
+
+    /// The rows of `t` matching `filter` at `at` by `plan`, a batch at a
+    /// time (for subsystems built on the tables, as the graph).
+    pub(crate) fn matching_rows(
+        self: &Arc<Self>,
+        t: &ResolvedTable,
+        at: &At,
+        filter: Filter,
+        plan: Plan,
+    ) -> BoxStream<'static, Result<Vec<Row>>> {
+        query::run(
+            self.clone(),
+            t.clone(),
+            at.clone(),
+            Arc::new(filter),
+            plan,
+            Cursor::default(),
+        )
+        .map(|b| b.map(|rows| rows.into_iter().map(|(r, _)| r).collect()))
+        .boxed()
+    }
+
+    /// Reference rows with the target rows they point to (rows whose
+    /// target is missing, or not valid at a live time, are dropped).
+    pub(crate) async fn with_target_rows(
+        &self,
+        target: &ResolvedTable,
+        at: &At,
+        target_col: usize,
+        rows: Vec<Row>,
+    ) -> Result<Vec<(Row, Row)>> {
+        let rows = rows.into_iter().map(|r| (r, Cursor::default())).collect();
+        Ok(query::with_targets(self, target, at, target_col, rows)
+            .await?
+            .into_iter()
+            .filter_map(|(mut rec, _)| {
+                let t = rec.pop()??;
+                let r = rec.pop()??;
+                Some((r, t))
+            })
+            .collect())
+    }
+
+    /// Most nodes a connectivity PNG may draw.
+    #[must_use]
+    pub fn max_graph_png_nodes(&self) -> usize {
+        self.config.max_graph_png_nodes
+    }
+
+    /// The store (for subsystems reading the annotation indexes).
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     fn in_version(&self, t: &ResolvedTable, rec: VersionRecord) -> Result<(At, Option<u32>, i64)> {

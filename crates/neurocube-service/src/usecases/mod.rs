@@ -25,6 +25,7 @@ use crate::volume::{CutoutStream, Target, WriteSummary};
 use crate::{Services, volume};
 
 mod annotations;
+mod graph;
 
 pub use annotations::{IdList, SynapseQuery, TableView};
 
