@@ -10,6 +10,7 @@ mod bad_input;
 mod concurrency;
 mod cutouts;
 mod datasets;
+mod fuzz;
 mod graph;
 mod helpers;
 mod hostile;
