@@ -297,9 +297,10 @@ fn requests_from_the_grammar_never_panic_5xx_or_change_data_when_refused() {
     }));
     let mut runner = TestRunner::new(Config {
         cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "tests/fuzz/regressions.txt",
-        ))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/regressions.txt"
+        )))),
         ..Config::default()
     });
     let known = std::cell::RefCell::new(rt.block_on(state(&app)));
