@@ -52,7 +52,7 @@ impl Services {
         &self,
         _ctx: &RequestContext,
         ds: &DatasetName,
-        req: GraphRequest,
+        mut req: GraphRequest,
     ) -> Result<Stats> {
         if req.format.is_some() || req.order_by.is_some() {
             return Err(ServiceError::field(
@@ -60,6 +60,8 @@ impl Services {
                 "graph statistics are JSON; format and order_by belong to GET .../graph",
             ));
         }
+        // The numbers need no node attributes.
+        req.node_tables = Some(Vec::new());
         let g = self.annotations.graph(ds, &req).await?;
         Ok(crate::graph::stats(&g))
     }
