@@ -25,6 +25,9 @@
 #   CASSANDRA_HEAP_MIN/MAX    JVM heap                   (512m / 1g)
 #   CASSANDRA_NUM_TOKENS      vnodes                     (16)
 #   CASSANDRA_JMX_PORT        unset = no JMX at all; set = JMX on 127.0.0.1 only
+#   CASSANDRA_HOST            loopback address to bind   (127.0.0.1)
+#   CASSANDRA_SEEDS           seed list                  (this node: HOST:STORAGE_PORT)
+#   CASSANDRA_CLUSTER_RF      replication factor the token allocator plans for (1)
 #   CASSANDRA_JAVA_HOME       a Java 11 or 17            (/usr/lib/jvm/java-17-openjdk-amd64)
 #   CASSANDRA_MAVEN_REPO      Maven local repository     ($NEUROCUBE_CASSANDRA_HOME/m2)
 #   CASSANDRA_JVM_EXTRA_OPTS  extra JVM flags, split on whitespace
@@ -44,7 +47,9 @@ HEAP_MAX=${CASSANDRA_HEAP_MAX:-1g}
 NUM_TOKENS=${CASSANDRA_NUM_TOKENS:-16}
 JMX_PORT=${CASSANDRA_JMX_PORT:-}
 MAVEN_REPO=${CASSANDRA_MAVEN_REPO:-$CACHE_DIR/m2}
-HOST=127.0.0.1
+HOST=${CASSANDRA_HOST:-127.0.0.1}
+SEEDS=${CASSANDRA_SEEDS:-$HOST:$STORAGE_PORT}
+CLUSTER_RF=${CASSANDRA_CLUSTER_RF:-1}
 
 # Paths end up in file:// URLs and in the JVM, which runs in the data dir:
 # make them absolute so a relative env var still means what the caller meant.
@@ -169,14 +174,16 @@ write_config() {
 # A one-node test cluster on loopback: small memory, fast start, no auth.
 cluster_name: neurocube-test
 num_tokens: $NUM_TOKENS
-allocate_tokens_for_local_replication_factor: 1
+allocate_tokens_for_local_replication_factor: $CLUSTER_RF
+# A node of a fresh test cluster has no data to stream in: join at once.
+auto_bootstrap: false
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
 endpoint_snitch: SimpleSnitch
 
 seed_provider:
   - class_name: org.apache.cassandra.locator.SimpleSeedProvider
     parameters:
-      - seeds: "$HOST:$STORAGE_PORT"
+      - seeds: "$SEEDS"
 
 # Loopback only: nothing listens on another interface.
 listen_address: $HOST

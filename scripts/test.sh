@@ -43,6 +43,15 @@ step "Rust: the HTTP integration tests again, on the Cassandra backend"
 NEUROCUBE_TEST_BACKEND=cassandra cargo test --locked -p neurocube-tests --test api
 stop_cassandra
 
+step "Cassandra: a three-node cluster on 127.0.0.1-3 and its fault tests (scripts/cassandra-cluster.sh)"
+stop_cluster() { scripts/cassandra-cluster.sh stop >/dev/null 2>&1 || true; }
+trap 'stop_cassandra; stop_cluster' EXIT
+scripts/cassandra-cluster.sh reset
+scripts/cassandra-cluster.sh start
+NEUROCUBE_CASSANDRA_CLUSTER=$(scripts/cassandra-cluster.sh hosts) \
+    cargo test --locked -p neurocube-tests --test cassandra_cluster -- --ignored
+stop_cluster
+
 step "Python: numpy/blosc client against the real server"
 NEUROCUBE_BIN=target/debug/neurocube python3 -m pytest -q tests/python
 

@@ -60,6 +60,9 @@ use crate::{Key, Page, PageToken, Partitions, SortRange, Store, StoreError, Tabl
 /// 1024×1024×64 read from 71 to 163 MiB/s on one local node.
 const IN_BATCH: usize = 4;
 
+/// Attempts after the first of a request no coordinator ran.
+const RETRIES: u32 = 4;
+
 /// Prepared statements of one table.
 struct Stmts {
     put: PreparedStatement,
@@ -248,11 +251,20 @@ impl CassandraStore {
                 backend: BACKEND,
                 reason: "the store is closing".into(),
             })?;
-        self.inner
-            .session
-            .execute_unpaged(stmt, values)
-            .await
-            .map_err(|e| exec_error(&self.inner.hosts, op, e))
+        // A request a coordinator refused before running it (a node
+        // shutting down, too few replicas for a moment) is sent again, a
+        // few times, through the driver's next choice of coordinator.
+        let mut attempt = 0u32;
+        loop {
+            match self.inner.session.execute_unpaged(stmt, &values).await {
+                Ok(r) => return Ok(r),
+                Err(e) if attempt < RETRIES && options::not_executed(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(e) => return Err(exec_error(&self.inner.hosts, op, e)),
+            }
+        }
     }
 
     fn concurrency(&self) -> usize {

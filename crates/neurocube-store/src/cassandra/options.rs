@@ -154,6 +154,26 @@ fn transient_attempt(e: &RequestAttemptError) -> Option<String> {
     }
 }
 
+/// Whether a request certainly did not run (a coordinator refused it before
+/// executing: shutting down, starting, too few replicas, or no connection),
+/// so running it again through another coordinator is safe even for a
+/// compare-and-set. The driver retries idempotent statements by itself;
+/// this covers the rest while a node of a cluster goes down.
+pub(super) fn not_executed(e: &ExecutionError) -> bool {
+    match e {
+        ExecutionError::ConnectionPoolError(_) | ExecutionError::EmptyPlan => true,
+        ExecutionError::LastAttemptError(a) => matches!(
+            a,
+            RequestAttemptError::UnableToAllocStreamId
+                | RequestAttemptError::DbError(
+                    DbError::Overloaded | DbError::IsBootstrapping | DbError::Unavailable { .. },
+                    _
+                )
+        ),
+        _ => false,
+    }
+}
+
 /// Boil a connection error's text down to a few words.
 fn connection_reason(text: &str) -> String {
     let t = text.to_ascii_lowercase();
