@@ -159,8 +159,8 @@ impl Inner {
         batch.commit().map_err(engine("commit a write"))
     }
 
-    /// Partition keys of `len` bytes beginning with `prefix`: one seek per
-    /// partition (to its first key, then past its last).
+    /// Partition keys of `len` bytes beginning with `prefix`, walking the
+    /// keys in order and seeking past a partition with many.
     fn partitions(
         &self,
         t: Table,
@@ -169,11 +169,9 @@ impl Inner {
         page: Option<PageToken>,
         limit: usize,
     ) -> Result<Partitions, StoreError> {
-        let Ok(len16) = u16::try_from(len) else {
+        let Some(head) = partition_head(prefix, len) else {
             return Ok(Partitions::default());
         };
-        let mut head = len16.to_be_bytes().to_vec();
-        head.extend_from_slice(prefix);
         let hi = prefix_end(&head);
         let mut lo = match page {
             Some(PageToken(after)) => match prefix_end(&encode_key(&after, b"")) {
@@ -264,6 +262,14 @@ impl Inner {
         }
         Ok(Page { rows, next: None })
     }
+}
+
+/// The encoded start of every key whose partition is `len` bytes long and
+/// begins with `prefix` (`None`: no partition can be that long).
+fn partition_head(prefix: &[u8], len: usize) -> Option<Vec<u8>> {
+    let mut head = u16::try_from(len).ok()?.to_be_bytes().to_vec();
+    head.extend_from_slice(prefix);
+    Some(head)
 }
 
 /// The smallest byte string greater than every string with this prefix.
@@ -436,11 +442,9 @@ impl Store for EmbeddedStore {
         page: Option<PageToken>,
         limit: usize,
     ) -> Result<Page, StoreError> {
-        let Ok(len16) = u16::try_from(len) else {
+        let Some(head) = partition_head(prefix, len) else {
             return Ok(Page::default());
         };
-        let mut head = len16.to_be_bytes().to_vec();
-        head.extend_from_slice(prefix);
         let hi = prefix_end(&head);
         let lo = match page {
             Some(PageToken(t)) if t.starts_with(&head) => Bound::Excluded(t.to_vec()),

@@ -80,16 +80,23 @@ impl GraphRequest {
                     return Err(unknown(key));
                 }
             }
-            // Name the field whose value is wrong.
-            for (key, value) in m {
-                let mut one = Map::new();
-                one.insert(key.clone(), value.clone());
-                if let Err(e) = serde_json::from_value::<GraphRequest>(J::Object(one)) {
-                    return Err(ServiceError::field(key.clone(), bad_value(key, &e)));
-                }
-            }
         }
-        serde_json::from_value(v).map_err(|e| ServiceError::field("body", e.to_string()))
+        let whole = GraphRequest::deserialize(&v);
+        match (whole, &v) {
+            (Ok(r), _) => Ok(r),
+            // Name the field whose value is wrong.
+            (Err(e), J::Object(m)) => Err(m
+                .iter()
+                .find_map(|(key, value)| {
+                    let mut one = Map::new();
+                    one.insert(key.clone(), value.clone());
+                    serde_json::from_value::<GraphRequest>(J::Object(one))
+                        .err()
+                        .map(|e| ServiceError::field(key.clone(), bad_value(key, &e)))
+                })
+                .unwrap_or_else(|| ServiceError::field("body", e.to_string()))),
+            (Err(e), _) => Err(ServiceError::field("body", e.to_string())),
+        }
     }
 
     /// From a query string's pairs.
