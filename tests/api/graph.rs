@@ -552,6 +552,12 @@ async fn bad_graph_requests_are_4xx_with_a_message() {
             "the connectivity PNG draws at most 3 nodes",
         ),
         (
+            "format=png&ids=1,2,3,4",
+            400,
+            "invalid_request",
+            "at most 3 nodes (server setting annotations.max_graph_png_nodes) and 4 ids were given",
+        ),
+        (
             "format=png&ids=1,2&order_by=colour",
             400,
             "invalid_request",

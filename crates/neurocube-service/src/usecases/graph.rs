@@ -37,6 +37,19 @@ impl Services {
                 "order_by orders the rows and columns of format=png only",
             ));
         }
+        // An id list already over the PNG's node limit is refused before any
+        // work (other selections are counted once built).
+        let limit = self.annotations.max_graph_png_nodes();
+        if format == GraphFormat::Png
+            && let Some(n) = req.ids.as_ref().map(Vec::len).filter(|n| *n > limit)
+        {
+            return Err(ServiceError::field(
+                "format",
+                format!(
+                    "the connectivity PNG draws at most {limit} nodes (server setting annotations.max_graph_png_nodes) and {n} ids were given; select fewer nodes or ask for format=npz"
+                ),
+            ));
+        }
         let g = self.annotations.graph(ds, &req).await?;
         crate::graph::encode(
             g,
