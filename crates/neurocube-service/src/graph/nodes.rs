@@ -64,6 +64,11 @@ async fn rooted_rows(
     at: &At,
     filter: Filter,
 ) -> Result<Vec<(u64, Row)>> {
+    // A reference table's targets, read at the same version or time.
+    let target_at = match how {
+        NodeRoot::Target { target, .. } => Some(ann.at_same(target, at).await?),
+        NodeRoot::Own(_) => None,
+    };
     let p = plan(t, &filter, matches!(at, At::Version(..)));
     let rows = ann.matching_rows(t, at, filter, p);
     futures::pin_mut!(rows);
@@ -78,8 +83,8 @@ async fn rooted_rows(
                 );
             }
             NodeRoot::Target { target, col, root } => {
-                let tat = ann.at_same(target, at).await?;
-                for (row, tr) in ann.with_target_rows(target, &tat, *col, batch).await? {
+                let tat = target_at.as_ref().unwrap_or(at);
+                for (row, tr) in ann.with_target_rows(target, tat, *col, batch).await? {
                     if let Some(id) = tr.values[*root].as_id() {
                         out.push((id, row));
                     }
