@@ -111,8 +111,30 @@ fn tiff_type(c: tiff::ColorType, p: &Path) -> Result<DType, String> {
     }
 }
 
-/// Open and check a source: every slice's header agrees with the first.
+/// Most bytes one slice (x·y·voxel size) of a source may hold.
+const MAX_SLICE_BYTES: u64 = 1 << 32;
+
+/// Open and check a source: every slice's header agrees with the first,
+/// and one slice is at most [`MAX_SLICE_BYTES`].
 pub(super) fn open_source(path: &Path) -> Result<Stack, String> {
+    let s = open_unchecked(path)?;
+    let slice = s.shape[0]
+        .checked_mul(s.shape[1])
+        .and_then(|v| v.checked_mul(s.dtype.size() as u64))
+        .filter(|b| *b <= MAX_SLICE_BYTES);
+    if slice.is_none() {
+        return Err(format!(
+            "{}: slices of {}x{} {} are over the {MAX_SLICE_BYTES} bytes one slice may hold",
+            path.display(),
+            s.shape[0],
+            s.shape[1],
+            s.dtype
+        ));
+    }
+    Ok(s)
+}
+
+fn open_unchecked(path: &Path) -> Result<Stack, String> {
     let mut fp = 0xcbf2_9ce4_8422_2325u64;
     if path.is_dir() {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
@@ -199,7 +221,19 @@ pub(super) fn open_source(path: &Path) -> Result<Stack, String> {
                     ));
                 }
             };
-            let need = off as u64 + shape.iter().product::<u64>() * hdr.dtype.size() as u64;
+            // Checked: a header's dimensions are the file's word, not ours.
+            let need = shape
+                .iter()
+                .try_fold(hdr.dtype.size() as u64, |a, &d| a.checked_mul(d))
+                .and_then(|b| b.checked_add(off as u64))
+                .ok_or_else(|| {
+                    format!(
+                        "{}: shape {:?} of {} is more than 2^64 bytes",
+                        path.display(),
+                        hdr.shape,
+                        hdr.dtype
+                    )
+                })?;
             let have = std::fs::metadata(path).map_or(0, |m| m.len());
             if have < need {
                 return Err(format!(
@@ -348,6 +382,81 @@ impl Stack {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Valid small inputs of each reader: an 8×6 gray PNG, the same as a
+    /// two-page TIFF, and a 2×6×8 npy.
+    fn samples() -> Vec<(&'static str, Vec<u8>)> {
+        let px: Vec<u8> = (0..48u8).collect();
+        let mut png = Vec::new();
+        image::GrayImage::from_raw(8, 6, px.clone())
+            .unwrap()
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let mut tif = std::io::Cursor::new(Vec::new());
+        {
+            let mut enc = tiff::encoder::TiffEncoder::new(&mut tif).unwrap();
+            for _ in 0..2 {
+                enc.write_image::<tiff::encoder::colortype::Gray8>(8, 6, &px)
+                    .unwrap();
+            }
+        }
+        let mut npy = neurocube_core::npy::header(DType::Uint8, &[2, 6, 8]);
+        npy.extend(px.iter().chain(&px));
+        vec![("s.png", png), ("s.tif", tif.into_inner()), ("s.npy", npy)]
+    }
+
+    proptest::proptest! {
+        /// Fuzz target of the ingest readers (issue 9): damaged files give
+        /// an error, never a panic or an allocation the size of a lie.
+        #[test]
+        fn damaged_sources_are_refused_or_read(
+            pick in 0usize..3,
+            flips in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 0..6),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            truncate in proptest::prelude::any::<bool>(),
+        ) {
+            let (name, mut bytes) = samples().swap_remove(pick);
+            for (i, v) in flips {
+                let i = i.index(bytes.len());
+                bytes[i] = v;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join(name);
+            std::fs::write(&file, &bytes).unwrap();
+            // PNG slices are read as a directory; the others as files.
+            let path = if name.ends_with(".png") { dir.path().to_path_buf() } else { file };
+            if let Ok(stack) = open_source(&path) {
+                let _ = stack.read(0, stack.shape[2].min(2));
+            }
+        }
+    }
+
+    /// A header whose dimensions multiply past 2^64 (or past a slice's
+    /// limit) is refused by name, not wrapped into a small size.
+    #[test]
+    fn headers_that_overflow_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.npy");
+        std::fs::write(
+            &file,
+            neurocube_core::npy::header(DType::Uint8, &[1 << 40, 1 << 40, 1 << 40]),
+        )
+        .unwrap();
+        let e = open_source(&file).err().unwrap();
+        assert!(e.contains("is more than 2^64 bytes"), "{e}");
+        let file = dir.path().join("wide.npy");
+        let mut b = neurocube_core::npy::header(DType::Uint8, &[1, 1 << 17, 1 << 17]);
+        b.resize(b.len() + (1 << 20), 0);
+        std::fs::write(&file, b).unwrap();
+        let e = open_source(&file).err().unwrap();
+        assert!(
+            e.contains("truncated") || e.contains("one slice may hold"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn slices_sort_numerically() {
