@@ -46,6 +46,17 @@ fn box_value(i: u64) -> u8 {
     (i % 250) as u8 + 1
 }
 
+/// A job's record (`None` while the server cannot answer).
+async fn job(c: &reqwest::Client, url: &str, id: &str) -> Option<Value> {
+    c.get(format!("{url}/v1/jobs/{id}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 async fn ok(r: reqwest::Response, want: u16) -> Value {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
@@ -99,7 +110,7 @@ async fn mixed_load_then_sigkill(store: &str) {
         .await
         .unwrap();
     ok(r, 201).await;
-    let job = ok(
+    let started_job = ok(
         c.post(format!("{url}/v1/datasets/d/channels/image/downsample"))
             .send()
             .await
@@ -107,7 +118,7 @@ async fn mixed_load_then_sigkill(store: &str) {
         202,
     )
     .await;
-    let id = job["id"].as_str().unwrap().to_string();
+    let id = started_job["id"].as_str().unwrap().to_string();
 
     // Writers: cutouts of distinct boxes, and uploads of 50 rows each.
     let boxes: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -167,14 +178,7 @@ async fn mixed_load_then_sigkill(store: &str) {
             rows.clone(),
         );
         async move {
-            let j: Value = c
-                .get(format!("{url}/v1/jobs/{id}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let j = job(&c, &url, &id).await?;
             let started = j["done"].as_u64().unwrap_or(0) > 0;
             let written = boxes.lock().unwrap().len() >= 5 && rows.lock().unwrap().len() >= 200;
             (started && written).then_some(())
@@ -236,14 +240,7 @@ async fn mixed_load_then_sigkill(store: &str) {
     let done = wait_for(180, || {
         let (c, url, id) = (c.clone(), url.clone(), id.clone());
         async move {
-            let j: Value = c
-                .get(format!("{url}/v1/jobs/{id}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let j = job(&c, &url, &id).await?;
             (j["state"] != "running" && j["state"] != "queued").then_some(j)
         }
     })
