@@ -6,6 +6,7 @@
 mod annotation_filters;
 mod annotation_versions;
 mod annotations;
+mod auth;
 mod bad_input;
 mod concurrency;
 mod cutouts;

@@ -198,6 +198,7 @@ async fn ingest(gib: f64) {
         dataset: dn("i"),
         channel: cn("c"),
         url: None,
+        token: None,
         data_dir: Some(data.path().to_path_buf()),
         config: None,
         z: None,

@@ -93,10 +93,47 @@ pub fn cassandra_options(uri: &str, c: &CassandraSettings) -> Result<CassandraOp
     Ok(o)
 }
 
+/// Access control from `[auth]`.
+pub fn auth_config(s: &Settings) -> Result<neurocube_service::auth::AuthConfig, StartError> {
+    use neurocube_service::auth::{AuthConfig, AuthMode, MetricsAccess};
+    let mode = match s.auth.mode.as_str() {
+        "open" => AuthMode::Open,
+        "tokens" => AuthMode::Tokens,
+        m => {
+            return Err(StartError::Setting(format!(
+                "auth.mode '{m}' must be open or tokens"
+            )));
+        }
+    };
+    let metrics = match s.auth.metrics.as_str() {
+        "public" => MetricsAccess::Public,
+        "authenticated" => MetricsAccess::Authenticated,
+        "admin" => MetricsAccess::Admin,
+        m => {
+            return Err(StartError::Setting(format!(
+                "auth.metrics '{m}' must be public, authenticated or admin"
+            )));
+        }
+    };
+    let rate = s.auth.rate_limit_per_second;
+    if !(rate.is_finite() && rate >= 0.0) {
+        return Err(StartError::Setting(format!(
+            "auth.rate_limit_per_second {rate} must be 0 (no limit) or more"
+        )));
+    }
+    Ok(AuthConfig {
+        mode,
+        metrics,
+        rate: neurocube_service::auth::rate::RateConfig {
+            per_second: rate,
+            burst: s.auth.rate_limit_burst.max(1),
+        },
+    })
+}
+
 /// The service settings from the server settings.
-#[must_use]
-pub fn service_config(s: &Settings) -> ServiceConfig {
-    ServiceConfig {
+pub fn service_config(s: &Settings) -> Result<ServiceConfig, StartError> {
+    Ok(ServiceConfig {
         volumes: neurocube_service::volume::VolumeLimits {
             max_cutout_bytes: s.limits.max_cutout_bytes,
             max_cas_attempts: s.limits.max_cas_attempts,
@@ -130,7 +167,8 @@ pub fn service_config(s: &Settings) -> ServiceConfig {
             ..Default::default()
         },
         max_upload_bytes: s.annotations.max_upload_bytes,
-    }
+        auth: auth_config(s)?,
+    })
 }
 
 /// The methods the server knows, as metric labels; anything else is
@@ -231,7 +269,7 @@ impl Application {
 
     /// Bind over an already open store, and start the background workers.
     pub fn with_store(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
-        let services = Arc::new(Services::new(&service_config(settings), store));
+        let services = Arc::new(Services::new(&service_config(settings)?, store));
         services.start();
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|source| StartError::Bind {
@@ -251,6 +289,7 @@ impl Application {
         let state = web::Data::new(AppState {
             services: services.clone(),
             request_timeout: timeout,
+            max_header_bytes: settings.limits.max_header_bytes,
         });
         let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
         let mut server = HttpServer::new(move || {

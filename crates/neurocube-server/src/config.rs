@@ -22,6 +22,21 @@ pub struct Settings {
     pub jobs: JobSettings,
     /// The annotation store.
     pub annotations: AnnotationSettings,
+    /// Access control.
+    pub auth: AuthSettings,
+}
+
+/// Access control (`[auth]`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct AuthSettings {
+    /// `open` (everyone may do everything) or `tokens`.
+    pub mode: String,
+    /// Who may read `/metrics` in token mode: `public`, `authenticated` or `admin`.
+    pub metrics: String,
+    /// Requests per second of each user (anonymous clients: each address); 0: no limit.
+    pub rate_limit_per_second: f64,
+    /// Requests a client may send at once above its rate.
+    pub rate_limit_burst: u32,
 }
 
 /// The annotation store (`[annotations]`).
@@ -104,6 +119,8 @@ pub struct LimitSettings {
     pub max_cas_attempts: u32,
     /// Longest pause inside a request body before it is given up (408).
     pub body_idle_timeout_secs: u64,
+    /// Largest request line and headers, in bytes (beyond: 431).
+    pub max_header_bytes: usize,
 }
 
 /// Logging.

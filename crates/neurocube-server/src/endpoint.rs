@@ -2,7 +2,9 @@
 //! request (path and query) into typed values, says what access it needs
 //! (which names its dataset, if it has one), and handles it with one
 //! service call. [`serve`] runs them all the same way: take the request
-//! context built by the middleware, parse, check access once, handle.
+//! context built by the middleware, check the headers' size, resolve the
+//! token into the caller, count it against its rate, parse, check access
+//! once, handle.
 
 use std::future::Future;
 use std::time::Duration;
@@ -33,16 +35,105 @@ pub trait Endpoint: Sized + 'static {
     ) -> impl Future<Output = ApiResult<HttpResponse>>;
 }
 
-/// Run an endpoint: context, parse, the one access check, handle.
+/// Run an endpoint: context, header limit, caller, rate, parse, the one
+/// access check, handle.
 pub async fn serve<E: Endpoint>(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Payload,
 ) -> ApiResult<HttpResponse> {
-    let ctx = context(&req, state.request_timeout);
+    let mut ctx = context(&req, state.request_timeout);
+    let head = head_bytes(&req);
+    if head > state.max_header_bytes {
+        return Err(neurocube_service::ServiceError::HeadersTooLarge {
+            bytes: head,
+            limit: state.max_header_bytes,
+        }
+        .into());
+    }
+    let services = &state.services;
+    ctx.principal = services.auth.authenticate(token(&req)?.as_deref()).await?;
+    if services.auth.rate.enabled() {
+        let client = match &ctx.principal {
+            neurocube_service::context::Principal::User(id) => format!("user '{}'", id.user),
+            _ => format!(
+                "address {}",
+                req.peer_addr()
+                    .map_or_else(|| "unknown".into(), |a| a.ip().to_string())
+            ),
+        };
+        services.auth.rate.admit(&client)?;
+    }
     let e = E::parse(&req)?;
-    state.services.authorize(&ctx, &e.access())?;
+    services.authorize(&ctx, &e.access()).await?;
     e.handle(&state, &ctx, &req, body).await
+}
+
+/// Bytes of the request line and headers, as sent.
+fn head_bytes(req: &HttpRequest) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + line
+}
+
+/// Query parameters that carry a token (CAVE's clients send
+/// `middle_auth_token`); endpoints never see them as their own.
+const TOKEN_PARAMS: [&str; 2] = ["token", "middle_auth_token"];
+/// Cookies that carry a token.
+const TOKEN_COOKIES: [&str; 2] = ["neurocube_token", "middle_auth_token"];
+
+/// The token a request carries: `Authorization: Bearer`, else a cookie,
+/// else `?token=`. Another `Authorization` scheme is refused by name.
+fn token(req: &HttpRequest) -> ApiResult<Option<String>> {
+    use actix_web::http::header::AUTHORIZATION;
+    if let Some(v) = req.headers().get(AUTHORIZATION) {
+        let v = v.to_str().unwrap_or("");
+        let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+        if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
+            return Ok(Some(rest.trim().to_string()));
+        }
+        return Err(neurocube_service::ServiceError::Unauthenticated {
+            reason: "the Authorization header must be 'Bearer <token>'".into(),
+        }
+        .into());
+    }
+    let cookies = req
+        .headers()
+        .get_all(actix_web::http::header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='));
+    for (name, value) in cookies {
+        if TOKEN_COOKIES.contains(&name) && !value.is_empty() {
+            return Ok(Some(value.to_string()));
+        }
+    }
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .unwrap_or_default();
+    Ok(pairs
+        .into_iter()
+        .find(|(k, _)| TOKEN_PARAMS.contains(&k.as_str()))
+        .map(|(_, v)| v))
+}
+
+/// The query string without its token parameters.
+#[must_use]
+pub fn query_string(req: &HttpRequest) -> std::borrow::Cow<'_, str> {
+    let q = req.query_string();
+    let is_token = |p: &str| TOKEN_PARAMS.contains(&p.split('=').next().unwrap_or(""));
+    if !q.split('&').any(is_token) {
+        return std::borrow::Cow::Borrowed(q);
+    }
+    std::borrow::Cow::Owned(
+        q.split('&')
+            .filter(|p| !is_token(p))
+            .collect::<Vec<_>>()
+            .join("&"),
+    )
 }
 
 /// The request's context (made by the middleware; made here for requests
@@ -84,7 +175,7 @@ pub fn table(req: &HttpRequest) -> ApiResult<(DatasetName, TableName)> {
 
 /// The query string as `T`.
 pub fn query<T: DeserializeOwned>(req: &HttpRequest) -> ApiResult<T> {
-    web::Query::<T>::from_query(req.query_string())
+    web::Query::<T>::from_query(&query_string(req))
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::query(format!("bad query string: {e}")))
 }

@@ -103,6 +103,8 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, &'static str) {
         | ServiceError::UnknownChannel { .. }
         | ServiceError::UnknownLevel { .. }
         | ServiceError::UnknownJob { .. }
+        | ServiceError::UnknownUser { .. }
+        | ServiceError::UnknownToken { .. }
         | ServiceError::UnknownTask { .. }
         | ServiceError::SliceOutsideLevel { .. }
         | ServiceError::TileOutsideLevel { .. }
@@ -134,6 +136,11 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, &'static str) {
         | ServiceError::ShuttingDown => UNAVAILABLE,
         ServiceError::Unauthenticated { .. } => (StatusCode::UNAUTHORIZED, "unauthenticated"),
         ServiceError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+        ServiceError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+        ServiceError::HeadersTooLarge { .. } => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+        ),
         ServiceError::Corrupt { .. } | ServiceError::Internal { .. } => INTERNAL,
         ServiceError::Store(s) => match s {
             StoreError::Unavailable { .. } => UNAVAILABLE,
@@ -186,8 +193,12 @@ impl ResponseError for ApiError {
             ApiError::Service(e) => e.retry_after(),
             ApiError::Malformed { .. } | ApiError::NoRoute { .. } => None,
         };
-        if let Some(after) = retry.filter(|_| status == StatusCode::SERVICE_UNAVAILABLE) {
-            r.insert_header(("Retry-After", after.as_secs().max(1).to_string()));
+        if let Some(after) = retry.filter(|_| {
+            status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS
+        }) {
+            // Whole seconds, rounded up: a client waiting that long is let in.
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            r.insert_header(("Retry-After", secs.max(1).to_string()));
         }
         let (kind, fields) = self.details();
         let mut body = Map::new();

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ingest;
 pub mod routes;
 mod state;
+pub mod token_cmd;
 pub mod url;
 
 pub use app::Application;

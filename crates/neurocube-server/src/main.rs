@@ -31,6 +31,8 @@ enum Cmd {
     Ingest(neurocube_server::ingest::IngestArgs),
     /// List, show or cancel the jobs of a running server, or start downsampling.
     Jobs(neurocube_server::ingest::JobsArgs),
+    /// Make, list or revoke access tokens (for `auth.mode = "tokens"`).
+    Token(neurocube_server::token_cmd::TokenArgs),
 }
 
 #[derive(Args, Clone)]
@@ -130,6 +132,7 @@ async fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Ingest(a) => neurocube_server::ingest::run(a).await,
         Cmd::Jobs(a) => neurocube_server::ingest::jobs(a).await,
+        Cmd::Token(a) => neurocube_server::token_cmd::run(a).await,
         Cmd::Serve(a) => {
             let s = settings(&a)?;
             init_logging(&s);

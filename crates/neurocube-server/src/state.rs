@@ -11,4 +11,6 @@ pub struct AppState {
     pub services: Arc<Services>,
     /// Longest a request may run (`server.request_timeout_secs`).
     pub request_timeout: Option<Duration>,
+    /// Largest request line and headers (`limits.max_header_bytes`).
+    pub max_header_bytes: usize,
 }

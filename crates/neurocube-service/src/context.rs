@@ -1,30 +1,35 @@
 //! Who is asking, for which request, until when: the [`RequestContext`]
 //! every service entry point takes, and the [`Access`] a request needs,
-//! checked once per request by [`AccessPolicy::check`] before any service
-//! call runs.
+//! checked once per request by [`crate::auth::Auth::check`] before any
+//! service call runs.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use neurocube_core::DatasetName;
 
+use crate::auth::Identity;
 use crate::error::{Result, ServiceError};
 
 /// Who a request acts for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
-    /// No credentials (every request until access control is configured).
+    /// No (valid) token.
     Anonymous,
     /// The server itself: background work, the command line, the demo.
     System,
+    /// A user, by its token.
+    User(Arc<Identity>),
 }
 
 impl Principal {
     /// A short name, for records (`owner`, `author`).
     #[must_use]
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
             Principal::Anonymous => "anonymous",
             Principal::System => "system",
+            Principal::User(id) => &id.user,
         }
     }
 }
@@ -34,6 +39,7 @@ impl std::fmt::Display for Principal {
         match self {
             Principal::Anonymous => f.write_str("an anonymous client"),
             Principal::System => f.write_str("the server"),
+            Principal::User(id) => write!(f, "user '{}'", id.user),
         }
     }
 }
@@ -96,12 +102,17 @@ impl RequestContext {
 /// What a request needs to be allowed to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone, even without credentials (health, the API index, the viewer page).
+    /// Anyone, even without credentials (health, the API index, the viewer
+    /// page, the dataset list, which shows each caller what it may read).
     Public,
-    /// Server-wide reads not tied to one dataset (the dataset list, jobs, workers, metrics).
+    /// The Prometheus metrics (who may: `auth.metrics`).
+    Metrics,
+    /// Server-wide reads not tied to one dataset (jobs, workers, one's tokens): any signed-in user.
     ServerRead,
-    /// Server-wide changes (creating a dataset, client-run jobs).
+    /// Server-wide changes (creating a dataset, client-run jobs): any signed-in user.
     ServerWrite,
+    /// Users and their groups: server admins only.
+    ServerAdmin,
     /// Read a dataset's data and metadata.
     Read(DatasetName),
     /// Change a dataset's data (cutouts, downsampling).
@@ -116,22 +127,11 @@ impl Access {
     pub fn dataset(&self) -> Option<&DatasetName> {
         match self {
             Access::Read(d) | Access::Write(d) | Access::Admin(d) => Some(d),
-            Access::Public | Access::ServerRead | Access::ServerWrite => None,
-        }
-    }
-}
-
-/// The one place requests are allowed or refused. Every request is open
-/// for now (`auth.mode = "open"`); access control replaces [`Self::check`]
-/// and nothing else.
-#[derive(Debug, Default)]
-pub struct AccessPolicy;
-
-impl AccessPolicy {
-    /// Allow `ctx` to do `access`, or say why not.
-    pub fn check(&self, ctx: &RequestContext, access: &Access) -> Result<()> {
-        match (&ctx.principal, access) {
-            (Principal::System | Principal::Anonymous, _) => Ok(()),
+            Access::Public
+            | Access::Metrics
+            | Access::ServerRead
+            | Access::ServerWrite
+            | Access::ServerAdmin => None,
         }
     }
 }

@@ -54,6 +54,18 @@ pub enum ServiceError {
         /// The task asked for.
         task: String,
     },
+    /// No such user (404).
+    #[error("user '{name}' does not exist; GET /v1/auth/users lists the users")]
+    UnknownUser {
+        /// The name asked for.
+        name: String,
+    },
+    /// No such token, or not one of the caller's (404).
+    #[error("token '{id}' does not exist (or is not yours); GET /v1/auth/tokens lists your tokens")]
+    UnknownToken {
+        /// The id asked for.
+        id: String,
+    },
     /// No such annotation table (404).
     #[error(
         "table '{name}' does not exist in dataset '{dataset}'; GET /v1/datasets/{dataset}/tables lists them"
@@ -378,6 +390,31 @@ pub enum ServiceError {
         /// What they asked to do.
         action: String,
     },
+    /// A client over its request rate (429).
+    #[error(
+        "too many requests from {client}: at most {per_second} per second, in bursts of up to {burst} (server settings auth.rate_limit_per_second, auth.rate_limit_burst); retry after {} s",
+        retry_after.as_secs().max(1)
+    )]
+    RateLimited {
+        /// The user or address.
+        client: String,
+        /// The sustained rate.
+        per_second: f64,
+        /// The burst.
+        burst: u32,
+        /// When the next request would be allowed.
+        retry_after: Duration,
+    },
+    /// Request headers over the limit (431).
+    #[error(
+        "the request's headers take {bytes} bytes, over the limit of {limit} (server setting limits.max_header_bytes); send fewer or shorter headers (a long id list goes in a POST body)"
+    )]
+    HeadersTooLarge {
+        /// Bytes of the request line and headers.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// Stored data cannot be decoded (500).
     #[error("stored {what} {key} is corrupt: {reason}")]
     Corrupt {
@@ -414,6 +451,10 @@ impl ServiceError {
             ServiceError::UnknownChannel { .. } => "unknown_channel",
             ServiceError::UnknownLevel { .. } => "unknown_level",
             ServiceError::UnknownJob { .. } => "unknown_job",
+            ServiceError::UnknownUser { .. } => "unknown_user",
+            ServiceError::UnknownToken { .. } => "unknown_token",
+            ServiceError::RateLimited { .. } => "rate_limited",
+            ServiceError::HeadersTooLarge { .. } => "headers_too_large",
             ServiceError::UnknownTask { .. } => "unknown_task",
             ServiceError::UnknownTable { .. } => "unknown_table",
             ServiceError::UnknownRow { .. } => "unknown_row",
@@ -468,6 +509,20 @@ impl ServiceError {
                 last,
             } => json!({ "dataset": dataset, "level": level, "levels": u16::from(*last) + 1 }),
             ServiceError::UnknownJob { id } => json!({ "job": id }),
+            ServiceError::UnknownUser { name } => json!({ "user": name }),
+            ServiceError::UnknownToken { id } => json!({ "token_id": id }),
+            ServiceError::RateLimited {
+                per_second,
+                burst,
+                retry_after,
+                ..
+            } => json!({
+                "per_second": per_second, "burst": burst,
+                "retry_after": retry_after.as_secs().max(1),
+            }),
+            ServiceError::HeadersTooLarge { bytes, limit } => {
+                json!({ "bytes": bytes, "limit": limit })
+            }
             ServiceError::UnknownTask { job, task } => json!({ "job": job, "task": task }),
             ServiceError::UnknownTable { dataset, name }
             | ServiceError::TableExists { dataset, name } => {
@@ -589,11 +644,12 @@ impl ServiceError {
         }
     }
 
-    /// When a client should retry a 503, if this is one.
+    /// When a client should retry a 503 or 429, if this is one.
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ServiceError::Overloaded { retry_after, .. } => Some(*retry_after),
+            ServiceError::Overloaded { retry_after, .. }
+            | ServiceError::RateLimited { retry_after, .. } => Some(*retry_after),
             ServiceError::Store(StoreError::Unavailable { .. }) => Some(Duration::from_secs(5)),
             ServiceError::Contended { .. } | ServiceError::DeadlineExceeded { .. } => {
                 Some(Duration::from_secs(1))

@@ -15,6 +15,7 @@ use neurocube_store::Store;
 
 pub mod admission;
 pub mod annotations;
+pub mod auth;
 pub mod background;
 pub mod body;
 pub mod catalog;
@@ -36,7 +37,9 @@ pub mod volume;
 
 pub use context::{Access, RequestContext};
 pub use error::{Result, ServiceError};
-pub use usecases::{CutoutResponse, IdList, SliceResponse, SynapseQuery, TableView, VolumeBox};
+pub use usecases::{
+    CutoutResponse, IdList, SliceResponse, SynapseQuery, TableView, VolumeBox, WhoAmI,
+};
 
 /// Settings of the service layer.
 #[derive(Clone, Debug)]
@@ -59,6 +62,8 @@ pub struct ServiceConfig {
     pub annotations: annotations::AnnotationConfig,
     /// Largest upload of annotation rows, in bytes.
     pub max_upload_bytes: u64,
+    /// Access control and rate limits.
+    pub auth: auth::AuthConfig,
 }
 
 impl Default for ServiceConfig {
@@ -73,6 +78,7 @@ impl Default for ServiceConfig {
             background_threads: 2,
             annotations: annotations::AnnotationConfig::default(),
             max_upload_bytes: 512 << 20,
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -99,8 +105,8 @@ pub struct Services {
     pub purger: Arc<purge::Purger>,
     /// The in-flight byte budget of heavy requests.
     pub admission: admission::Admission,
-    /// Who may do what.
-    pub access: context::AccessPolicy,
+    /// Who is asking, and what they may do.
+    pub auth: auth::Auth,
     /// Every background worker.
     pub runner: background::BackgroundRunner,
     config: ServiceConfig,
@@ -151,6 +157,7 @@ impl Services {
         let admission = admission::Admission::new(config.max_inflight_bytes, &metrics.registry);
         let runner =
             background::BackgroundRunner::new(config.background_threads, &metrics.registry);
+        let auth = auth::Auth::new(store.clone(), config.auth.clone());
         Self {
             store,
             catalog,
@@ -162,7 +169,7 @@ impl Services {
             annotations,
             purger,
             admission,
-            access: context::AccessPolicy,
+            auth,
             runner,
             config: config.clone(),
         }
@@ -205,7 +212,7 @@ impl Services {
 
     /// Allow `ctx` to do `access`, or say why not: the one check every
     /// request passes before its use case runs.
-    pub fn authorize(&self, ctx: &RequestContext, access: &Access) -> Result<()> {
-        self.access.check(ctx, access)
+    pub async fn authorize(&self, ctx: &RequestContext, access: &Access) -> Result<()> {
+        self.auth.check(ctx, access).await
     }
 }

@@ -16,7 +16,7 @@ fn fmt_secs(s: Option<f64>) -> String {
 /// Run `neurocube jobs`.
 pub async fn jobs(a: JobsArgs) -> Result<(), String> {
     let sink = Sink::Http {
-        client: reqwest::Client::new(),
+        client: super::http_client(a.token.as_deref())?,
         base: a.url.trim_end_matches('/').to_string(),
     };
     match a.cmd.unwrap_or(JobsCmd::List) {

@@ -42,6 +42,9 @@ pub struct IngestArgs {
     /// (otherwise the local data directory is opened).
     #[arg(long)]
     pub url: Option<String>,
+    /// Token for a server in `auth.mode = "tokens"` (with --url).
+    #[arg(long, env = "NEUROCUBE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Data directory of the embedded store (local mode).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -74,6 +77,9 @@ pub struct JobsArgs {
     /// The server.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Token for a server in `auth.mode = "tokens"`.
+    #[arg(long, env = "NEUROCUBE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// What to do (default: list).
     #[command(subcommand)]
     pub cmd: Option<JobsCmd>,
@@ -113,6 +119,21 @@ pub use jobs_cmd::jobs;
 use sink::Sink;
 use source::open_source;
 
+/// An HTTP client that sends `token`, if given, as `Authorization: Bearer`.
+pub fn http_client(token: Option<&str>) -> Result<reqwest::Client, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
+            .map_err(|_| "--token holds characters a header cannot carry".to_string())?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// Run `neurocube ingest`.
 pub async fn run(a: IngestArgs) -> Result<(), String> {
     let src = a.source.clone();
@@ -121,7 +142,7 @@ pub async fn run(a: IngestArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())??;
     let sink = match &a.url {
         Some(u) => Sink::Http {
-            client: reqwest::Client::new(),
+            client: http_client(a.token.as_deref())?,
             base: u.trim_end_matches('/').to_string(),
         },
         None => {

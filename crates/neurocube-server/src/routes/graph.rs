@@ -20,7 +20,7 @@ const GRAPH_BODY_LIMIT: u64 = 32 << 20;
 async fn graph_request(req: &HttpRequest, body: web::Payload) -> ApiResult<GraphRequest> {
     if req.method() == actix_web::http::Method::POST {
         let v: serde_json::Value = json_body(req, body, GRAPH_BODY_LIMIT, "graph").await?;
-        if !req.query_string().is_empty() {
+        if !crate::endpoint::query_string(req).is_empty() {
             return Err(ApiError::query(
                 "a POST graph request takes its fields in the JSON body, not the query string",
             ));
@@ -28,7 +28,7 @@ async fn graph_request(req: &HttpRequest, body: web::Payload) -> ApiResult<Graph
         return Ok(GraphRequest::from_json(v)?);
     }
     let pairs: Vec<(String, String)> =
-        web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        web::Query::<Vec<(String, String)>>::from_query(&crate::endpoint::query_string(req))
             .map(web::Query::into_inner)
             .map_err(|e| ApiError::query(format!("bad query string: {e}")))?;
     Ok(GraphRequest::from_query(&pairs)?)

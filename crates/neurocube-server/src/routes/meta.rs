@@ -64,7 +64,7 @@ impl Endpoint for ListDatasets {
     }
 
     fn access(&self) -> Access {
-        Access::ServerRead
+        Access::Public
     }
 
     async fn handle(

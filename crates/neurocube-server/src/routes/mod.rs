@@ -10,6 +10,7 @@ use crate::endpoint::{Endpoint, serve};
 use crate::error::ApiError;
 
 mod annotations;
+mod auth;
 mod data;
 mod graph;
 mod jobs;
@@ -61,7 +62,38 @@ pub fn table() -> Vec<Route> {
             "/v1/workers",
             "background workers: state, queue depth, errors",
         ),
-        route::<meta::ListDatasets>(M::GET, "/v1/datasets", "list datasets"),
+        route::<auth::WhoAmI>(
+            M::GET,
+            "/v1/auth/whoami",
+            "the caller: user, groups, admin, and the server's auth mode",
+        ),
+        route::<auth::ListUsers>(M::GET, "/v1/auth/users", "users (server admins)"),
+        route::<auth::PutUser>(
+            M::PUT,
+            "/v1/auth/users/{user}",
+            "create or change a user (JSON: groups, admin; server admins)",
+        ),
+        route::<auth::DeleteUser>(
+            M::DELETE,
+            "/v1/auth/users/{user}",
+            "delete a user and revoke its tokens (server admins)",
+        ),
+        route::<auth::ListTokens>(
+            M::GET,
+            "/v1/auth/tokens",
+            "one's tokens (admins: everyone's, or ?user=), ids only",
+        ),
+        route::<auth::CreateToken>(
+            M::POST,
+            "/v1/auth/tokens",
+            "make a token (JSON: user, description, expires_in_days); the secret is in this answer only",
+        ),
+        route::<auth::RevokeToken>(M::DELETE, "/v1/auth/tokens/{id}", "revoke a token"),
+        route::<meta::ListDatasets>(
+            M::GET,
+            "/v1/datasets",
+            "list the datasets the caller may read",
+        ),
         route::<meta::GetDataset>(M::GET, "/v1/datasets/{ds}", "a dataset and its levels"),
         route::<meta::PutDataset>(
             M::PUT,
@@ -72,6 +104,16 @@ pub fn table() -> Vec<Route> {
             M::DELETE,
             "/v1/datasets/{ds}",
             "delete a dataset (?recursive=true with its channels)",
+        ),
+        route::<auth::GetPermissions>(
+            M::GET,
+            "/v1/datasets/{ds}/permissions",
+            "who may read, write and administer the dataset (its admins)",
+        ),
+        route::<auth::PutPermissions>(
+            M::PUT,
+            "/v1/datasets/{ds}/permissions",
+            "replace them (JSON: public, grants: [{user or group, role: read|write|admin}])",
         ),
         route::<meta::ListChannels>(M::GET, "/v1/datasets/{ds}/channels", "list channels"),
         route::<meta::GetChannel>(

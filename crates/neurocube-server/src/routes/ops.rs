@@ -52,7 +52,7 @@ impl Endpoint for Metrics {
     }
 
     fn access(&self) -> Access {
-        Access::ServerRead
+        Access::Metrics
     }
 
     async fn handle(

@@ -14,9 +14,9 @@ use serde_json::Value;
 
 use crate::body::{self, BodyLimit};
 use crate::catalog::{ChannelRecord, Created, ResolvedChannel};
-use crate::context::RequestContext;
+use crate::context::{Access, RequestContext};
 use crate::encoding::{self, Encoded, Encoding};
-use crate::error::Result;
+use crate::error::{Result, ServiceError};
 use crate::jobs::{JobRecord, TaskRecord, TaskSpec};
 use crate::pyramid::LevelStatus;
 use crate::slice::{Plane, RenderOptions};
@@ -25,7 +25,10 @@ use crate::volume::{CutoutStream, Target, WriteSummary};
 use crate::{Services, volume};
 
 mod annotations;
+mod auth;
 mod graph;
+
+pub use auth::WhoAmI;
 
 pub use annotations::{IdList, SynapseQuery, TableView};
 
@@ -168,9 +171,15 @@ impl Services {
         self.tiles.tile(r).await
     }
 
-    /// Every dataset.
-    pub async fn list_datasets(&self, _ctx: &RequestContext) -> Result<Vec<Dataset>> {
-        self.catalog.datasets().await
+    /// Every dataset the caller may read.
+    pub async fn list_datasets(&self, ctx: &RequestContext) -> Result<Vec<Dataset>> {
+        let mut visible = Vec::new();
+        for d in self.catalog.datasets().await? {
+            if self.auth.can_read(ctx, &d.name).await? {
+                visible.push(d);
+            }
+        }
+        Ok(visible)
     }
 
     /// One dataset.
@@ -182,9 +191,15 @@ impl Services {
         self.catalog.dataset(ds).await
     }
 
-    /// Create a dataset (idempotent).
-    pub async fn create_dataset(&self, _ctx: &RequestContext, ds: Dataset) -> Result<Created> {
-        self.catalog.create_dataset(ds).await
+    /// Create a dataset (idempotent); a user who creates one administers it.
+    pub async fn create_dataset(&self, ctx: &RequestContext, ds: Dataset) -> Result<Created> {
+        let name =
+            DatasetName::parse(&ds.name).map_err(|e| ServiceError::field("name", e.to_string()))?;
+        let created = self.catalog.create_dataset(ds).await?;
+        if created == Created::New {
+            self.auth.dataset_created(ctx, &name).await?;
+        }
+        Ok(created)
     }
 
     /// Delete a dataset (with its channels if `recursive`); their chunks
@@ -202,6 +217,7 @@ impl Services {
             }
         }
         self.catalog.delete_dataset(name, recursive).await?;
+        self.auth.dataset_deleted(name).await?;
         self.purger.wake();
         Ok(())
     }
@@ -252,19 +268,58 @@ impl Services {
         Ok(())
     }
 
-    /// Every job, newest first.
-    pub async fn list_jobs(&self, _ctx: &RequestContext) -> Result<Vec<JobRecord>> {
-        self.jobs.list().await
+    /// The jobs of the datasets the caller may read (and those of no
+    /// dataset), newest first.
+    pub async fn list_jobs(&self, ctx: &RequestContext) -> Result<Vec<JobRecord>> {
+        let mut visible = Vec::new();
+        for j in self.jobs.list().await? {
+            let readable = match job_dataset(&j.params) {
+                Some(ds) => self.auth.can_read(ctx, ds).await?,
+                None => true,
+            };
+            if readable {
+                visible.push(j);
+            }
+        }
+        Ok(visible)
+    }
+
+    /// A job the caller may see (to read, `write = false`) or act on: a
+    /// job of a dataset it cannot read is as good as unknown.
+    async fn job_for(&self, ctx: &RequestContext, id: &str, write: bool) -> Result<JobRecord> {
+        let job = self.jobs.get(id).await?;
+        self.job_access(ctx, &job.params, write)
+            .await
+            .map_err(|e| match e {
+                ServiceError::UnknownDataset { .. } => ServiceError::UnknownJob { id: id.into() },
+                e => e,
+            })?;
+        Ok(job)
+    }
+
+    /// The access a job's parameters need: read or write on its dataset.
+    async fn job_access(&self, ctx: &RequestContext, params: &Value, write: bool) -> Result<()> {
+        let Some(ds) = job_dataset(params) else {
+            return Ok(());
+        };
+        let name =
+            DatasetName::parse(ds).map_err(|e| ServiceError::field("dataset", e.to_string()))?;
+        let access = if write {
+            Access::Write(name)
+        } else {
+            Access::Read(name)
+        };
+        self.auth.check(ctx, &access).await
     }
 
     /// One job, with its tasks if asked.
     pub async fn get_job(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         id: &str,
         with_tasks: bool,
     ) -> Result<(JobRecord, Option<Vec<TaskRecord>>)> {
-        let job = self.jobs.get(id).await?;
+        let job = self.job_for(ctx, id, false).await?;
         let tasks = if with_tasks {
             Some(
                 self.jobs
@@ -281,7 +336,8 @@ impl Services {
     }
 
     /// Cancel a job.
-    pub async fn cancel_job(&self, _ctx: &RequestContext, id: &str) -> Result<JobRecord> {
+    pub async fn cancel_job(&self, ctx: &RequestContext, id: &str) -> Result<JobRecord> {
+        self.job_for(ctx, id, true).await?;
         self.jobs.cancel(id).await
     }
 
@@ -298,13 +354,14 @@ impl Services {
     /// Create a client-run job (the ingest command), or return the one made for its key.
     pub async fn create_client_job(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         key: &str,
         kind: &str,
         params: Value,
         unit: &str,
         tasks: Vec<TaskSpec>,
     ) -> Result<(JobRecord, bool)> {
+        self.job_access(ctx, &params, true).await?;
         self.jobs
             .create_external(key, kind, params, unit, tasks)
             .await
@@ -313,20 +370,22 @@ impl Services {
     /// A client finished a task of its job.
     pub async fn complete_task(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         id: &str,
         task: &str,
     ) -> Result<JobRecord> {
+        self.job_for(ctx, id, true).await?;
         self.jobs.complete_task(id, task).await
     }
 
     /// A client stopped its job on an error.
     pub async fn fail_job(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         id: &str,
         error: String,
     ) -> Result<JobRecord> {
+        self.job_for(ctx, id, true).await?;
         self.jobs.fail(id, error).await
     }
 
@@ -335,6 +394,11 @@ impl Services {
     pub fn volume_limits(&self) -> volume::VolumeLimits {
         self.volumes.limits()
     }
+}
+
+/// The dataset a job works on (`params.dataset`), if it names one.
+fn job_dataset(params: &Value) -> Option<&str> {
+    params.get("dataset")?.as_str()
 }
 
 /// Read the first slab before the response starts, so a store that is
