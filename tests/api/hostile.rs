@@ -176,3 +176,36 @@ async fn a_stalled_body_gets_408_and_writes_nothing() {
     assert_eq!(r.status().as_u16(), 201);
     still_serving(&app, "/d/c/raw/0/0,10/0,10/0,1/", &[3u8; 100]).await;
 }
+
+/// Slow clients (issue 9, limits): connections that send half a request
+/// head and then nothing are closed after `limits.head_timeout_secs`, and
+/// meanwhile other clients are served at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_finish_their_headers_are_cut_off() {
+    let app = spawn_with(|s| s.limits.head_timeout_secs = 1).await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    let started = Instant::now();
+    assert_eq!(app.get("/health").await.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // Every slow connection is answered 408 (or just closed) and ends.
+    for mut c in slow {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a slow connection was left open");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(buf.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert_eq!(app.get("/health").await.status(), 200);
+}

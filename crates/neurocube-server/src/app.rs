@@ -342,6 +342,7 @@ impl Application {
                 let _ = tcp.set_nodelay(true);
             }
         })
+        .client_request_timeout(Duration::from_secs(settings.limits.head_timeout_secs.max(1)))
         .listen(listener)
         .map_err(|source| StartError::Bind { addr: addr.clone(), source })?
         .shutdown_timeout(grace.as_secs());

@@ -121,6 +121,9 @@ pub struct LimitSettings {
     pub body_idle_timeout_secs: u64,
     /// Largest request line and headers, in bytes (beyond: 431).
     pub max_header_bytes: usize,
+    /// Longest a client may take to send the request line and headers
+    /// (beyond: 408 and the connection is closed).
+    pub head_timeout_secs: u64,
 }
 
 /// Logging.
