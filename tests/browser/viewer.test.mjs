@@ -7,7 +7,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -20,12 +20,22 @@ const EXTENT = [1024, 768, 32];
 
 let server, base, browser, page, dataDir, profile;
 
-function startServer() {
-  dataDir = mkdtempSync(join(tmpdir(), 'neurocube-browser-'));
-  server = spawn(bin, ['demo', '--port', '0', '--data-dir', dataDir, '--size', EXTENT.join('x'), '--synapses', '0'], {
-    env: { ...process.env, NEUROCUBE__STORE__DURABILITY: 'flush', NEUROCUBE__LOG__LEVEL: 'warn' },
+function startDemo(dir, size, env = {}) {
+  const proc = spawn(bin, ['demo', '--port', '0', '--data-dir', dir, '--size', size.join('x'), '--synapses', '0'], {
+    env: { ...process.env, NEUROCUBE__STORE__DURABILITY: 'flush', NEUROCUBE__LOG__LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
+  return { proc, url: listening(proc) };
+}
+
+function startServer() {
+  dataDir = mkdtempSync(join(tmpdir(), 'neurocube-browser-'));
+  const demo = startDemo(dataDir, EXTENT);
+  server = demo.proc;
+  return demo.url;
+}
+
+function listening(server) {
   return new Promise((ok, fail) => {
     const timer = setTimeout(() => fail(new Error('neurocube did not start in 180 s')), 180_000);
     let out = '';
@@ -213,4 +223,47 @@ test('zooming out switches to the coarser levels the dataset has', async () => {
   assert.equal(lit, 10000, 'the centre of the zoomed-out view is drawn');
   assert.equal(await page.evaluate(() => window.neurocube.status.errors), 0);
   writeFileSync(join(shots, 'viewer-zoomed-out.png'), await page.screenshot());
+});
+
+test('on a server in token mode the viewer draws a private dataset from ?token=', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'neurocube-browser-tokens-'));
+  const env = { NEUROCUBE__STORE__DURABILITY: 'flush', NEUROCUBE__LOG__LEVEL: 'warn' };
+  const token = execFileSync(bin, ['token', 'create', '--user', 'viewer', '--admin', '--data-dir', dir], {
+    env: { ...process.env, ...env },
+  }).toString().trim();
+  const demo = startDemo(dir, [512, 512, 4], { NEUROCUBE__AUTH__MODE: 'tokens' });
+  const tab = await browser.newPage();
+  try {
+    const url = await demo.url;
+    // Without the token the dataset does not exist.
+    assert.equal((await fetch(`${url}/v1/datasets/demo`)).status, 404);
+    await tab.goto(`${url}/viewer/?ds=demo&ch=image&ov=&x=256&y=256&zoom=1&z=2&token=${token}`);
+    await tab.waitForFunction(
+      () => window.neurocube && window.neurocube.status.complete && window.neurocube.status.drawnZ === 2,
+      null,
+      { timeout: 30_000 },
+    );
+    assert.ok(!tab.url().includes('token'), `the token stays in the address bar: ${tab.url()}`);
+    const { px, voxels } = await tab.evaluate(() => {
+      const c = document.getElementById('view');
+      const sy = Math.floor(c.height / 2);
+      const sx0 = Math.floor(c.width / 2) - 16;
+      const d = Array.from(c.getContext('2d').getImageData(sx0, sy, 32, 1).data);
+      const v = [];
+      for (let i = 0; i < 32; i++) v.push(window.neurocube.voxelAt(sx0 + i + 0.5, sy + 0.5));
+      return { px: d, voxels: v };
+    });
+    const [x0, y, z] = voxels[0];
+    const r = await fetch(`${url}/demo/image/raw/0/${x0},${x0 + 32}/${y},${y + 1}/${z},${z + 1}/`, {
+      headers: { Authorization: `Bearer ${token}` },
+    });
+    assert.equal(r.status, 200);
+    const want = Array.from(new Uint8Array(await r.arrayBuffer()));
+    assert.deepEqual(px.filter((_, i) => i % 4 === 0), want, 'the canvas shows the private voxels');
+    assert.equal(await tab.evaluate(() => window.neurocube.status.errors), 0);
+  } finally {
+    await tab.close();
+    demo.proc.kill('SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -2,6 +2,7 @@
 // z by wheel or keys, z as a movie, a segmentation overlay, the frame rate
 // reached. Plain JavaScript, no build step. URL parameters (all optional):
 // ?ds=demo&ch=image&ov=segmentation&opacity=40&z=10&x=512&y=512&zoom=1&play=30
+// and, for a server in token mode, &token=... (kept in a cookie, not the URL)
 'use strict';
 
 (() => {
@@ -12,6 +13,14 @@
   const canvas = $('view');
   const ctx = canvas.getContext('2d');
   const params = new URLSearchParams(location.search);
+  // A token in the page's URL goes into the cookie every request of the
+  // page then carries, and out of the address bar (and so out of shared links).
+  if (params.has('token')) {
+    document.cookie = `neurocube_token=${encodeURIComponent(params.get('token'))}; path=/; SameSite=Strict`;
+    params.delete('token');
+    const q = params.toString();
+    history.replaceState(null, '', location.pathname + (q ? `?${q}` : '') + location.hash);
+  }
 
   const view = {
     ds: null, meta: null, channels: [], ch: null, ov: '',
