@@ -115,6 +115,8 @@ fn rule(method: &str, path: &str) -> Option<Rule> {
         ("PUT" | "DELETE", "/v1/auth/users/{user}") => ServerAdmin,
         ("GET", "/v1/tiles/{ds}/{ch}/{plane}/{size}/{level}/{slice}/{row}/{col}") => Read,
         ("GET", "/catmaid/{ds}/{ch}/{plane}/{z}/{tile}") => Read,
+        ("GET", p) if p.starts_with("/precomputed/{ds}/{ch}/") => Read,
+        ("OPTIONS", p) if p.starts_with("/precomputed/") => Public,
         ("GET", p)
             if data || p.starts_with("/v1/datasets/{ds}") && !p.ends_with("/permissions") =>
         {
@@ -162,6 +164,8 @@ fn concrete(method: &str, pattern: &str) -> String {
         ("{col}", "0.png"),
         ("{z}", "0"),
         ("{tile}", "0_0_0.png"),
+        ("{scale}", "4_4_40"),
+        ("{chunk}", "0-8_0-8_0-1"),
         ("{fmt}", "npy"),
         ("{a}", "0,8"),
         ("{b}", "0,8"),

@@ -17,5 +17,6 @@ mod helpers;
 mod hostile;
 mod jobs;
 mod ops;
+mod precomputed;
 mod slices;
 mod tiles;

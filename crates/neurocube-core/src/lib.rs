@@ -16,6 +16,7 @@
 
 pub mod annotation;
 pub mod blosc;
+pub mod compressed_segmentation;
 pub mod cutout;
 pub mod downsample;
 pub mod dtype;

@@ -189,6 +189,16 @@ fn encode_png(pixels: &Pixels, width: u32, height: u32) -> Result<Vec<u8>, Rende
     Ok(out)
 }
 
+/// A grayscale JPEG of `width` × `height` 8-bit pixels, rows top to bottom.
+pub fn jpeg_gray(
+    data: &[u8],
+    width: u32,
+    height: u32,
+    quality: u8,
+) -> Result<Vec<u8>, RenderError> {
+    encode_jpeg(Pixels::Gray8(data.to_vec()), width, height, quality)
+}
+
 fn encode_jpeg(
     pixels: Pixels,
     width: u32,

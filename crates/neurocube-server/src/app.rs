@@ -329,6 +329,13 @@ impl Application {
                         if let Ok(v) = HeaderValue::from_str(&id) {
                             res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
                         }
+                        // Precomputed volumes are read by viewers served elsewhere (errors too).
+                        if path.starts_with("/precomputed/") {
+                            res.headers_mut().insert(
+                                actix_web::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                                HeaderValue::from_static("*"),
+                            );
+                        }
                         tracing::info!(request_id = %id, %method, %path, status = status.as_u16(), ms = secs * 1e3, bytes_in, bytes_out, "request");
                         Ok(res)
                     }

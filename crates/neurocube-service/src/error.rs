@@ -54,6 +54,15 @@ pub enum ServiceError {
         /// The task asked for.
         task: String,
     },
+    /// No such precomputed scale (404: clients probe optional files such as
+    /// `provenance` under the volume's path and take 404 as "none").
+    #[error("scale '{key}' is not one of this channel's: {keys}")]
+    UnknownScale {
+        /// The key asked for.
+        key: String,
+        /// The channel's keys.
+        keys: String,
+    },
     /// No such user (404).
     #[error("user '{name}' does not exist; GET /v1/auth/users lists the users")]
     UnknownUser {
@@ -452,6 +461,7 @@ impl ServiceError {
             ServiceError::UnknownLevel { .. } => "unknown_level",
             ServiceError::UnknownJob { .. } => "unknown_job",
             ServiceError::UnknownUser { .. } => "unknown_user",
+            ServiceError::UnknownScale { .. } => "unknown_scale",
             ServiceError::UnknownToken { .. } => "unknown_token",
             ServiceError::RateLimited { .. } => "rate_limited",
             ServiceError::HeadersTooLarge { .. } => "headers_too_large",
@@ -510,6 +520,7 @@ impl ServiceError {
             } => json!({ "dataset": dataset, "level": level, "levels": u16::from(*last) + 1 }),
             ServiceError::UnknownJob { id } => json!({ "job": id }),
             ServiceError::UnknownUser { name } => json!({ "user": name }),
+            ServiceError::UnknownScale { key, keys } => json!({ "scale": key, "scales": keys }),
             ServiceError::UnknownToken { id } => json!({ "token_id": id }),
             ServiceError::RateLimited {
                 per_second,

@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod keys;
 mod locks;
 pub mod metrics;
+pub mod precomputed;
 pub mod purge;
 pub mod pyramid;
 pub mod slice;

@@ -16,6 +16,7 @@ mod graph;
 mod jobs;
 mod meta;
 mod ops;
+mod precomputed;
 mod tiles;
 mod viewer;
 
@@ -232,6 +233,26 @@ pub fn table() -> Vec<Route> {
             "/catmaid/{ds}/{ch}/{plane}/{z}/{tile}",
             "CATMAID tile source: xy/{z}/{row}_{col}_{level}.{png|jpg}, 512-pixel tiles, z in level-0 sections",
         ),
+        route::<precomputed::Info<false>>(
+            M::GET,
+            "/precomputed/{ds}/{ch}/info",
+            "Neuroglancer precomputed info: one scale per level (raw; compressed_segmentation for uint32/uint64 labels)",
+        ),
+        route::<precomputed::Info<true>>(
+            M::GET,
+            "/precomputed/{ds}/{ch}/jpeg/info",
+            "the same for uint8 images, jpeg-encoded",
+        ),
+        route::<precomputed::Chunk<true>>(
+            M::GET,
+            "/precomputed/{ds}/{ch}/jpeg/{scale}/{chunk}",
+            "a jpeg chunk",
+        ),
+        route::<precomputed::Chunk<false>>(
+            M::GET,
+            "/precomputed/{ds}/{ch}/{scale}/{chunk}",
+            "a chunk x0-x1_y0-y1_z0-z1 of a scale (ETag; gzip for labels when accepted; never-written chunks read as zeros)",
+        ),
         route::<viewer::Page>(M::GET, "/viewer", "the tile viewer page"),
         route::<viewer::File>(
             M::GET,
@@ -270,6 +291,18 @@ pub fn table() -> Vec<Route> {
             "recompute the stale coarser levels of a channel (a job; 202)",
         ),
     ];
+    let precomputed: Vec<String> = t
+        .iter()
+        .filter(|r| r.path.starts_with("/precomputed/"))
+        .map(|r| r.path.clone())
+        .collect();
+    for path in precomputed {
+        t.push(route::<precomputed::Preflight>(
+            M::OPTIONS,
+            &path,
+            "CORS preflight",
+        ));
+    }
     for prefix in ["/ocp/ca", ""] {
         let path = format!("{prefix}/{{ds}}/{{ch}}/{{fmt}}/{{level}}/{{a}}/{{b}}/{{c}}");
         t.push(route::<data::Get>(M::GET, &path, "a cutout {npy|raw|blosc}/{level}/{x0,x1}/{y0,y1}/{z0,z1}/ or a slice xy/{level}/{x0,x1}/{y0,y1}/{z}/ (also xz, yz; ?format=jpeg&quality=85, ?window=lo,hi)"));

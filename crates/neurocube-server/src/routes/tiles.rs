@@ -38,16 +38,20 @@ fn file(s: &str) -> ApiResult<(&str, TileFormat)> {
     Ok((name, format))
 }
 
-fn respond(req: &HttpRequest, tile: &CachedTile) -> HttpResponse {
-    let fresh = req
-        .headers()
+/// Whether the request's `If-None-Match` names `etag` (or `*`).
+pub(crate) fn etag_matches(req: &HttpRequest, etag: &str) -> bool {
+    req.headers()
         .get_all(header::IF_NONE_MATCH)
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|tag| {
             let tag = tag.trim();
-            tag == "*" || tag == tile.etag || tag.strip_prefix("W/") == Some(tile.etag.as_str())
-        });
+            tag == "*" || tag == etag || tag.strip_prefix("W/") == Some(etag)
+        })
+}
+
+fn respond(req: &HttpRequest, tile: &CachedTile) -> HttpResponse {
+    let fresh = etag_matches(req, &tile.etag);
     let mut r = if fresh {
         HttpResponse::NotModified()
     } else {

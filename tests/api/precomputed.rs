@@ -1,0 +1,187 @@
+//! Neuroglancer precomputed over HTTP (issue 14): `info` from the catalog,
+//! chunks equal to the cutout API's voxels in each encoding, bad chunk
+//! names refused, CORS on every answer. The real clients (CloudVolume,
+//! TensorStore) read the same URLs in tests/python/test_precomputed.py.
+
+use neurocube_core::compressed_segmentation as cseg;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_error, npy, pattern, spawn_app};
+
+/// Dataset `p` (extent 100×70×12 at offset 5,6,7, two levels) with a
+/// uint8 image `em` and a uint32 segmentation `seg`, chunks 32×32×4; the
+/// box x 5..69 is written, the rest never is.
+async fn app() -> (TestApp, Vec<u8>, Vec<u32>) {
+    let app = spawn_app().await;
+    let r = app
+        .put_json(
+            "/v1/datasets/p",
+            &json!({"voxel_size": [4, 4, 40], "extent": [100, 70, 12], "offset": [5, 6, 7], "levels": 2}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    app.channel("p", "em", "image", "uint8", [32, 32, 4]).await;
+    app.channel("p", "seg", "segmentation", "uint32", [32, 32, 4])
+        .await;
+    let n = 64 * 70 * 12;
+    let em = pattern(n, 3);
+    let seg: Vec<u32> = (0..n as u32)
+        .map(|i| (i % 64) / 9 * 1000 + (i / (64 * 70)) + 1)
+        .collect();
+    let r = app
+        .put("/p/em/npy/0/5,69/6,76/7,19/", npy("|u1", [12, 70, 64], &em))
+        .await;
+    assert_eq!(r.status(), 201);
+    let bytes: Vec<u8> = seg.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let r = app
+        .put(
+            "/p/seg/npy/0/5,69/6,76/7,19/",
+            npy("<u4", [12, 70, 64], &bytes),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    (app, em, seg)
+}
+
+async fn raw(app: &TestApp, ch: &str, level: u8, b: [[u64; 2]; 3]) -> Vec<u8> {
+    let url = format!(
+        "/p/{ch}/raw/{level}/{},{}/{},{}/{},{}/",
+        b[0][0], b[0][1], b[1][0], b[1][1], b[2][0], b[2][1]
+    );
+    let r = app.get(&url).await;
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn info_describes_every_level_as_a_scale() {
+    let (app, _, _) = app().await;
+    let info: Value = app
+        .get("/precomputed/p/seg/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["type"], "segmentation");
+    assert_eq!(info["data_type"], "uint32");
+    assert_eq!(info["num_channels"], 1);
+    let s = &info["scales"];
+    assert_eq!(s.as_array().unwrap().len(), 2);
+    assert_eq!(s[0]["key"], "4_4_40");
+    assert_eq!(s[0]["size"], json!([100, 70, 12]));
+    assert_eq!(s[0]["voxel_offset"], json!([5, 6, 7]));
+    assert_eq!(s[0]["chunk_sizes"], json!([[32, 32, 4]]));
+    assert_eq!(s[0]["encoding"], "compressed_segmentation");
+    assert_eq!(s[0]["compressed_segmentation_block_size"], json!([8, 8, 4]));
+    assert_eq!(s[1]["key"], "8_8_40");
+    assert_eq!(s[1]["resolution"], json!([8.0, 8.0, 40.0]));
+    let em: Value = app
+        .get("/precomputed/p/em/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(em["type"], "image");
+    assert_eq!(em["scales"][0]["encoding"], "raw");
+    let jpeg: Value = app
+        .get("/precomputed/p/em/jpeg/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jpeg["scales"][1]["encoding"], "jpeg");
+}
+
+#[tokio::test]
+async fn chunks_hold_the_cutout_voxels_in_each_encoding() {
+    let (app, _, _) = app().await;
+    // A full chunk, an edge chunk cut at the level's bound, and one never written.
+    for b in [
+        [[5, 37], [6, 38], [7, 11]],
+        [[101, 105], [70, 76], [15, 19]],
+        [[69, 101], [38, 70], [7, 11]],
+    ] {
+        let name = format!(
+            "{}-{}_{}-{}_{}-{}",
+            b[0][0], b[0][1], b[1][0], b[1][1], b[2][0], b[2][1]
+        );
+        let want = raw(&app, "em", 0, b).await;
+        let r = app.get(&format!("/precomputed/p/em/4_4_40/{name}")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["access-control-allow-origin"], "*");
+        assert_eq!(r.bytes().await.unwrap().to_vec(), want, "{name}");
+        let want32 = raw(&app, "seg", 0, b).await;
+        let r = app.get(&format!("/precomputed/p/seg/4_4_40/{name}")).await;
+        assert_eq!(r.status(), 200);
+        let size = [0, 1, 2].map(|i| (b[i][1] - b[i][0]) as usize);
+        let got = cseg::decode::<u32>(&r.bytes().await.unwrap(), size, [8, 8, 4]).unwrap();
+        let want: Vec<u32> = want32
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+    // The never-written chunk is zeros, not a 404.
+    let zeros = raw(&app, "em", 0, [[69, 101], [38, 70], [7, 11]]).await;
+    assert!(zeros.iter().all(|&v| v == 0));
+    // Level 1, and a JPEG chunk that decodes to the chunk's x by y·z pixels.
+    let want = raw(&app, "em", 1, [[2, 34], [3, 35], [7, 11]]).await;
+    let got = app.get("/precomputed/p/em/8_8_40/2-34_3-35_7-11").await;
+    assert_eq!(got.bytes().await.unwrap().to_vec(), want);
+    let j = app
+        .get("/precomputed/p/em/jpeg/4_4_40/5-37_6-38_7-11")
+        .await;
+    assert_eq!(j.headers()["content-type"], "image/jpeg");
+    let img = image::load_from_memory(&j.bytes().await.unwrap())
+        .unwrap()
+        .to_luma8();
+    assert_eq!((img.width(), img.height()), (32, 128));
+}
+
+#[tokio::test]
+async fn bad_chunk_names_and_scales_are_refused_by_name() {
+    let (app, _, _) = app().await;
+    for (path, status, code, words) in [
+        (
+            "seg/4_4_40/5-37_6-38",
+            400,
+            "invalid_request",
+            "x0-x1_y0-y1_z0-z1",
+        ),
+        (
+            "seg/4_4_40/6-38_6-38_7-11",
+            400,
+            "invalid_request",
+            "not a cell of scale 4_4_40's grid: along x",
+        ),
+        (
+            "seg/4_4_40/5-37_6-38_7-12",
+            400,
+            "invalid_request",
+            "along z",
+        ),
+        (
+            "seg/4_4_40/5-37_6-38_107-111",
+            400,
+            "invalid_request",
+            "along z",
+        ),
+        (
+            "seg/9_9_40/5-37_6-38_7-11",
+            404,
+            "not_found",
+            "4_4_40, 8_8_40",
+        ),
+        (
+            "seg/jpeg/info",
+            400,
+            "invalid_request",
+            "jpeg is for uint8 image channels",
+        ),
+        ("nope/info", 404, "not_found", "channel 'nope'"),
+    ] {
+        let r = app.get(&format!("/precomputed/p/{path}")).await;
+        assert_eq!(r.headers()["access-control-allow-origin"], "*", "{path}");
+        assert_error(r, status, code, words).await;
+    }
+}
