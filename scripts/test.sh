@@ -63,3 +63,4 @@ apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 NEUROCUBE_BIN=target/debug/neurocube node --test tests/browser/viewer.test.mjs
+NEUROCUBE_BIN=target/debug/neurocube node --test tests/browser/neuroglancer.test.mjs
