@@ -8,6 +8,7 @@ mod annotation_versions;
 mod annotations;
 mod auth;
 mod bad_input;
+mod boss;
 mod concurrency;
 mod cutouts;
 mod datasets;

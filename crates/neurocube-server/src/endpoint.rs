@@ -85,18 +85,21 @@ const TOKEN_PARAMS: [&str; 2] = ["token", "middle_auth_token"];
 /// Cookies that carry a token.
 const TOKEN_COOKIES: [&str; 2] = ["neurocube_token", "middle_auth_token"];
 
-/// The token a request carries: `Authorization: Bearer`, else a cookie,
-/// else `?token=`. Another `Authorization` scheme is refused by name.
+/// The token a request carries: `Authorization: Bearer` (or `Token`), else
+/// a cookie, else `?token=`. Another `Authorization` scheme is refused by name.
 fn token(req: &HttpRequest) -> ApiResult<Option<String>> {
     use actix_web::http::header::AUTHORIZATION;
     if let Some(v) = req.headers().get(AUTHORIZATION) {
         let v = v.to_str().unwrap_or("");
         let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
-        if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
+        // `Token` is what BOSS clients (intern) send.
+        let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token");
+        if known && !rest.trim().is_empty() {
             return Ok(Some(rest.trim().to_string()));
         }
         return Err(neurocube_service::ServiceError::Unauthenticated {
-            reason: "the Authorization header must be 'Bearer <token>'".into(),
+            reason: "the Authorization header must be 'Bearer <token>' (or BOSS's 'Token <token>')"
+                .into(),
         }
         .into());
     }

@@ -104,6 +104,7 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, &'static str) {
         | ServiceError::UnknownLevel { .. }
         | ServiceError::UnknownJob { .. }
         | ServiceError::UnknownUser { .. }
+        | ServiceError::UnknownExperiment { .. }
         | ServiceError::UnknownScale { .. }
         | ServiceError::UnknownToken { .. }
         | ServiceError::UnknownTask { .. }

@@ -35,13 +35,17 @@ pub struct DataRequest {
 }
 
 fn range(s: &str, axis: usize) -> Result<(u64, u64), String> {
+    range_with(s, axis, ',')
+}
+
+fn range_with(s: &str, axis: usize, sep: char) -> Result<(u64, u64), String> {
     let bad = || {
         format!(
-            "malformed {} range '{s}': use {0}0,{0}1 (two integers, half-open)",
+            "malformed {} range '{s}': use {0}0{sep}{0}1 (two integers, half-open)",
             AXES[axis]
         )
     };
-    let (a, b) = s.split_once(',').ok_or_else(bad)?;
+    let (a, b) = s.split_once(sep).ok_or_else(bad)?;
     Ok((
         a.trim().parse().map_err(|_| bad())?,
         b.trim().parse().map_err(|_| bad())?,
@@ -52,6 +56,20 @@ fn single(s: &str, axis: usize) -> Result<(u64, u64), String> {
     let bad = || format!("malformed {} coordinate '{s}': use one integer", AXES[axis]);
     let v: u64 = s.parse().map_err(|_| bad())?;
     Ok((v, v.checked_add(1).ok_or_else(bad)?))
+}
+
+/// A BOSS cutout's resolution and `x0:x1`, `y0:y1`, `z0:z1` ranges.
+pub fn boss_box(res: &str, ranges: [&str; 3]) -> Result<(u8, Box3), String> {
+    let level: u8 = res
+        .parse()
+        .map_err(|_| format!("resolution '{res}' must be a level number from 0 to 255"))?;
+    let mut start = [0; 3];
+    let mut end = [0; 3];
+    for (i, r) in ranges.iter().enumerate() {
+        (start[i], end[i]) = range_with(r, i, ':')?;
+    }
+    let b = Box3::new(start, end).map_err(|e| e.to_string())?;
+    Ok((level, b))
 }
 
 /// Parse the seven segments after the prefix.

@@ -63,6 +63,16 @@ pub enum ServiceError {
         /// The channel's keys.
         keys: String,
     },
+    /// No such BOSS experiment (404).
+    #[error(
+        "experiment '{name}' does not exist in collection '{collection}': a neurocube dataset is a BOSS collection with one experiment, 'default'"
+    )]
+    UnknownExperiment {
+        /// The collection (dataset).
+        collection: String,
+        /// The name asked for.
+        name: String,
+    },
     /// No such user (404).
     #[error("user '{name}' does not exist; GET /v1/auth/users lists the users")]
     UnknownUser {
@@ -461,6 +471,7 @@ impl ServiceError {
             ServiceError::UnknownLevel { .. } => "unknown_level",
             ServiceError::UnknownJob { .. } => "unknown_job",
             ServiceError::UnknownUser { .. } => "unknown_user",
+            ServiceError::UnknownExperiment { .. } => "unknown_experiment",
             ServiceError::UnknownScale { .. } => "unknown_scale",
             ServiceError::UnknownToken { .. } => "unknown_token",
             ServiceError::RateLimited { .. } => "rate_limited",
@@ -520,6 +531,9 @@ impl ServiceError {
             } => json!({ "dataset": dataset, "level": level, "levels": u16::from(*last) + 1 }),
             ServiceError::UnknownJob { id } => json!({ "job": id }),
             ServiceError::UnknownUser { name } => json!({ "user": name }),
+            ServiceError::UnknownExperiment { collection, name } => {
+                json!({ "collection": collection, "experiment": name })
+            }
             ServiceError::UnknownScale { key, keys } => json!({ "scale": key, "scales": keys }),
             ServiceError::UnknownToken { id } => json!({ "token_id": id }),
             ServiceError::RateLimited {

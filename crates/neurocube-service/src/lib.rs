@@ -18,6 +18,7 @@ pub mod annotations;
 pub mod auth;
 pub mod background;
 pub mod body;
+pub mod boss;
 pub mod catalog;
 pub mod context;
 pub mod demo;

@@ -216,7 +216,8 @@ impl Services {
         for i in 0..3 {
             let (off, ext, cs) = (level.offset[i], level.extent[i], c.chunk_size[i]);
             let bound = off + ext;
-            let aligned = start[i] >= off && (start[i] - off).is_multiple_of(cs) && start[i] < bound;
+            let aligned =
+                start[i] >= off && (start[i] - off).is_multiple_of(cs) && start[i] < bound;
             if !aligned || end[i] != (start[i] + cs).min(bound) {
                 return Err(ServiceError::field(
                     "chunk",

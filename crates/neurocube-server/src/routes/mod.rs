@@ -11,6 +11,7 @@ use crate::error::ApiError;
 
 mod annotations;
 mod auth;
+mod boss;
 mod data;
 mod graph;
 mod jobs;
@@ -252,6 +253,47 @@ pub fn table() -> Vec<Route> {
             M::GET,
             "/precomputed/{ds}/{ch}/{scale}/{chunk}",
             "a chunk x0-x1_y0-y1_z0-z1 of a scale (ETag; gzip for labels when accepted; never-written chunks read as zeros)",
+        ),
+        route::<boss::Collections>(
+            M::GET,
+            "/v1/collection",
+            "BOSS: the collections (a dataset is a collection with one experiment, 'default')",
+        ),
+        route::<boss::Collection>(M::GET, "/v1/collection/{coll}", "BOSS: a collection"),
+        route::<boss::Experiments>(
+            M::GET,
+            "/v1/collection/{coll}/experiment",
+            "BOSS: its experiments",
+        ),
+        route::<boss::Experiment<false>>(
+            M::GET,
+            "/v1/collection/{coll}/experiment/{exp}",
+            "BOSS: an experiment",
+        ),
+        route::<boss::Experiment<true>>(
+            M::GET,
+            "/v1/collection/{coll}/experiment/{exp}/channel",
+            "BOSS: its channels",
+        ),
+        route::<boss::Channel>(
+            M::GET,
+            "/v1/collection/{coll}/experiment/{exp}/channel/{ch}",
+            "BOSS: a channel (datatype, type image or annotation)",
+        ),
+        route::<boss::CoordFrame>(
+            M::GET,
+            "/v1/coord/{frame}",
+            "BOSS: a dataset's coordinate frame (named like the dataset)",
+        ),
+        route::<boss::Cutout>(
+            M::GET,
+            "/v1/cutout/{coll}/{exp}/{ch}/{res}/{x}/{y}/{z}",
+            "BOSS cutout x0:x1/y0:y1/z0:z1 as application/blosc (intern's get_cutout)",
+        ),
+        route::<boss::WriteCutout>(
+            M::POST,
+            "/v1/cutout/{coll}/{exp}/{ch}/{res}/{x}/{y}/{z}",
+            "write a BOSS cutout, a Blosc body (intern's create_cutout)",
         ),
         route::<viewer::Page>(M::GET, "/viewer", "the tile viewer page"),
         route::<viewer::File>(

@@ -34,19 +34,19 @@ fn accepts_gzip(req: &HttpRequest) -> bool {
 fn body(
     req: &HttpRequest,
     r: &mut actix_web::HttpResponseBuilder,
-    bytes: &[u8],
+    bytes: bytes::Bytes,
     worth: bool,
-) -> Vec<u8> {
+) -> bytes::Bytes {
     if worth && accepts_gzip(req) {
         let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        if z.write_all(bytes).is_ok()
+        if z.write_all(&bytes).is_ok()
             && let Ok(out) = z.finish()
         {
             r.insert_header((header::CONTENT_ENCODING, "gzip"));
-            return out;
+            return out.into();
         }
     }
-    bytes.to_vec()
+    bytes
 }
 
 /// `GET /precomputed/{ds}/{ch}/info` (and `.../jpeg/info`).
@@ -78,7 +78,7 @@ impl<const JPEG: bool> Endpoint for Info<JPEG> {
         r.content_type("application/json")
             .insert_header((header::CACHE_CONTROL, "no-cache"))
             .insert_header((header::VARY, "Accept-Encoding"));
-        let b = body(req, &mut r, &text, true);
+        let b = body(req, &mut r, bytes::Bytes::from(text), true);
         Ok(r.body(b))
     }
 }
@@ -138,7 +138,7 @@ impl<const JPEG: bool> Endpoint for Chunk<JPEG> {
             ChunkEncoding::Raw => ("application/octet-stream", false),
         };
         r.content_type(content_type);
-        let b = body(req, &mut r, &c.bytes, gzip);
+        let b = body(req, &mut r, c.bytes, gzip);
         Ok(r.body(b))
     }
 }
