@@ -80,3 +80,6 @@ def test_bad_boss_requests_raise_with_the_servers_message(server, boss):
     r = requests.get(f"{server}/v1/cutout/{ds}/default/em/0/100:110/0:10/10:11/",
                      headers={"Accept": "application/blosc-python"})
     assert r.status_code == 400 and "application/blosc" in r.json()["message"]
+    r = requests.get(f"{server}/v1/cutout/{ds}/default/em/0/100:110/0:10/10:11/",
+                     headers={"Accept": "application/npygz"})
+    assert r.status_code == 400 and "application/npygz is not served" in r.json()["message"]

@@ -194,15 +194,24 @@ impl Endpoint for Cutout {
         )
         .map_err(ApiError::path)?;
         if req.method() == actix_web::http::Method::GET {
-            let accept = req
+            let accept: Vec<&str> = req
                 .headers()
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/blosc");
-            if accept.contains("application/blosc-python") {
+                .get_all(header::ACCEPT)
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|v| v.split(';').next().unwrap_or("").trim())
+                .collect();
+            let blosc = accept.is_empty()
+                || accept
+                    .iter()
+                    .any(|a| matches!(*a, "application/blosc" | "application/*" | "*/*"));
+            if !blosc {
                 return Err(neurocube_service::ServiceError::field(
                     "Accept",
-                    "application/blosc-python (a pickled numpy array) is not served: ask for application/blosc, as intern's get_cutout does",
+                    format!(
+                        "{} is not served: cutouts here are application/blosc (what intern's get_cutout asks for), or npy and raw at /{{ds}}/{{ch}}/npy/...",
+                        accept.join(", ")
+                    ),
                 )
                 .into());
             }
