@@ -44,7 +44,7 @@ function start(cmd, args, re, what, env = {}) {
 
 before(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'neurocube-ng-'));
-  base = await start(bin, ['demo', '--port', '0', '--data-dir', dataDir, '--size', '512x512x32', '--synapses', '0'],
+  base = await start(bin, ['demo', '--port', '0', '--data-dir', dataDir, '--size', '512x512x32', '--synapses', '3000'],
     /neurocube listening on (http:\/\/\S+)/, 'neurocube',
     { NEUROCUBE__STORE__DURABILITY: 'flush', NEUROCUBE__LOG__LEVEL: 'warn' });
   browser = await chromium.launch({
@@ -123,4 +123,15 @@ test('with the segmentation layer Neuroglancer colours the labels (compressed_se
   assert.ok(seg.length >= 4, `${seg.length} segmentation chunks read`);
   assert.deepEqual(answers.filter(([, s]) => s !== 200), [], 'every precomputed request answered 200');
   assert.ok(stats.colored > 0.5, `only ${stats.colored} of the panel coloured`);
+});
+
+test('the synapse table shows as a precomputed annotation layer', async () => {
+  const { stats, answers, shot } = await show('synapses');
+  writeFileSync(join(shots, 'neuroglancer-synapses.png'), shot);
+  const ann = answers.filter(([u]) => u.includes('/precomputed/demo/annotations/synapses/'));
+  assert.ok(ann.some(([u]) => u.endsWith('/info')), 'the annotation info was read');
+  assert.ok(ann.some(([u]) => u.endsWith('/spatial0/0_0_0')), 'the spatial index was read');
+  // The lines are drawn (yellow over the gray EM).
+  assert.ok(stats.colored > 0.005, `only ${stats.colored} of the panel coloured`);
+  assert.deepEqual(answers.filter(([, s]) => s !== 200), [], 'every precomputed request answered 200');
 });

@@ -2,7 +2,7 @@
 Python viewer server) with a state whose layers are neurocube's
 precomputed volumes. Prints the viewer's URL, then serves until killed.
 
-Usage: python3 neuroglancer_viewer.py BASE_URL DATASET [image|both]
+Usage: python3 neuroglancer_viewer.py BASE_URL DATASET [image|both|synapses]
 """
 import sys
 import time
@@ -21,6 +21,9 @@ with viewer.txn() as s:
     if layers == "both":
         s.layers["segmentation"] = neuroglancer.SegmentationLayer(
             source=f"precomputed://{base}/precomputed/{ds}/segmentation")
+    if layers == "synapses":
+        s.layers["synapses"] = neuroglancer.AnnotationLayer(
+            source=f"precomputed://{base}/precomputed/{ds}/annotations/synapses")
     s.layout = "xy"
 print(viewer.get_viewer_url(), flush=True)
 while True:

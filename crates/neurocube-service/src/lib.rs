@@ -30,6 +30,7 @@ pub mod keys;
 mod locks;
 pub mod metrics;
 pub mod precomputed;
+pub mod precomputed_annotations;
 pub mod purge;
 pub mod pyramid;
 pub mod slice;

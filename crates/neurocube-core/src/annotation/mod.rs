@@ -15,6 +15,7 @@
 //! ```
 
 mod filter;
+pub mod precomputed;
 mod row;
 mod schema;
 

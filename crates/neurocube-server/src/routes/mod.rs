@@ -234,6 +234,16 @@ pub fn table() -> Vec<Route> {
             "/catmaid/{ds}/{ch}/{plane}/{z}/{tile}",
             "CATMAID tile source: xy/{z}/{row}_{col}_{level}.{png|jpg}, 512-pixel tiles, z in level-0 sections",
         ),
+        route::<precomputed::AnnotationInfo>(
+            M::GET,
+            "/precomputed/{ds}/annotations/{table}/info",
+            "an annotation table as Neuroglancer precomputed annotations (lines for synapse tables, points otherwise)",
+        ),
+        route::<precomputed::AnnotationIndex>(
+            M::GET,
+            "/precomputed/{ds}/annotations/{table}/{index}/{key}",
+            "its by_id/{id}, rel_{root id column}/{root id} and spatial0/0_0_0",
+        ),
         route::<precomputed::Info<false>>(
             M::GET,
             "/precomputed/{ds}/{ch}/info",

@@ -1,5 +1,6 @@
 //! Neuroglancer precomputed volumes under `/precomputed/{ds}/{ch}`: the
-//! `info`, the chunks by name, and the same with `jpeg/` for uint8 images.
+//! `info`, the chunks by name, and the same with `jpeg/` for uint8 images;
+//! and annotation tables under `/precomputed/{ds}/annotations/{table}`.
 //! Every answer (errors too) carries `Access-Control-Allow-Origin: *` (set
 //! by the middleware) so a Neuroglancer page served elsewhere can read
 //! them; `OPTIONS` answers preflights. Chunks carry an `ETag` (304 on
@@ -10,11 +11,11 @@ use std::io::Write;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use neurocube_core::{ChannelName, DatasetName};
+use neurocube_core::{ChannelName, DatasetName, TableName};
 use neurocube_service::precomputed::ChunkEncoding;
 use neurocube_service::{Access, RequestContext};
 
-use crate::endpoint::{Endpoint, channel, segment};
+use crate::endpoint::{Endpoint, channel, segment, table};
 use crate::error::ApiResult;
 use crate::routes::tiles::etag_matches;
 use crate::state::AppState;
@@ -171,5 +172,83 @@ impl Endpoint for Preflight {
             ))
             .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
             .finish())
+    }
+}
+
+/// `GET /precomputed/{ds}/annotations/{table}/info`: a table as precomputed annotations.
+pub struct AnnotationInfo(DatasetName, TableName);
+
+impl Endpoint for AnnotationInfo {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let (d, t) = table(req)?;
+        Ok(Self(d, t))
+    }
+
+    fn access(&self) -> Access {
+        Access::Read(self.0.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let info = state
+            .services
+            .annotation_info(ctx, &self.0, &self.1)
+            .await?;
+        let mut r = HttpResponse::Ok();
+        r.content_type("application/json")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header((header::VARY, "Accept-Encoding"));
+        let text = serde_json::to_vec(&info).unwrap_or_default();
+        let b = body(req, &mut r, bytes::Bytes::from(text), true);
+        Ok(r.body(b))
+    }
+}
+
+/// `GET /precomputed/{ds}/annotations/{table}/{index}/{key}`: `by_id/{id}`,
+/// `rel_{column}/{root id}` or `spatial0/0_0_0`.
+pub struct AnnotationIndex {
+    ds: DatasetName,
+    table: TableName,
+    index: String,
+    key: String,
+}
+
+impl Endpoint for AnnotationIndex {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let (ds, table) = table(req)?;
+        Ok(Self {
+            ds,
+            table,
+            index: segment(req, "index")?.to_string(),
+            key: segment(req, "key")?.to_string(),
+        })
+    }
+
+    fn access(&self) -> Access {
+        Access::Read(self.ds.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let bytes = state
+            .services
+            .annotation_index(ctx, &self.ds, &self.table, &self.index, &self.key)
+            .await?;
+        let mut r = HttpResponse::Ok();
+        r.content_type("application/octet-stream")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header((header::VARY, "Accept-Encoding"));
+        let b = body(req, &mut r, bytes, true);
+        Ok(r.body(b))
     }
 }
