@@ -67,3 +67,21 @@ def test_by_id_and_by_segment(server, table):
     assert bad.status_code == 404
     bad = requests.get(f"{server}/precomputed/{ds}/annotations/syn/rel_size/3")
     assert bad.status_code == 404 and "rel_pre_pt_root_id" in bad.json()["message"]
+
+
+def test_a_large_table_has_a_multi_level_index_holding_each_synapse_once(server):
+    ds, df = make_table(server, rows=30000, seed=5)
+    r = requests.post(f"{server}/v1/datasets/{ds}/tables/syn/rows", data=df.to_csv(index=False),
+                      headers={"Content-Type": "text/csv"})
+    assert r.status_code in (200, 201, 202), r.text
+    deadline = time.time() + 60
+    while requests.get(f"{server}/v1/datasets/{ds}/tables/syn/count").json()["count"] < len(df):
+        assert time.time() < deadline
+        time.sleep(0.1)
+    reader = AnnotationReader(f"{server}/precomputed/{ds}/annotations/syn/")
+    levels = reader.metadata["spatial"]
+    assert [s["grid_shape"] for s in levels] == [[1, 1, 1], [2, 2, 2]]
+    coarse = reader.spatial[0][(0, 0, 0)]
+    assert 8000 < len(coarse) < 12000, len(coarse)  # an even sample of about the limit
+    ids = [int(a.id) for a in reader.get_within_spatial_bounds()]
+    assert len(ids) == len(set(ids)) == len(df)

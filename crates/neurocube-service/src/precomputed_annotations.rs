@@ -5,9 +5,8 @@
 //! table has it; a table with one point is a `point` layer. Each bound
 //! point's root id column is a relationship (`rel_{column}/{root id}`), so
 //! Neuroglancer shows the synapses of a selected segment; `by_id/{id}` is
-//! one row; `spatial0/0_0_0` is every row, for tables of at most
-//! [`MAX_SPATIAL_ROWS`] (larger ones list no spatial index and are browsed
-//! by segment).
+//! one row; `spatial{l}/{i}_{j}_{k}` are the cells of a multi-level spatial
+//! index (see [`SpatialIndex`]) over each annotation's first point.
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -21,8 +20,94 @@ use crate::annotations::ResolvedTable;
 use crate::context::RequestContext;
 use crate::error::{Result, ServiceError};
 
-/// Tables with more valid rows than this get no single-cell spatial index.
-pub const MAX_SPATIAL_ROWS: u64 = 1_000_000;
+/// Annotations per spatial cell the index aims at (the `limit` of each level).
+pub const CELL_LIMIT: u64 = 10_000;
+/// The finest level has 2^6 = 64 cells per axis.
+const MAX_LEVEL: u32 = 6;
+
+/// A table's multi-level spatial index: level `l` has `2^l` cells per
+/// axis; an annotation belongs to the first level `l` where its id's hash
+/// falls below `p[l] = min(1, CELL_LIMIT·8^l / rows)` (the finest level
+/// takes the rest), so every annotation is in exactly one cell of one
+/// level, and coarse levels hold an even sample of about `CELL_LIMIT` per
+/// cell, as Neuroglancer's format asks.
+struct SpatialIndex {
+    lo: [f64; 3],
+    hi: [f64; 3],
+    p: Vec<f64>,
+}
+
+impl SpatialIndex {
+    fn new(lo: [f64; 3], hi: [f64; 3], rows: u64) -> Self {
+        let mut last = 0;
+        while last < MAX_LEVEL && rows > CELL_LIMIT.saturating_mul(8u64.pow(last)) {
+            last += 1;
+        }
+        let p = (0..=last)
+            .map(|l| {
+                if l == last {
+                    1.0
+                } else {
+                    (CELL_LIMIT as f64 * 8f64.powi(l as i32) / rows.max(1) as f64).min(1.0)
+                }
+            })
+            .collect();
+        Self { lo, hi, p }
+    }
+
+    fn cells(l: usize) -> u64 {
+        1 << l
+    }
+
+    fn width(&self, l: usize) -> [f64; 3] {
+        [0, 1, 2].map(|i| ((self.hi[i] - self.lo[i]) / Self::cells(l) as f64).max(1e-9))
+    }
+
+    /// The level of an annotation, from its id.
+    fn level_of(&self, id: u64) -> usize {
+        // splitmix64: an even spread of ids over [0, 1).
+        let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let u = (z >> 11) as f64 / (1u64 << 53) as f64;
+        self.p
+            .iter()
+            .position(|&p| u < p)
+            .unwrap_or(self.p.len() - 1)
+    }
+
+    /// The integer voxel box `[a, b)` of a cell, per axis.
+    fn cell_box(&self, l: usize, idx: [u64; 3]) -> ([i64; 3], [i64; 3]) {
+        let w = self.width(l);
+        let n = Self::cells(l);
+        let mut a = [0i64; 3];
+        let mut b = [0i64; 3];
+        for i in 0..3 {
+            a[i] = (self.lo[i] + idx[i] as f64 * w[i]).floor() as i64;
+            b[i] = if idx[i] + 1 == n {
+                self.hi[i].ceil() as i64
+            } else {
+                (self.lo[i] + (idx[i] + 1) as f64 * w[i]).floor() as i64
+            };
+        }
+        (a, b)
+    }
+
+    fn info(&self) -> J {
+        (0..self.p.len())
+            .map(|l| {
+                let n = Self::cells(l);
+                json!({
+                    "key": format!("spatial{l}"),
+                    "grid_shape": [n, n, n],
+                    "chunk_size": self.width(l),
+                    "limit": CELL_LIMIT,
+                })
+            })
+            .collect()
+    }
+}
 
 /// Which columns make an annotation.
 struct Layout {
@@ -113,6 +198,17 @@ impl Services {
         Ok(out)
     }
 
+    /// The spatial index of a table: the dataset's bounds in the table's
+    /// voxels, levels by its row count.
+    async fn spatial_index(&self, t: &ResolvedTable) -> Result<SpatialIndex> {
+        let d = self.catalog.dataset(&t.dataset).await?;
+        let res = t.record.spec.voxel_resolution;
+        let lo = [0, 1, 2].map(|i| d.offset[i] as f64 * d.voxel_size[i] / res[i]);
+        let hi = [0, 1, 2].map(|i| (d.offset[i] + d.extent[i]) as f64 * d.voxel_size[i] / res[i]);
+        let rows = self.annotations.live_count(t).await?;
+        Ok(SpatialIndex::new(lo, hi, rows))
+    }
+
     /// The precomputed annotation `info` of a table.
     pub async fn annotation_info(
         &self,
@@ -122,25 +218,10 @@ impl Services {
     ) -> Result<J> {
         let t = self.annotations.table(ds, name).await?;
         let l = layout(&t)?;
-        let d = self.catalog.dataset(ds).await?;
         let res = t.record.spec.voxel_resolution;
-        // The dataset's bounds in the table's voxels.
-        let lo: Vec<f64> = (0..3)
-            .map(|i| d.offset[i] as f64 * d.voxel_size[i] / res[i])
-            .collect();
-        let hi: Vec<f64> = (0..3)
-            .map(|i| (d.offset[i] + d.extent[i]) as f64 * d.voxel_size[i] / res[i])
-            .collect();
-        let rows = self.annotations.live_count(&t).await?;
-        let spatial = if rows <= MAX_SPATIAL_ROWS {
-            json!([{
-                "key": "spatial0", "grid_shape": [1, 1, 1],
-                "chunk_size": (0..3).map(|i| (hi[i] - lo[i]).max(1.0)).collect::<Vec<_>>(),
-                "limit": rows.max(1),
-            }])
-        } else {
-            json!([])
-        };
+        let index = self.spatial_index(&t).await?;
+        let (lo, hi) = (index.lo, index.hi);
+        let spatial = index.info();
         Ok(json!({
             "@type": "neuroglancer_annotations_v1",
             "dimensions": {
@@ -198,20 +279,49 @@ impl Services {
             let list: Vec<Annotation> = rows.iter().filter_map(|r| annotation(&l, r)).collect();
             return Ok(encode_many(&list).into());
         }
-        if index == "spatial0" && key == "0_0_0" {
-            if self.annotations.live_count(&t).await? > MAX_SPATIAL_ROWS {
+        let spatial = self.spatial_index(&t).await?;
+        if let Some(level) = index
+            .strip_prefix("spatial")
+            .and_then(|v| v.parse::<usize>().ok())
+            && level < spatial.p.len()
+        {
+            let n = SpatialIndex::cells(level);
+            let idx: Vec<u64> = key.split('_').filter_map(|v| v.parse().ok()).collect();
+            let [i, j, k] = idx[..] else {
                 return Err(ServiceError::field(
-                    "index",
-                    format!(
-                        "table '{name}' has more than {MAX_SPATIAL_ROWS} rows: it has no spatial index; browse it by segment"
-                    ),
+                    "cell",
+                    format!("cell '{key}' must look like i_j_k"),
+                ));
+            };
+            if i >= n || j >= n || k >= n {
+                return Err(ServiceError::field(
+                    "cell",
+                    format!("cell '{key}' is outside level {level}'s {n}x{n}x{n} grid"),
                 ));
             }
-            let rows = self.annotation_rows(&t, Filters::default()).await?;
-            let list: Vec<Annotation> = rows.iter().filter_map(|r| annotation(&l, r)).collect();
+            let (a, b) = spatial.cell_box(level, [i, j, k]);
+            if (0..3).any(|x| b[x] <= a[x]) {
+                return Ok(encode_many(&[]).into());
+            }
+            let col = t.schema.columns[l.positions[0]].name.clone();
+            let mut m = serde_json::Map::new();
+            m.insert(col, json!([a, [b[0] - 1, b[1] - 1, b[2] - 1]]));
+            let f = Filters {
+                filter_spatial_dict: Some(m),
+                ..Filters::default()
+            };
+            let rows = self.annotation_rows(&t, f).await?;
+            let list: Vec<Annotation> = rows
+                .iter()
+                .filter(|r| spatial.level_of(r.id) == level)
+                .filter_map(|r| annotation(&l, r))
+                .collect();
             return Ok(encode_many(&list).into());
         }
-        let mut known = vec!["by_id/{id}".to_string(), "spatial0/0_0_0".into()];
+        let mut known = vec![
+            "by_id/{id}".to_string(),
+            "spatial{level}/{i}_{j}_{k}".into(),
+        ];
         known.extend(
             l.related
                 .iter()
