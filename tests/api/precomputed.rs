@@ -185,3 +185,95 @@ async fn bad_chunk_names_and_scales_are_refused_by_name() {
         assert_error(r, status, code, words).await;
     }
 }
+
+/// A little-endian value at `at`.
+fn le<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    b[at..at + N].try_into().unwrap()
+}
+
+#[tokio::test]
+async fn a_synapse_table_reads_as_precomputed_annotations() {
+    let (app, _, _) = app().await;
+    let r = app
+        .put_json(
+            "/v1/datasets/p/tables/syn",
+            &json!({"schema": "synapse", "voxel_resolution": [4, 4, 40]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let rows = json!([
+        {"pre_pt_position": [10, 12, 8], "post_pt_position": [14, 15, 8], "size": 10,
+         "pre_pt_root_id": 7, "post_pt_root_id": 8},
+        {"pre_pt_position": [60, 50, 12], "post_pt_position": [61, 52, 12], "size": 2.5,
+         "pre_pt_root_id": 7, "post_pt_root_id": 9},
+    ]);
+    let r = app.post_json("/v1/datasets/p/tables/syn/rows", &rows).await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let info: Value = app
+        .get("/precomputed/p/annotations/syn/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["annotation_type"], "line");
+    assert_eq!(
+        info["properties"],
+        json!([{"id": "size", "type": "float32"}])
+    );
+    assert_eq!(info["relationships"][0]["key"], "rel_pre_pt_root_id");
+    assert_eq!(info["spatial"][0]["grid_shape"], json!([1, 1, 1]));
+    assert_eq!(info["lower_bound"], json!([5.0, 6.0, 7.0]));
+    // The one cell: a count, two 28-byte bodies (6 floats and the size), the ids.
+    let cell = app
+        .get("/precomputed/p/annotations/syn/spatial0/0_0_0")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(cell.len(), 8 + 2 * 28 + 2 * 8);
+    assert_eq!(u64::from_le_bytes(le(&cell, 0)), 2);
+    let mut got: Vec<(u64, [f32; 7])> = (0..2)
+        .map(|i| {
+            let id = u64::from_le_bytes(le(&cell, 8 + 56 + 8 * i));
+            let v =
+                [0, 1, 2, 3, 4, 5, 6].map(|k| f32::from_le_bytes(le(&cell, 8 + 28 * i + 4 * k)));
+            (id, v)
+        })
+        .collect();
+    got.sort_by_key(|g| g.0);
+    assert_eq!(got[0].1, [10.0, 12.0, 8.0, 14.0, 15.0, 8.0, 10.0]);
+    assert_eq!(got[1].1, [60.0, 50.0, 12.0, 61.0, 52.0, 12.0, 2.5]);
+    // By id: the body, then each relationship's count and ids.
+    let one = app
+        .get(&format!(
+            "/precomputed/p/annotations/syn/by_id/{}",
+            got[1].0
+        ))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 28 + 12 + 12);
+    assert_eq!(u64::from_le_bytes(le(&one, 32)), 7);
+    assert_eq!(u64::from_le_bytes(le(&one, 44)), 9);
+    // By segment.
+    for (path, n) in [
+        ("rel_pre_pt_root_id/7", 2),
+        ("rel_post_pt_root_id/9", 1),
+        ("rel_post_pt_root_id/5", 0),
+    ] {
+        let b = app
+            .get(&format!("/precomputed/p/annotations/syn/{path}"))
+            .await
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(u64::from_le_bytes(le(&b, 0)), n, "{path}");
+    }
+    let r = app.get("/precomputed/p/annotations/syn/by_id/999").await;
+    assert_error(r, 404, "not_found", "999").await;
+    let r = app
+        .get("/precomputed/p/annotations/syn/spatial0/1_0_0")
+        .await;
+    assert_error(r, 400, "invalid_request", "outside level 0's 1x1x1 grid").await;
+}
