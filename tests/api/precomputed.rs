@@ -277,3 +277,46 @@ async fn a_synapse_table_reads_as_precomputed_annotations() {
         .await;
     assert_error(r, 400, "invalid_request", "outside level 0's 1x1x1 grid").await;
 }
+
+#[tokio::test]
+async fn chunks_on_the_stored_grid_come_from_the_chunk_cache_and_follow_writes() {
+    let app = spawn_app().await;
+    let r = app
+        .put_json(
+            "/v1/datasets/g",
+            &json!({"voxel_size": [4, 4, 40], "extent": [80, 64, 8], "levels": 1}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    app.channel("g", "em", "image", "uint8", [32, 32, 4]).await;
+    let first = pattern(80 * 64 * 8, 1);
+    let r = app.put("/g/em/raw/0/0,80/0,64/0,8/", first.clone()).await;
+    assert_eq!(r.status(), 201);
+    let chunk = |name: &'static str| {
+        let app = &app;
+        async move {
+            let r = app.get(&format!("/precomputed/g/em/4_4_40/{name}")).await;
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap().to_vec()
+        }
+    };
+    let raw = |b: &'static str| {
+        let app = &app;
+        async move {
+            app.get(&format!("/g/em/raw/0/{b}/"))
+                .await
+                .bytes()
+                .await
+                .unwrap()
+                .to_vec()
+        }
+    };
+    // A whole stored chunk, and the edge cell (x 64..80) inside one.
+    assert_eq!(chunk("32-64_0-32_4-8").await, raw("32,64/0,32/4,8").await);
+    assert_eq!(chunk("64-80_32-64_0-4").await, raw("64,80/32,64/0,4").await);
+    // Overwritten: the cached chunk is dropped, the new voxels served.
+    let second = pattern(32 * 32 * 4, 9);
+    let r = app.put("/g/em/raw/0/32,64/0,32/4,8/", second.clone()).await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(chunk("32-64_0-32_4-8").await, second);
+}

@@ -116,6 +116,47 @@ fn parse_chunk_name(name: &str) -> Result<([u64; 3], [u64; 3])> {
 }
 
 impl Services {
+    /// The voxels of a precomputed chunk. A box inside one stored chunk
+    /// (every cell when the level's offset is on the chunk grid) comes
+    /// through the decoded-chunk cache the tiles use, so repeated reads of
+    /// a chunk cost a copy; other boxes are read as cutouts.
+    async fn precomputed_raw(&self, ctx: &RequestContext, b: &VolumeBox) -> Result<Bytes> {
+        let t = self
+            .volumes
+            .target(&b.dataset, &b.channel, b.level, b.bbox)
+            .await?;
+        let grid = t.rc.channel.meta.grid();
+        if let [idx] = grid.chunks_in(&b.bbox)[..] {
+            let e = self.tiles.decoded_chunk(&t, idx).await?;
+            let len = usize::try_from(t.bytes()).unwrap_or(usize::MAX);
+            return Ok(match e.data {
+                None => Bytes::from(vec![0u8; len]),
+                Some(d) if e.bbox == b.bbox => Bytes::copy_from_slice(&d),
+                Some(d) => {
+                    let mut out = vec![0u8; len];
+                    if let Some(overlap) = e.bbox.overlap(&b.bbox) {
+                        neurocube_core::cutout::copy_region(
+                            &d,
+                            &e.bbox,
+                            &mut out,
+                            &b.bbox,
+                            &overlap,
+                            t.dtype().size(),
+                        );
+                    }
+                    Bytes::from(out)
+                }
+            });
+        }
+        let r = self.read_cutout(ctx, b, Encoding::Raw).await?;
+        let mut buf = BytesMut::with_capacity(usize::try_from(r.body.len).unwrap_or(0));
+        let mut body = r.body.body;
+        while let Some(part) = body.try_next().await? {
+            buf.extend_from_slice(&part);
+        }
+        Ok(buf.freeze())
+    }
+
     /// The encoding of a channel's chunks (`jpeg`: asked for JPEG).
     fn chunk_encoding(
         kind: ChannelType,
@@ -235,13 +276,7 @@ impl Services {
             level: level.level,
             bbox,
         };
-        let r = self.read_cutout(ctx, &b, Encoding::Raw).await?;
-        let mut buf = BytesMut::with_capacity(usize::try_from(r.body.len).unwrap_or(0));
-        let mut body = r.body.body;
-        while let Some(part) = body.try_next().await? {
-            buf.extend_from_slice(&part);
-        }
-        let raw = buf.freeze();
+        let raw = self.precomputed_raw(ctx, &b).await?;
         let shape = bbox
             .shape()
             .map(|v| usize::try_from(v).unwrap_or(usize::MAX));
