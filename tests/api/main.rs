@@ -7,6 +7,7 @@ mod annotation_filters;
 mod annotation_versions;
 mod annotations;
 mod auth;
+mod auth_matrix;
 mod bad_input;
 mod boss;
 mod concurrency;
