@@ -510,3 +510,31 @@ async fn oversized_headers_get_431_and_the_server_keeps_serving() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn an_open_server_ignores_credentials_meant_for_something_else() {
+    // A proxy in front of an open server may pass its Basic credentials on.
+    let app = crate::helpers::spawn_app().await;
+    let r = app
+        .client
+        .get(format!("{}/v1/datasets", app.url))
+        .header("Authorization", "Basic YW5uOnB3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let me: Value = app
+        .client
+        .get(format!("{}/v1/auth/whoami", app.url))
+        .bearer_auth("nct_not_a_real_token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me,
+        json!({"user": null, "groups": [], "admin": false, "mode": "open"})
+    );
+}

@@ -52,7 +52,14 @@ pub async fn serve<E: Endpoint>(
         .into());
     }
     let services = &state.services;
-    ctx.principal = services.auth.authenticate(token(&req)?.as_deref()).await?;
+    // In open mode a header meant for something else (a proxy's Basic
+    // credentials) is not an error: the request is simply anonymous.
+    let token = match token(&req) {
+        Ok(t) => t,
+        Err(_) if services.auth.mode() == neurocube_service::auth::AuthMode::Open => None,
+        Err(e) => return Err(e),
+    };
+    ctx.principal = services.auth.authenticate(token.as_deref()).await?;
     if services.auth.rate.enabled() {
         let client = match &ctx.principal {
             neurocube_service::context::Principal::User(id) => format!("user '{}'", id.user),
