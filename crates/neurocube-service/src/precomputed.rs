@@ -256,10 +256,10 @@ impl Services {
         let (start, end) = parse_chunk_name(name)?;
         for i in 0..3 {
             let (off, ext, cs) = (level.offset[i], level.extent[i], c.chunk_size[i]);
-            let bound = off + ext;
+            let bound = off.saturating_add(ext);
             let aligned =
                 start[i] >= off && (start[i] - off).is_multiple_of(cs) && start[i] < bound;
-            if !aligned || end[i] != (start[i] + cs).min(bound) {
+            if !aligned || end[i] != start[i].saturating_add(cs).min(bound) {
                 return Err(ServiceError::field(
                     "chunk",
                     format!(

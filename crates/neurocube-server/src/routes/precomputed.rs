@@ -50,6 +50,21 @@ fn body(
     bytes
 }
 
+fn json_bytes(v: &serde_json::Value) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A 200 that clients revalidate every time (`info` and annotation files
+/// follow the table and the catalog), gzipped when accepted.
+fn uncached(req: &HttpRequest, content_type: &str, bytes: bytes::Bytes) -> HttpResponse {
+    let mut r = HttpResponse::Ok();
+    r.content_type(content_type)
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::VARY, "Accept-Encoding"));
+    let b = body(req, &mut r, bytes, true);
+    r.body(b)
+}
+
 /// `GET /precomputed/{ds}/{ch}/info` (and `.../jpeg/info`).
 pub struct Info<const JPEG: bool>(DatasetName, ChannelName);
 
@@ -74,13 +89,7 @@ impl<const JPEG: bool> Endpoint for Info<JPEG> {
             .services
             .precomputed_info(ctx, &self.0, &self.1, JPEG)
             .await?;
-        let text = serde_json::to_vec(&info).unwrap_or_default();
-        let mut r = HttpResponse::Ok();
-        r.content_type("application/json")
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .insert_header((header::VARY, "Accept-Encoding"));
-        let b = body(req, &mut r, bytes::Bytes::from(text), true);
-        Ok(r.body(b))
+        Ok(uncached(req, "application/json", json_bytes(&info)))
     }
 }
 
@@ -199,13 +208,7 @@ impl Endpoint for AnnotationInfo {
             .services
             .annotation_info(ctx, &self.0, &self.1)
             .await?;
-        let mut r = HttpResponse::Ok();
-        r.content_type("application/json")
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .insert_header((header::VARY, "Accept-Encoding"));
-        let text = serde_json::to_vec(&info).unwrap_or_default();
-        let b = body(req, &mut r, bytes::Bytes::from(text), true);
-        Ok(r.body(b))
+        Ok(uncached(req, "application/json", json_bytes(&info)))
     }
 }
 
@@ -244,11 +247,6 @@ impl Endpoint for AnnotationIndex {
             .services
             .annotation_index(ctx, &self.ds, &self.table, &self.index, &self.key)
             .await?;
-        let mut r = HttpResponse::Ok();
-        r.content_type("application/octet-stream")
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .insert_header((header::VARY, "Accept-Encoding"));
-        let b = body(req, &mut r, bytes, true);
-        Ok(r.body(b))
+        Ok(uncached(req, "application/octet-stream", bytes))
     }
 }
