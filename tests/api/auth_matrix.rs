@@ -40,6 +40,26 @@ fn rule(method: &str, path: &str) -> Option<Rule> {
         ("GET", "/v1/cutout/{coll}/{exp}/{ch}/{res}/{x}/{y}/{z}") => Read,
         ("POST", "/v1/cutout/{coll}/{exp}/{ch}/{res}/{x}/{y}/{z}") => Write,
         ("OPTIONS", p) if p.starts_with("/precomputed/") => Public,
+        // CAVE's protocol: discovery is public, a datastack's data is read.
+        (
+            "GET",
+            "/info/version"
+            | "/info/api/v2/datastacks"
+            | "/schema/versions"
+            | "/schema/api/v2/types_all"
+            | "/schema/api/v2/type"
+            | "/schema/api/v2/type/{name}"
+            | "/materialize/api/versions"
+            | "/materialize/version"
+            | "/segmentation/api/versions",
+        ) => Public,
+        ("GET", "/info/api/v2/datastack/full/{ds}") => Read,
+        ("GET" | "POST", p)
+            if p.starts_with("/materialize/api/v")
+                || p.starts_with("/segmentation/api/v1/table/{ds}/") =>
+        {
+            Read
+        }
         ("GET", p)
             if data || p.starts_with("/v1/datasets/{ds}") && !p.ends_with("/permissions") =>
         {

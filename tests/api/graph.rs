@@ -11,7 +11,7 @@ use crate::helpers::{TestApp, assert_error};
 
 /// A voxel inside the segment `l` of the test segmentation (see
 /// `annotations::label`: 32×32×8 blocks, 8 per row, 64 per layer).
-fn inside(l: u64) -> [i64; 3] {
+pub(crate) fn inside(l: u64) -> [i64; 3] {
     let b = l - 1;
     [
         32 * (b % 8) as i64 + 5,
@@ -56,7 +56,7 @@ async fn create_table(app: &TestApp, name: &str, spec: Value) {
 
 /// Dataset `a` with the synapses, nuclei in segments 1 to 4, cell types on
 /// those nuclei, proofreading status of 1 to 3, and version 1.
-async fn graph_app(app: TestApp) -> TestApp {
+pub(crate) async fn graph_app(app: TestApp) -> TestApp {
     let rows: Vec<Value> = SYNAPSES
         .iter()
         .map(|(a, b, s)| {

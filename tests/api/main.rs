@@ -10,6 +10,7 @@ mod auth;
 mod auth_matrix;
 mod bad_input;
 mod boss;
+mod cave;
 mod concurrency;
 mod cutouts;
 mod datasets;

@@ -40,6 +40,10 @@ pub const RESERVED: &[&str] = &[
     "favicon.ico",
 ];
 
+/// Words that cannot name a dataset only: CAVE's services start with them
+/// (`/materialize/...`), while channels are often called `segmentation`.
+pub const RESERVED_DATASET: &[&str] = &["materialize", "schema", "segmentation"];
+
 /// Longest name.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -99,7 +103,10 @@ pub fn validate_name(name: &str, what: &'static str) -> Result<(), NameError> {
             name: name.to_string(),
         });
     }
-    if RESERVED.contains(&name.to_ascii_lowercase().as_str()) {
+    let lower = name.to_ascii_lowercase();
+    if RESERVED.contains(&lower.as_str())
+        || (what == "dataset" && RESERVED_DATASET.contains(&lower.as_str()))
+    {
         return Err(NameError::Reserved {
             what,
             name: name.to_string(),
@@ -201,6 +208,10 @@ mod tests {
     fn names() {
         assert!(DatasetName::parse("kasthuri11").is_ok());
         assert!(DatasetName::parse("a-b_c").is_ok());
+        // CAVE's service prefixes cannot name datasets, but can name channels.
+        assert!(DatasetName::parse("materialize").is_err());
+        assert!(DatasetName::parse("Segmentation").is_err());
+        assert!(ChannelName::parse("segmentation").is_ok());
         for bad in [
             "",
             "../etc",

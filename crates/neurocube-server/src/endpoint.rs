@@ -205,7 +205,24 @@ pub async fn json_body<T: DeserializeOwned>(
     limit: u64,
     what: &str,
 ) -> ApiResult<T> {
-    let bytes = neurocube_service::body::read(
+    let bytes = raw_body(req, body, limit, what).await?;
+    // No body at all reads as `{}` (a POST with only defaults).
+    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &bytes
+    };
+    serde_json::from_slice(text).map_err(|e| ApiError::body(format!("invalid {what} JSON: {e}")))
+}
+
+/// A body of at most `limit` bytes, as sent.
+pub async fn raw_body(
+    req: &HttpRequest,
+    body: web::Payload,
+    limit: u64,
+    what: &str,
+) -> ApiResult<bytes::Bytes> {
+    Ok(neurocube_service::body::read(
         content_length(req),
         body,
         &neurocube_service::body::BodyLimit {
@@ -219,12 +236,5 @@ pub async fn json_body<T: DeserializeOwned>(
                 }),
         },
     )
-    .await?;
-    // No body at all reads as `{}` (a POST with only defaults).
-    let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        &bytes
-    };
-    serde_json::from_slice(text).map_err(|e| ApiError::body(format!("invalid {what} JSON: {e}")))
+    .await?)
 }

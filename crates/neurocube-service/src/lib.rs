@@ -20,6 +20,7 @@ pub mod background;
 pub mod body;
 pub mod boss;
 pub mod catalog;
+pub mod cave;
 pub mod context;
 pub mod demo;
 pub mod encoding;
@@ -41,7 +42,7 @@ pub mod volume;
 pub use context::{Access, RequestContext};
 pub use error::{Result, ServiceError};
 pub use usecases::{
-    CutoutResponse, IdList, SliceResponse, SynapseQuery, TableView, VolumeBox, WhoAmI,
+    CaveAnswer, CutoutResponse, IdList, SliceResponse, SynapseQuery, TableView, VolumeBox, WhoAmI,
 };
 
 /// Settings of the service layer.

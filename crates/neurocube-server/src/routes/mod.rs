@@ -12,6 +12,7 @@ use crate::error::ApiError;
 mod annotations;
 mod auth;
 mod boss;
+mod cave;
 mod data;
 mod graph;
 mod jobs;
@@ -224,6 +225,117 @@ pub fn table() -> Vec<Route> {
             "materialize a version (a job; 202)",
         ),
         route::<annotations::GetVersion>(M::GET, "/v1/datasets/{ds}/versions/{v}", "one version"),
+        route::<cave::Fixed<{ cave::INFO_VERSION }>>(
+            M::GET,
+            "/info/version",
+            "CAVE info service: its version",
+        ),
+        route::<cave::Datastacks>(
+            M::GET,
+            "/info/api/v2/datastacks",
+            "CAVE: the datastacks (datasets) the caller may read",
+        ),
+        route::<cave::Datastack>(
+            M::GET,
+            "/info/api/v2/datastack/full/{ds}",
+            "CAVE: a dataset as a datastack (aligned volume, local_server, synapse_table, soma_table, segmentation_source)",
+        ),
+        route::<cave::Fixed<{ cave::SCHEMA_VERSIONS }>>(
+            M::GET,
+            "/schema/versions",
+            "CAVE schema service: its API versions",
+        ),
+        route::<cave::Schemas<true>>(
+            M::GET,
+            "/schema/api/v2/types_all",
+            "CAVE: every annotation schema as JSON Schema",
+        ),
+        route::<cave::Schemas<false>>(M::GET, "/schema/api/v2/type", "CAVE: the schema names"),
+        route::<cave::Schemas<false>>(
+            M::GET,
+            "/schema/api/v2/type/{name}",
+            "CAVE: one schema as JSON Schema",
+        ),
+        route::<cave::Fixed<{ cave::MATERIALIZE_APIS }>>(
+            M::GET,
+            "/materialize/api/versions",
+            "CAVE materialization engine: its API versions",
+        ),
+        route::<cave::Fixed<{ cave::MATERIALIZE_VERSION }>>(
+            M::GET,
+            "/materialize/version",
+            "CAVE: the engine version the protocol follows",
+        ),
+        route::<cave::Versions<false>>(
+            M::GET,
+            "/materialize/api/v3/datastack/{ds}/versions",
+            "CAVE: the usable versions (?expired=True: also expired ones)",
+        ),
+        route::<cave::Versions<true>>(
+            M::GET,
+            "/materialize/api/v3/datastack/{ds}/metadata",
+            "CAVE: each version's time_stamp, expires_on, valid",
+        ),
+        route::<cave::Version>(
+            M::GET,
+            "/materialize/api/v3/datastack/{ds}/version/{v}",
+            "CAVE: one version",
+        ),
+        route::<cave::Tables<false>>(
+            M::GET,
+            "/materialize/api/v2/datastack/{ds}/version/{v}/tables",
+            "CAVE: the tables of a version",
+        ),
+        route::<cave::Tables<true>>(
+            M::GET,
+            "/materialize/api/v3/datastack/{ds}/version/{v}/tables/metadata",
+            "CAVE: the metadata of every table of a version",
+        ),
+        route::<cave::Table<false>>(
+            M::GET,
+            "/materialize/api/v3/datastack/{ds}/version/{v}/table/{table}/metadata",
+            "CAVE: a table's metadata (schema, reference_table, voxel_resolution_x/y/z)",
+        ),
+        route::<cave::Table<true>>(
+            M::GET,
+            "/materialize/api/v2/datastack/{ds}/version/{v}/table/{table}/count",
+            "CAVE: the rows of a table in a version",
+        ),
+        route::<cave::Query>(
+            M::POST,
+            "/materialize/api/v3/datastack/{ds}/version/{v}/table/{table}/query",
+            "CAVE query_table: filters keyed by table, Arrow stream (data.arrow) with dataframe_resolution",
+        ),
+        route::<cave::Query>(
+            M::POST,
+            "/materialize/api/v3/datastack/{ds}/version/{v}/query",
+            "CAVE join_query: a reference table merged with its target, or two tables joined",
+        ),
+        route::<cave::Fixed<{ cave::SEGMENTATION_APIS }>>(
+            M::GET,
+            "/segmentation/api/versions",
+            "CAVE chunkedgraph: its API versions",
+        ),
+        route::<cave::Chunkedgraph<{ cave::IS_LATEST }>>(
+            M::POST,
+            "/segmentation/api/v1/table/{ds}/is_latest_roots",
+            "CAVE live queries: every root of a static segmentation is the latest",
+        ),
+        route::<cave::Chunkedgraph<{ cave::ROOT_TIMESTAMPS }>>(
+            M::POST,
+            "/segmentation/api/v1/table/{ds}/root_timestamps",
+            "CAVE live queries: when roots were made",
+        ),
+        route::<cave::Chunkedgraph<{ cave::PAST_ID_MAPPING }>>(
+            M::GET,
+            "/segmentation/api/v1/table/{ds}/past_id_mapping",
+            "CAVE live queries: ids map to themselves",
+        ),
+        route::<cave::Chunkedgraph<{ cave::ROOTS_BINARY }>>(
+            M::POST,
+            "/segmentation/api/v1/table/{ds}/roots_binary",
+            "CAVE live queries: the root of each supervoxel (uint64 little-endian in and out)",
+        ),
         route::<tiles::Tile>(
             M::GET,
             "/v1/tiles/{ds}/{ch}/{plane}/{size}/{level}/{slice}/{row}/{col}",

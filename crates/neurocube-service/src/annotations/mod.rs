@@ -307,16 +307,7 @@ impl Annotations {
             .unwrap_or(t.record.spec.voxel_resolution);
         let select = req.select_columns.as_deref();
         if let Some(sel) = select {
-            for c in sel {
-                if !(["id", "created", "superceded_id", "valid"].contains(&c.as_str())
-                    || t.schema.column(c).is_some())
-                {
-                    return Err(ServiceError::field(
-                        "select_columns",
-                        format!("table '{}' has no column '{c}'", t.name()),
-                    ));
-                }
-            }
+            check_columns(t, sel)?;
         }
         // Reference tables come merged with their targets (CAVE's query_table).
         let merge = t.schema.reference && req.merge_reference.unwrap_or(true);
@@ -324,14 +315,35 @@ impl Annotations {
             (Some(name), true) => Some(self.table(&t.dataset, name).await?),
             _ => None,
         };
+        let target_filter = match (&target, &req.target_filters) {
+            (Some(tt), Some(f)) => Some(Filter::parse(f, &tt.schema).map_err(|e| {
+                ServiceError::field(e.field, format!("{}: {}", tt.name(), e.message))
+            })?),
+            (None, Some(_)) => {
+                return Err(ServiceError::field(
+                    "tables",
+                    format!(
+                        "table '{}' is not a reference table: it has no target to filter",
+                        t.name()
+                    ),
+                ));
+            }
+            _ => None,
+        };
         let mut columns = output::columns_of(&t.schema, 0, select, pos, true);
         if let Some(target) = &target {
+            if let Some(sel) = &req.target_select {
+                check_columns(target, sel)?;
+            }
             columns.retain(|c| c.name != "superceded_id");
-            let mut tc = output::columns_of(&target.schema, 1, None, pos, true);
+            let mut tc =
+                output::columns_of(&target.schema, 1, req.target_select.as_deref(), pos, true);
             tc.retain(|c| c.name != "superceded_id");
-            for c in &mut tc {
-                if columns.iter().any(|o| o.name == c.name) {
-                    c.name.push_str("_ref");
+            if req.suffixes.is_none() {
+                for c in &mut tc {
+                    if columns.iter().any(|o| o.name == c.name) {
+                        c.name.push_str("_ref");
+                    }
                 }
             }
             columns.extend(tc);
@@ -349,18 +361,27 @@ impl Annotations {
             let other = self.table(&t.dataset, &j.table).await?;
             let suffix = j.suffix.clone().unwrap_or_else(|| format!("_{}", j.table));
             let first_side = if target.is_some() { 2 } else { 1 };
+            let cave = req.suffixes.is_some();
             let mut jc = output::columns_of(
                 &other.schema,
                 first_side,
                 j.select_columns.as_deref(),
                 pos,
-                false,
+                cave,
             );
-            for c in &mut jc {
-                c.name.push_str(&suffix);
+            if cave {
+                jc.retain(|c| c.name != "superceded_id");
+                columns.retain(|c| c.name != "superceded_id");
+            } else {
+                for c in &mut jc {
+                    c.name.push_str(&suffix);
+                }
             }
             columns.extend(jc);
             joined = Some((left_col, right, first_side));
+        }
+        if let Some(sfx) = &req.suffixes {
+            output::suffix_shared(&mut columns, sfx);
         }
         let plan = query::plan(t, &filter, matches!(at, At::Version(..)));
         let plan_text = plan.describe(t);
@@ -377,15 +398,33 @@ impl Annotations {
             start,
         );
         let ann = self.clone();
+        let target_filter = target_filter.map(Arc::new);
+        let sample_every = req.sample_every.filter(|k| *k > 1);
         let target_col = t.schema.column("target_id").unwrap_or(0);
         let at2 = at.clone();
         let records = rows
             .then(move |batch| {
                 let (ann, target, at) = (ann.clone(), target.clone(), at2.clone());
+                let target_filter = target_filter.clone();
+                let sample = sample_every;
                 async move {
-                    let batch = batch?;
+                    let mut batch = batch?;
+                    if let Some(k) = sample {
+                        batch.retain(|(r, _)| sample_hash(r.id).is_multiple_of(k));
+                    }
                     match &target {
-                        Some(tt) => query::with_targets(&ann, tt, &at, target_col, batch).await,
+                        Some(tt) => {
+                            let mut merged =
+                                query::with_targets(&ann, tt, &at, target_col, batch).await?;
+                            if let Some(f) = &target_filter {
+                                merged.retain(|(rec, _)| {
+                                    rec.get(1)
+                                        .and_then(Option::as_ref)
+                                        .is_some_and(|r| f.matches(r))
+                                });
+                            }
+                            Ok::<_, ServiceError>(merged)
+                        }
                         None => Ok(batch.into_iter().map(|(r, c)| (vec![Some(r)], c)).collect()),
                     }
                 }
@@ -542,6 +581,29 @@ impl Annotations {
         }
         Ok((left_col, map))
     }
+}
+
+/// A well-mixed hash of a row id (splitmix64), for samples.
+fn sample_hash(id: u64) -> u64 {
+    let mut z = id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Refuse a column selection naming a column the table does not have.
+fn check_columns(t: &ResolvedTable, select: &[String]) -> Result<()> {
+    for c in select {
+        if !(["id", "created", "superceded_id", "valid"].contains(&c.as_str())
+            || t.schema.column(c).is_some())
+        {
+            return Err(ServiceError::field(
+                "select_columns",
+                format!("table '{}' has no column '{c}'", t.name()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Rows of a decoded stored row: for tests and the demo.

@@ -202,6 +202,33 @@ pub fn columns_of(
     out
 }
 
+/// CAVE's join naming: a name that the queried table (side 0) and another
+/// side both have gets `suffixes[0]` on side 0 and `suffixes[1]` on the
+/// others; a split position takes it before its axis (`pt_position_ref_x`).
+pub fn suffix_shared(columns: &mut [OutColumn], suffixes: &[String; 2]) {
+    let names = |side0: bool, cols: &[OutColumn]| -> std::collections::HashSet<String> {
+        cols.iter()
+            .filter(|c| (c.side == 0) == side0)
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let (left, right) = (names(true, columns), names(false, columns));
+    for c in columns.iter_mut() {
+        if !(left.contains(&c.name) && right.contains(&c.name)) {
+            continue;
+        }
+        let suffix = &suffixes[usize::from(c.side != 0)];
+        match c.source {
+            Source::Column(_, Some(_)) if c.name.len() > 2 => {
+                let axis = c.name.split_off(c.name.len() - 2);
+                c.name.push_str(suffix);
+                c.name.push_str(&axis);
+            }
+            _ => c.name.push_str(suffix),
+        }
+    }
+}
+
 /// A result row: the queried row (side 0), then for reference merges and
 /// joins the rows joined to it (`None`: nothing joined on that side).
 pub type Record = Vec<Option<Row>>;

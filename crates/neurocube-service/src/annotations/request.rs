@@ -45,6 +45,23 @@ pub struct QueryRequest {
     /// Keep only rows whose column matches a row of another table.
     #[serde(default)]
     pub join: Option<JoinRequest>,
+    /// Filters on a merged reference table's target rows (CAVE's join
+    /// filters keyed by the target table; not a body field).
+    #[serde(skip)]
+    pub target_filters: Option<Filters>,
+    /// Only these columns of the merged target (not a body field).
+    #[serde(skip)]
+    pub target_select: Option<Vec<String>>,
+    /// CAVE's join naming (not a body field): every side keeps its system
+    /// columns but `superceded_id`, and a name both sides have gets the
+    /// suffix of its side (`[queried table, the other]`; a split position
+    /// takes it before `_x`).
+    #[serde(skip)]
+    pub suffixes: Option<[String; 2]>,
+    /// A sample: keep the rows whose hashed id falls in one of this many
+    /// buckets (CAVE's `random_sample`; not a body field).
+    #[serde(skip)]
+    pub sample_every: Option<u64>,
 }
 
 /// A join: rows of the queried table whose `on[0]` equals `on[1]` of a row

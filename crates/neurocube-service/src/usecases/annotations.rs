@@ -271,8 +271,7 @@ impl Services {
             split_positions: q.split_positions,
             version: q.version,
             timestamp: q.timestamp,
-            merge_reference: None,
-            join: None,
+            ..QueryRequest::default()
         };
         self.query_table(ctx, ds, &table, req, format).await
     }
@@ -303,7 +302,6 @@ impl Services {
             }
             (v, ts) => {
                 // At a timestamp: count the rows valid then.
-                use futures::StreamExt;
                 let req = QueryRequest {
                     version: v,
                     timestamp: ts,
@@ -311,12 +309,7 @@ impl Services {
                     ..QueryRequest::default()
                 };
                 let out = self.annotations.query(&t, req, OutputFormat::Jsonl).await?;
-                let mut n = 0u64;
-                let mut body = out.body;
-                while let Some(b) = body.next().await {
-                    n += b?.iter().filter(|c| **c == b'\n').count() as u64;
-                }
-                Ok(n)
+                count_lines(out).await
             }
         }
     }
@@ -380,4 +373,15 @@ impl Services {
             .filter_map(|n| Schema::builtin(n))
             .collect()
     }
+}
+
+/// The rows of a JSON-lines answer, counted as it streams.
+pub(super) async fn count_lines(out: QueryOutput) -> Result<u64> {
+    use futures::StreamExt;
+    let mut n = 0u64;
+    let mut body = out.body;
+    while let Some(b) = body.next().await {
+        n += b?.iter().filter(|c| **c == b'\n').count() as u64;
+    }
+    Ok(n)
 }

@@ -26,11 +26,13 @@ use crate::{Services, volume};
 
 mod annotations;
 mod auth;
+mod cave;
 mod graph;
 
 pub use auth::WhoAmI;
 
 pub use annotations::{IdList, SynapseQuery, TableView};
+pub use cave::CaveAnswer;
 
 /// A box of one level of one channel, as a request names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
