@@ -1,0 +1,183 @@
+"""Volumes: cutouts into numpy arrays and uploads from them, split into
+blocks aligned to the channel's chunk grid and moved in parallel, with a
+progress bar for large boxes; uploads resume from a journal; tiles.
+
+Boxes are ``((x0, x1), (y0, y1), (z0, z1))`` in voxels of the level, end
+exclusive; arrays are C-ordered ``(z, y, x)``, as the server's cutouts."""
+from __future__ import annotations
+
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+Box = Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
+
+#: Boxes at least this large show a progress bar unless told otherwise.
+PROGRESS_BYTES = 64 << 20
+
+
+def _box(box: Sequence[Sequence[int]]) -> Box:
+    try:
+        (x0, x1), (y0, y1), (z0, z1) = ((int(a), int(b)) for a, b in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"a box is ((x0, x1), (y0, y1), (z0, z1)), not {box!r}") from None
+    if not (x0 < x1 and y0 < y1 and z0 < z1) or min(x0, y0, z0) < 0:
+        raise ValueError(f"box {box!r} is empty, inverted or negative")
+    return ((x0, x1), (y0, y1), (z0, z1))
+
+
+def blocks(box: Box, chunk: Sequence[int], itemsize: int,
+           target_bytes: int = 32 << 20) -> List[Box]:
+    """The box cut by a grid of blocks: each block a whole number of chunks
+    (grown in x, then y, then z up to about `target_bytes`), so every
+    request reads or writes whole stored chunks but at the box's edges."""
+    size = [int(c) for c in chunk]
+    extent = [b - a for a, b in box]
+    for axis in range(3):
+        while (size[axis] * 2 <= max(extent[axis], size[axis])
+               and size[0] * size[1] * size[2] * itemsize * 2 <= target_bytes):
+            size[axis] *= 2
+    out = []
+    starts = [range((a // s) * s, b, s) for (a, b), s in zip(box, size)]
+    for z in starts[2]:
+        for y in starts[1]:
+            for x in starts[0]:
+                out.append(tuple(
+                    (max(a, o), min(b, o + s))
+                    for (a, b), o, s in zip(box, (x, y, z), size)
+                ))
+    return out
+
+
+def _url(ds: str, ch: str, fmt: str, level: int, b: Box) -> str:
+    (x0, x1), (y0, y1), (z0, z1) = b
+    return f"/{ds}/{ch}/{fmt}/{level}/{x0},{x1}/{y0},{y1}/{z0},{z1}/"
+
+
+def _bar(total: int, nbytes: int, progress: Optional[bool], desc: str):
+    from tqdm.auto import tqdm
+
+    show = progress if progress is not None else nbytes >= PROGRESS_BYTES
+    return tqdm(total=total, unit="B", unit_scale=True, desc=desc, disable=not show)
+
+
+class VolumeMixin:
+    """Cutouts, uploads and tiles (mixed into `Client`)."""
+
+    def _geometry(self, ds: str, ch: str) -> Tuple[np.dtype, List[int]]:
+        c = self.channel(ds, ch)
+        return np.dtype(c["dtype"]), list(c["chunk_size"])
+
+    def cutout(self, ds: str, ch: str, level: int, box: Sequence[Sequence[int]], *,
+               progress: Optional[bool] = None, block_bytes: int = 32 << 20) -> np.ndarray:
+        """The voxels of a box as a ``(z, y, x)`` array of the channel's dtype,
+        read in chunk-aligned blocks by `workers` parallel requests (raw
+        bodies straight into the array). A progress bar shows for boxes of
+        64 MiB or more (`progress` forces it on or off)."""
+        b = _box(box)
+        dtype, chunk = self._geometry(ds, ch)
+        (x0, x1), (y0, y1), (z0, z1) = b
+        out = np.empty((z1 - z0, y1 - y0, x1 - x0), dtype=dtype)
+        parts = blocks(b, chunk, dtype.itemsize, block_bytes)
+
+        def fetch(p: Box) -> int:
+            r = self.request("GET", _url(ds, ch, "raw", level, p))
+            (a0, a1), (b0, b1), (c0, c1) = p
+            shape = (c1 - c0, b1 - b0, a1 - a0)
+            arr = np.frombuffer(r.content, dtype=dtype)
+            if arr.size != shape[0] * shape[1] * shape[2]:
+                raise ValueError(f"block {p} came back with {arr.size} voxels, not {shape}")
+            out[c0 - z0:c1 - z0, b0 - y0:b1 - y0, a0 - x0:a1 - x0] = arr.reshape(shape)
+            return len(r.content)
+
+        with _bar(out.nbytes, out.nbytes, progress, f"{ds}/{ch} cutout") as bar:
+            self._each(fetch, parts, bar)
+        return out
+
+    def upload(self, ds: str, ch: str, level: int, array: np.ndarray,
+               offset: Sequence[int] = (0, 0, 0), *, journal: Optional[str] = None,
+               progress: Optional[bool] = None, block_bytes: int = 32 << 20) -> int:
+        """Write a ``(z, y, x)`` array with its first voxel at `offset`
+        (x, y, z), in chunk-aligned blocks sent as npy by `workers` parallel
+        requests. With `journal` (a file path) the blocks written are
+        recorded as they are acknowledged, and a second call with the same
+        journal resumes after an interruption; the journal is removed when
+        the upload is complete. Returns the bytes written."""
+        array = np.ascontiguousarray(array)
+        if array.ndim != 3:
+            raise ValueError(f"upload takes a 3-D (z, y, x) array, not shape {array.shape}")
+        dtype, chunk = self._geometry(ds, ch)
+        if array.dtype != dtype:
+            raise ValueError(f"channel {ds}/{ch} holds {dtype}, the array is {array.dtype}")
+        ox, oy, oz = (int(v) for v in offset)
+        nz, ny, nx = array.shape
+        b = _box(((ox, ox + nx), (oy, oy + ny), (oz, oz + nz)))
+        parts = blocks(b, chunk, dtype.itemsize, block_bytes)
+        done = set()
+        if journal and os.path.exists(journal):
+            with open(journal) as f:
+                done = {tuple(map(tuple, json.loads(line))) for line in f if line.strip()}
+        todo = [p for p in parts if p not in done]
+        log = open(journal, "a") if journal else None
+
+        def send(p: Box) -> int:
+            (a0, a1), (b0, b1), (c0, c1) = p
+            part = array[c0 - oz:c1 - oz, b0 - oy:b1 - oy, a0 - ox:a1 - ox]
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(part))
+            self.request("PUT", _url(ds, ch, "npy", level, p), data=buf.getvalue(),
+                         headers={"Content-Type": "application/octet-stream"})
+            if log is not None:
+                log.write(json.dumps(p) + "\n")
+                log.flush()
+            return part.nbytes
+
+        try:
+            with _bar(sum(_nbytes(p, dtype) for p in todo), array.nbytes, progress,
+                      f"{ds}/{ch} upload") as bar:
+                written = sum(self._each(send, todo, bar))
+        finally:
+            if log is not None:
+                log.close()
+        if journal and os.path.exists(journal):
+            os.remove(journal)
+        return written
+
+    def _each(self, fn, parts: list, bar) -> Iterator[int]:
+        """Run `fn` over `parts` on `workers` threads, advancing the bar;
+        the first error is raised (the other requests are let finish)."""
+        results = []
+        if self.workers == 1 or len(parts) == 1:
+            for p in parts:
+                n = fn(p)
+                bar.update(n)
+                results.append(n)
+            return results
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for n in pool.map(fn, parts):
+                bar.update(n)
+                results.append(n)
+        return results
+
+    def tile(self, ds: str, ch: str, level: int, slice_index: int, row: int, col: int, *,
+             plane: str = "xy", size: int = 512, fmt: str = "png") -> np.ndarray:
+        """One cached tile of the tile service as an array (rows, columns),
+        decoded with Pillow: ``plane`` xy, xz or yz; ``size`` 256, 512 or 1024."""
+        from PIL import Image
+
+        r = self.request("GET", f"/v1/tiles/{ds}/{ch}/{plane}/{size}/{level}/{slice_index}/{row}/{col}.{fmt}")
+        return np.asarray(Image.open(io.BytesIO(r.content)))
+
+    def downsample(self, ds: str, ch: str, *, wait: bool = True, progress: Optional[bool] = None):
+        """Recompute a channel's stale coarser levels (a job); wait for it."""
+        j = self.request("POST", f"/v1/datasets/{ds}/channels/{ch}/downsample", json_body={}).json()
+        return self.wait_for_job(j["id"], progress=progress) if wait else j
+
+
+def _nbytes(p: Box, dtype: np.dtype) -> int:
+    (a0, a1), (b0, b1), (c0, c1) = p
+    return (a1 - a0) * (b1 - b0) * (c1 - c0) * dtype.itemsize

@@ -1,0 +1,193 @@
+"""The Python client against the real server: exact voxels through
+parallel chunk-aligned cutouts and uploads, a resumed upload, tiles, tables
+from DataFrames, CAVE-style queries, versions, graphs, and typed errors."""
+import io
+import json
+import uuid
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from neurocube import BadRequest, Client, NotFound, Unprocessable
+from neurocube.volume import blocks
+
+
+def em_like(shape, seed=0):
+    """Quantized gray levels with dark membranes and noise, like EM."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    cells = ((x // 23 + y // 17 + z // 5) % 7 * 30 + 40).astype(np.int16)
+    membrane = ((x % 23 == 0) | (y % 17 == 0)) * -35
+    noise = rng.integers(-6, 7, shape)
+    return np.clip(cells + membrane + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def volume(server):
+    nc = Client(server, workers=4)
+    ds = "py" + uuid.uuid4().hex[:8]
+    nc.create_dataset(ds, [4, 4, 40], [300, 260, 40])
+    nc.create_channel(ds, "em", "uint8", chunk_size=[64, 64, 8])
+    return nc, ds
+
+
+def test_the_constructor_makes_no_request():
+    # Seed 001's RecursionError came from a client that fetched while built.
+    nc = Client("http://127.0.0.1:9", token="nct_" + "0" * 64)
+    assert nc.url == "http://127.0.0.1:9" and "9" in repr(nc)
+
+
+def test_blocks_cover_the_box_once_on_the_chunk_grid():
+    box = ((10, 290), (5, 250), (3, 37))
+    parts = blocks(box, (64, 64, 8), 1, target_bytes=64 * 64 * 8 * 4)
+    seen = np.zeros((34, 245, 280), dtype=np.uint8)
+    for (x0, x1), (y0, y1), (z0, z1) in parts:
+        seen[z0 - 3:z1 - 3, y0 - 5:y1 - 5, x0 - 10:x1 - 10] += 1
+        # Inner block edges fall on the chunk grid.
+        for a, lo, c in ((x0, 10, 64), (y0, 5, 64), (z0, 3, 8)):
+            assert a == lo or a % c == 0
+    assert (seen == 1).all()
+
+
+def test_upload_and_cutout_round_trip_exactly_in_parallel_blocks(volume):
+    nc, ds = volume
+    arr = em_like((33, 200, 250), seed=1)  # (z, y, x)
+    written = nc.upload(ds, "em", 0, arr, offset=(17, 30, 4), block_bytes=64 * 64 * 8 * 2, progress=False)
+    assert written == arr.nbytes
+    got = nc.cutout(ds, "em", 0, ((17, 267), (30, 230), (4, 37)), block_bytes=64 * 64 * 8 * 2)
+    assert got.dtype == np.uint8 and got.shape == arr.shape
+    np.testing.assert_array_equal(got, arr)
+    # An unaligned box inside, against the server's own npy answer.
+    inner = nc.cutout(ds, "em", 0, ((20, 201), (31, 99), (5, 30)), block_bytes=4096)
+    raw = requests.get(f"{nc.url}/{ds}/em/npy/0/20,201/31,99/5,30/")
+    np.testing.assert_array_equal(inner, np.load(io.BytesIO(raw.content)))
+    np.testing.assert_array_equal(inner, arr[1:26, 1:69, 3:184])
+
+
+def test_an_interrupted_upload_resumes_from_its_journal(volume, tmp_path):
+    nc, ds = volume
+    first = em_like((16, 128, 128), seed=2)
+    second = 255 - first
+    journal = str(tmp_path / "upload.journal")
+    chunk_bytes = 64 * 64 * 8
+    nc.upload(ds, "em", 0, first, block_bytes=chunk_bytes, progress=False)
+    parts = blocks(((0, 128), (0, 128), (0, 16)), (64, 64, 8), 1, chunk_bytes)
+    assert len(parts) == 8
+    # As if an upload of `second` had been killed after its first 5 blocks
+    # were acknowledged: only the other 3 are sent again.
+    with open(journal, "w") as f:
+        for p in parts[:5]:
+            f.write(json.dumps(p) + "\n")
+    written = nc.upload(ds, "em", 0, second, journal=journal, block_bytes=chunk_bytes, progress=False)
+    assert written == 3 * chunk_bytes
+    got = nc.cutout(ds, "em", 0, ((0, 128), (0, 128), (0, 16)))
+    for i, ((x0, x1), (y0, y1), (z0, z1)) in enumerate(parts):
+        want = first if i < 5 else second
+        np.testing.assert_array_equal(got[z0:z1, y0:y1, x0:x1], want[z0:z1, y0:y1, x0:x1])
+    import os
+    assert not os.path.exists(journal), "a finished upload removes its journal"
+
+
+def test_tiles_decode_to_the_voxels(volume):
+    nc, ds = volume
+    arr = em_like((8, 260, 300), seed=3)
+    nc.upload(ds, "em", 0, arr, progress=False)
+    tile = nc.tile(ds, "em", 0, 5, 0, 0, size=256)
+    assert tile.shape[:2] == (256, 256)
+    np.testing.assert_array_equal(tile[:, :] if tile.ndim == 2 else tile[..., 0], arr[5, :256, :256])
+
+
+def test_errors_are_typed_and_carry_the_message(volume):
+    nc, ds = volume
+    with pytest.raises(NotFound) as e:
+        nc.cutout("nosuchdataset", "em", 0, ((0, 8), (0, 8), (0, 1)))
+    assert e.value.status == 404 and e.value.error == "unknown_dataset"
+    assert "nosuchdataset" in e.value.message
+    with pytest.raises(BadRequest) as e:
+        nc.cutout(ds, "em", 0, ((0, 8), (0, 8), (0, 400)))
+    assert "outside" in e.value.message or "extent" in e.value.message, e.value.message
+    with pytest.raises(ValueError, match="inverted"):
+        nc.cutout(ds, "em", 0, ((8, 0), (0, 8), (0, 1)))
+    with pytest.raises(ValueError, match="holds uint8"):
+        nc.upload(ds, "em", 0, np.zeros((1, 8, 8), np.uint16))
+
+
+@pytest.fixture(scope="module")
+def annotated(server):
+    """A segmentation of 32-voxel blocks, a synapse table on it, uploaded
+    from a DataFrame, and version 1."""
+    nc = Client(server)
+    ds = "tb" + uuid.uuid4().hex[:8]
+    nc.create_dataset(ds, [4, 4, 40], [256, 256, 16])
+    nc.create_channel(ds, "seg", "uint32", kind="segmentation", chunk_size=[64, 64, 8])
+    z, y, x = np.indices((16, 256, 256))
+    seg = (1 + x // 32 + 8 * (y // 32) + 64 * (z // 8)).astype(np.uint32)
+    nc.upload(ds, "seg", 0, seg, progress=False)
+    nc.create_table(ds, "syn", "synapse", [4, 4, 40], segmentation="seg")
+    rng = np.random.default_rng(5)
+    n = 3000
+    # Heavy-tailed: a few segments make most synapses.
+    pre = np.minimum(rng.zipf(1.5, n), 60) - 1
+    post = rng.integers(0, 64, n)
+    df = pd.DataFrame({
+        "pre_pt_position": [[int(p % 8) * 32 + 3, int(p // 8) * 32 + 4, 2] for p in pre],
+        "post_pt_position": [[int(q % 8) * 32 + 9, int(q // 8) * 32 + 11, 5] for q in post],
+        "size": rng.integers(10, 900, n).astype(float),
+    })
+    ids = nc.upload_table(ds, "syn", df, batch_rows=700, progress=False)
+    df["id"] = ids
+    df["pre_pt_root_id"] = pre + 1
+    df["post_pt_root_id"] = post + 1
+    nc.create_version(ds, progress=False)
+    return nc, ds, df
+
+
+def test_tables_from_a_dataframe_and_cave_style_queries(annotated):
+    nc, ds, df = annotated
+    assert len(df.id) == 3000 and df.id.is_unique
+    assert nc.count(ds, "syn") == 3000
+    assert [v["version"] for v in nc.versions(ds)] == [1]
+    hubs = df.pre_pt_root_id.value_counts().index[:3].tolist()
+    got = nc.query_table(ds, "syn", filter_in_dict={"pre_pt_root_id": pd.Series(hubs)},
+                         filter_greater_dict={"size": 300}, desired_resolution=[1, 1, 1],
+                         split_positions=True)
+    want = df[df.pre_pt_root_id.isin(hubs) & (df["size"] > 300)]
+    assert sorted(got.id) == sorted(want.id)
+    assert got.attrs["dataframe_resolution"] == [1.0, 1.0, 1.0] and got.attrs["version"] == "1"
+    row = got.set_index("id").loc[want.id.iloc[0]]
+    p = want.pre_pt_position.iloc[0]
+    assert (row.pre_pt_position_x, row.pre_pt_position_z) == (p[0] * 4.0, p[2] * 40.0)
+    syn = nc.synapse_query(ds, pre_ids=hubs[0], post_ids=list(range(1, 33)))
+    want = df[(df.pre_pt_root_id == hubs[0]) & (df.post_pt_root_id <= 32)]
+    assert sorted(syn.id) == sorted(want.id)
+    assert nc.query_table(ds, "syn", limit=7, select_columns=["id"]).shape == (7, 1)
+    with pytest.raises(Unprocessable) as e:
+        nc.upload_table(ds, "syn", pd.DataFrame({"pre_pt_position": [[1, 2, 3], [1, 2, 99999]],
+                                                 "post_pt_position": [[1, 2, 3], [1, 2, 3]]}))
+    assert e.value.body.get("row") == 1 and "pre_pt_position" in e.value.message
+    assert nc.count(ds, "syn") == 3000, "nothing of a refused batch is written"
+
+
+def test_graphs_as_dataframes_and_networkx(annotated):
+    nc, ds, df = annotated
+    edges = nc.graph(ds, min_synapses=2)
+    want = (df[df.pre_pt_root_id != df.post_pt_root_id]
+            .groupby(["pre_pt_root_id", "post_pt_root_id"])
+            .agg(syn_count=("id", "size"), size_sum=("size", "sum")).reset_index())
+    want = want[want.syn_count >= 2]
+    got = edges.sort_values(["pre_pt_root_id", "post_pt_root_id"]).reset_index(drop=True)
+    want = want.sort_values(["pre_pt_root_id", "post_pt_root_id"]).reset_index(drop=True)
+    assert got.pre_pt_root_id.tolist() == want.pre_pt_root_id.tolist()
+    assert got.syn_count.tolist() == want.syn_count.tolist()
+    np.testing.assert_allclose(got.size_sum.to_numpy(), want.size_sum.to_numpy())
+    g = nc.graph(ds, as_="networkx", ids=[1, 2, 3, 4])
+    assert isinstance(g, nx.DiGraph)
+    sub = df[df.pre_pt_root_id.isin([1, 2, 3, 4]) & df.post_pt_root_id.isin([1, 2, 3, 4])
+             & (df.pre_pt_root_id != df.post_pt_root_id)]
+    assert set(g.edges()) == set(zip(sub.pre_pt_root_id, sub.post_pt_root_id))
+    stats = nc.graph_stats(ds)
+    assert stats["edges"] == len(df[df.pre_pt_root_id != df.post_pt_root_id]
+                                 .groupby(["pre_pt_root_id", "post_pt_root_id"]))
