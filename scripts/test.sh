@@ -12,6 +12,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Python packages for the client tests"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# Our own client, installed as users install it (its tests import this copy).
+python3 -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./clients/python
 
 step "Java 17 and Maven for the test Cassandra node"
 if ! { [[ -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ]] && command -v mvn >/dev/null; }; then
@@ -55,8 +57,8 @@ NEUROCUBE_CASSANDRA_CLUSTER=$(scripts/cassandra-cluster.sh hosts) \
     cargo test --locked -p neurocube-tests --test cassandra_cluster -- --ignored
 stop_cluster
 
-step "Python: numpy/blosc client against the real server"
-NEUROCUBE_BIN=target/debug/neurocube python3 -m pytest -q tests/python
+step "Python: numpy/blosc, CAVEclient, CloudVolume, TensorStore, intern, and our client against the real server"
+NEUROCUBE_BIN=target/debug/neurocube python3 -m pytest -q tests/python clients/python/tests
 
 step "Browser: the viewer page in headless Chromium (Debian's chromium, playwright-core)"
 apt-get update -qq

@@ -141,7 +141,13 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Demo(a) => {
             let extent = parse_size(&a)?;
-            let s = settings(&a.serve)?;
+            let mut s = settings(&a.serve)?;
+            if a.no_serve {
+                // Nothing will be served: take any free loopback port, so a
+                // busy configured port cannot stop the data being made.
+                s.server.host = "127.0.0.1".into();
+                s.server.port = 0;
+            }
             init_logging(&s);
             let app = Application::build(s).await.map_err(|e| e.to_string())?;
             let total: u64 = extent.iter().product();
