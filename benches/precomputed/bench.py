@@ -18,6 +18,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -26,6 +27,9 @@ import requests
 import tensorstore as ts
 from cloudvolume import CloudVolume
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from emdata import em_like  # noqa: E402
+
 p = argparse.ArgumentParser()
 p.add_argument("--bin", default="target/release/neurocube")
 p.add_argument("--rounds", type=int, default=5)
@@ -33,23 +37,6 @@ a = p.parse_args()
 
 X, Y, Z = 2048, 2048, 64
 CHUNK = (128, 128, 16)
-
-
-def em_like(seed=1):
-    """(z, y, x) uint8: cells of quantized gray levels, membranes, vesicles, noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.meshgrid(np.arange(Y), np.arange(X), indexing="ij")
-    vol = np.empty((Z, Y, X), np.uint8)
-    for z in range(Z):
-        wx = x + 9 * np.sin((y + 7 * z) / 41.0)
-        wy = y + 9 * np.sin((x - 5 * z) / 37.0)
-        cell = ((wx // 61).astype(np.int64) * 7 + (wy // 53).astype(np.int64) * 13) % 11
-        gray = 96 + cell * 12
-        membrane = ((wx % 61) < 3) | ((wy % 53) < 3)
-        dots = ((x * 31 + y * 17 + z * 7) % 97) < 2
-        v = np.where(membrane, 28, gray) - np.where(dots, 40, 0) + rng.normal(0, 9, (Y, X))
-        vol[z] = (np.clip(v, 0, 255) // 4 * 4).astype(np.uint8)
-    return vol
 
 
 def median_secs(fn):
@@ -69,7 +56,7 @@ server = subprocess.Popen(
 )
 try:
     base = re.search(r"(http://\S+)", server.stdout.readline()).group(1)
-    vol = em_like()
+    vol = em_like((Z, Y, X))
     r = requests.put(f"{base}/v1/datasets/b", json={"voxel_size": [4, 4, 40], "extent": [X, Y, Z], "levels": 1})
     assert r.status_code == 201, r.text
     r = requests.put(f"{base}/v1/datasets/b/channels/em", json={"type": "image", "dtype": "uint8", "chunk_size": list(CHUNK)})

@@ -1,0 +1,138 @@
+"""Issue 13's benchmarks, in one run.
+
+1. Seed 000's proofread-subgraph cell through caveclient 8.x, end to end
+   (client included), on a demo made with `neurocube demo --no-serve
+   --data-dir DIR --synapses 10000000`: the table manager's
+   proofreading_status_and_strategy(status_axon='t') query, then
+   query_table(synapses, filter_in_dict={pre: ids, post: ids}). The seed
+   reports 2 min 23 s against the public service.
+2. `neurocube.Client.cutout` of a 1024x1024x64 box (aligned and unaligned)
+   and of a 1 GiB box (4096x4096x64), against TensorStore reading the same
+   EM-like volume from local zarr files (Blosc lz4 + shuffle, the same
+   128x128x16 chunks) in process, in the same run.
+
+python3 benches/cave/bench.py --demo DIR [--bin target/release/neurocube] [--rounds 5]
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import requests
+import tensorstore as ts
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from emdata import em_like  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--bin", default="target/release/neurocube")
+p.add_argument("--demo", help="data directory of a demo with --synapses (part 1)")
+p.add_argument("--rounds", type=int, default=5)
+p.add_argument("--skip-cutouts", action="store_true")
+a = p.parse_args()
+
+
+def start(data_dir):
+    proc = subprocess.Popen(
+        [a.bin, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", data_dir],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "NEUROCUBE__LOG__LEVEL": "warn", "NEUROCUBE__JOBS__AUTO_DOWNSAMPLE": "false"},
+    )
+    url = re.search(r"(http://\S+)", proc.stdout.readline()).group(1)
+    for _ in range(300):
+        try:
+            if requests.get(url + "/health", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    return proc, url
+
+
+def timed(fn, rounds):
+    out, times = None, []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return out, times
+
+
+def fmt(times):
+    return f"median {statistics.median(times):.3f} s (runs {', '.join(f'{t:.3f}' for t in times)})"
+
+
+if a.demo:
+    from caveclient import CAVEclient
+
+    proc, url = start(a.demo)
+    try:
+        client = CAVEclient("demo", server_address=url, auth_token="bench")
+        client.version = max(client.materialize.get_versions())
+        n = client.materialize.get_annotation_count("synapses")
+
+        def cell():
+            proof = client.materialize.tables.proofreading_status_and_strategy(status_axon="t").query(
+                desired_resolution=[1, 1, 1], split_positions=True)
+            syn = client.materialize.query_table(
+                "synapses", desired_resolution=[1, 1, 1], split_positions=True,
+                filter_in_dict={"pre_pt_root_id": proof["pt_root_id"], "post_pt_root_id": proof["pt_root_id"]})
+            syn = syn[syn["pre_pt_root_id"] != syn["post_pt_root_id"]]
+            return len(proof), len(syn)
+
+        (neurons, synapses), first = timed(cell, 1)
+        _, times = timed(cell, a.rounds)
+        print(f"seed 000 proofread subgraph via caveclient, {n:,} synapses, version {client.version}: "
+              f"{neurons} proofread neurons, {synapses:,} synapses")
+        print(f"  first call {first[0]:.3f} s; then {fmt(times)}")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+if not a.skip_cutouts:
+    from neurocube import Client
+
+    Z, Y, X = 64, 4096, 4096
+    work = tempfile.mkdtemp(prefix="nc-cave-bench-")
+    vol = em_like((Z, Y, X))
+    proc, url = start(f"{work}/data")
+    try:
+        nc = Client(url, workers=4)
+        nc.create_dataset("b", [4, 4, 40], [X, Y, Z])
+        nc.create_channel("b", "em", "uint8", chunk_size=[128, 128, 16])
+        t = time.perf_counter()
+        nc.upload("b", "em", 0, vol, progress=False)
+        up = vol.nbytes / (time.perf_counter() - t) / 1e6
+        store = ts.open({
+            "driver": "zarr", "kvstore": {"driver": "file", "path": f"{work}/zarr"},
+            "metadata": {"shape": [Z, Y, X], "chunks": [16, 128, 128], "dtype": "|u1",
+                         "compressor": {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}},
+            "create": True, "delete_existing": True,
+        }).result()
+        store.write(vol).result()
+        boxes = {
+            "1024x1024x64 aligned": ((1024, 2048), (1024, 2048), (0, 64)),
+            "1024x1024x64 unaligned": ((1000, 2024), (1100, 2124), (0, 64)),
+            "4096x4096x64 (1 GiB)": ((0, X), (0, Y), (0, Z)),
+        }
+        print(f"\nClient.upload of the 1 GiB EM-like volume: {up:.0f} MB/s")
+        print("| box | neurocube Client.cutout MB/s | TensorStore local MB/s | ratio |")
+        print("|---|---|---|---|")
+        for name, ((x0, x1), (y0, y1), (z0, z1)) in boxes.items():
+            nbytes = (x1 - x0) * (y1 - y0) * (z1 - z0)
+            nc_out, nc_t = timed(lambda: nc.cutout("b", "em", 0, ((x0, x1), (y0, y1), (z0, z1)), progress=False), a.rounds + 1)
+            ts_out, ts_t = timed(lambda: store[z0:z1, y0:y1, x0:x1].read().result(), a.rounds + 1)
+            assert np.array_equal(nc_out, vol[z0:z1, y0:y1, x0:x1])
+            assert np.array_equal(ts_out, nc_out)
+            nc_mbs = nbytes / statistics.median(nc_t[1:]) / 1e6
+            ts_mbs = nbytes / statistics.median(ts_t[1:]) / 1e6
+            print(f"| {name} | {nc_mbs:.0f} | {ts_mbs:.0f} | {nc_mbs / ts_mbs:.2f} |")
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
