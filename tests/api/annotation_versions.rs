@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::annotation_filters::reference;
-use crate::annotations::{Syn, ids_of, insert, label, random_synapses, setup, syn_json};
+use crate::annotations::{
+    Syn, ids_of, insert, label, random_synapses, setup, setup_with, syn_json,
+};
 use crate::helpers::{TestApp, assert_error};
 
 pub(crate) async fn materialize(app: &TestApp) -> u64 {
@@ -466,7 +468,17 @@ async fn all_pages(app: &TestApp, body: &Value, limit: u64) -> Vec<u64> {
 /// row comes back exactly once, whole or in pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heavy_neurons_are_read_in_pieces_without_losing_rows() {
-    let app = setup().await;
+    heavy_neurons(setup().await).await;
+}
+
+/// The same with a query step smaller than the heavy pair: the pair plan
+/// stops mid-range and reads on from there in its next step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_pairs_span_query_steps_without_losing_rows() {
+    heavy_neurons(setup_with(|s| s.annotations.query_batch_rows = 2_500).await).await;
+}
+
+async fn heavy_neurons(app: TestApp) {
     // 2,600 synapses from the cell at (0, 0, 0) to the cell at (32, 0, 0),
     // 300 from (0, 0, 0) to (64, 0, 0), and 400 anywhere.
     let (a, b, c) = ([3, 3, 3], [40, 3, 3], [70, 3, 3]);

@@ -52,6 +52,8 @@ pub struct AnnotationSettings {
     pub max_paged_limit: u64,
     /// Most nodes a connectivity PNG may draw.
     pub max_graph_png_nodes: usize,
+    /// Most rows one step of a query gathers (bounds memory on hub neurons).
+    pub query_batch_rows: usize,
 }
 
 /// HTTP listener.

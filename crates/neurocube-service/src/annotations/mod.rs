@@ -60,6 +60,9 @@ pub struct AnnotationConfig {
     pub max_join_rows: usize,
     /// Most nodes a connectivity PNG may draw.
     pub max_graph_png_nodes: usize,
+    /// Most rows one step of the pair plan gathers: a range cut at its
+    /// per-call limit is read on alone until then.
+    pub query_batch_rows: usize,
 }
 
 impl Default for AnnotationConfig {
@@ -69,6 +72,7 @@ impl Default for AnnotationConfig {
             max_paged_limit: 200_000,
             max_join_rows: 1_000_000,
             max_graph_png_nodes: 4096,
+            query_batch_rows: 65_536,
         }
     }
 }

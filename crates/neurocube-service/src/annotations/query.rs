@@ -331,31 +331,63 @@ impl State {
         let found = self
             .ann
             .store
-            .scan_ranges(Table::RowIndex, ranges, RANGE_ROWS)
+            .scan_ranges(Table::RowIndex, ranges.clone(), RANGE_ROWS)
             .await?;
         self.cursor = Cursor::at((k0 + batch.len()) as u64);
+        let budget = self.ann.config.query_batch_rows.max(RANGE_ROWS);
         let mut out = Vec::new();
-        for (k, rows) in owners.into_iter().zip(found) {
-            let cut = rows.len() >= RANGE_ROWS;
-            let last = rows.last().map(|(key, _)| key.sort.to_vec());
-            for (key, v) in rows {
-                // A run may span partners outside the set: skip them undecoded.
-                if !keys::morton_of(&key.sort).is_some_and(|q| partners.contains(&q)) {
-                    continue;
+        'ranges: for ((k, mut rows), (partition, range)) in
+            owners.into_iter().zip(found).zip(ranges)
+        {
+            let mut asked = RANGE_ROWS;
+            loop {
+                let cut = rows.len() >= asked;
+                let last = rows.last().map(|(key, _)| key.sort.to_vec());
+                for (key, v) in rows {
+                    // A run may span partners outside the set: skip them undecoded.
+                    if !keys::morton_of(&key.sort).is_some_and(|q| partners.contains(&q)) {
+                        continue;
+                    }
+                    let id = keys::row_id(&key.sort).unwrap_or(0);
+                    out.push((
+                        decode(&self.t, id, &v)?,
+                        Cursor {
+                            k,
+                            after: key.sort.to_vec(),
+                        },
+                    ));
                 }
-                let id = keys::row_id(&key.sort).unwrap_or(0);
-                out.push((
-                    decode(&self.t, id, &v)?,
-                    Cursor {
-                        k,
-                        after: key.sort.to_vec(),
-                    },
-                ));
-            }
-            if cut && let Some(after) = last {
-                // Read on from here next time; later ranges are read again.
-                self.cursor = Cursor { k, after };
-                break;
+                let Some(after) = last.filter(|_| cut) else {
+                    break;
+                };
+                if out.len() >= budget {
+                    // Read on from here next time; later ranges are read again.
+                    self.cursor = Cursor { k, after };
+                    break 'ranges;
+                }
+                // A pair with many synapses: read on in this range alone,
+                // so the ranges after it are read once (in order, so a
+                // page token stays a position).
+                let mut start = after;
+                start.push(0);
+                asked = budget - out.len();
+                rows = self
+                    .ann
+                    .store
+                    .scan_ranges(
+                        Table::RowIndex,
+                        vec![(
+                            partition.clone(),
+                            SortRange {
+                                start: Some(Bytes::from(start)),
+                                end: range.end.clone(),
+                            },
+                        )],
+                        asked,
+                    )
+                    .await?
+                    .pop()
+                    .unwrap_or_default();
             }
         }
         Ok(out)
