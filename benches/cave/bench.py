@@ -35,6 +35,8 @@ p.add_argument("--bin", default="target/release/neurocube")
 p.add_argument("--demo", help="data directory of a demo with --synapses (part 1)")
 p.add_argument("--rounds", type=int, default=5)
 p.add_argument("--skip-cutouts", action="store_true")
+p.add_argument("--workers", type=int, default=4, help="Client workers")
+p.add_argument("--block-mib", type=int, default=None, help="Client.cutout block size (default: the client's)")
 a = p.parse_args()
 
 
@@ -102,7 +104,8 @@ if not a.skip_cutouts:
     vol = em_like((Z, Y, X))
     proc, url = start(f"{work}/data")
     try:
-        nc = Client(url, workers=4)
+        nc = Client(url, workers=a.workers)
+        extra = {"block_bytes": a.block_mib << 20} if a.block_mib else {}
         nc.create_dataset("b", [4, 4, 40], [X, Y, Z])
         nc.create_channel("b", "em", "uint8", chunk_size=[128, 128, 16])
         t = time.perf_counter()
@@ -125,7 +128,7 @@ if not a.skip_cutouts:
         print("|---|---|---|---|")
         for name, ((x0, x1), (y0, y1), (z0, z1)) in boxes.items():
             nbytes = (x1 - x0) * (y1 - y0) * (z1 - z0)
-            nc_out, nc_t = timed(lambda: nc.cutout("b", "em", 0, ((x0, x1), (y0, y1), (z0, z1)), progress=False), a.rounds + 1)
+            nc_out, nc_t = timed(lambda: nc.cutout("b", "em", 0, ((x0, x1), (y0, y1), (z0, z1)), progress=False, **extra), a.rounds + 1)
             ts_out, ts_t = timed(lambda: store[z0:z1, y0:y1, x0:x1].read().result(), a.rounds + 1)
             assert np.array_equal(nc_out, vol[z0:z1, y0:y1, x0:x1])
             assert np.array_equal(ts_out, nc_out)

@@ -85,14 +85,15 @@ class VolumeMixin:
         parts = blocks(b, chunk, dtype.itemsize, block_bytes)
 
         def fetch(p: Box) -> int:
-            r = self.request("GET", _url(ds, ch, "raw", level, p))
             (a0, a1), (b0, b1), (c0, c1) = p
-            shape = (c1 - c0, b1 - b0, a1 - a0)
-            arr = np.frombuffer(r.content, dtype=dtype)
-            if arr.size != shape[0] * shape[1] * shape[2]:
-                raise ValueError(f"block {p} came back with {arr.size} voxels, not {shape}")
-            out[c0 - z0:c1 - z0, b0 - y0:b1 - y0, a0 - x0:a1 - x0] = arr.reshape(shape)
-            return len(r.content)
+            view = out[c0 - z0:c1 - z0, b0 - y0:b1 - y0, a0 - x0:a1 - x0]
+            # Straight into the answer when the block is contiguous in it.
+            tmp = view if view.flags.c_contiguous else np.empty(view.shape, dtype)
+            r = self.request("GET", _url(ds, ch, "raw", level, p), stream=True)
+            n = self.read_into(r, tmp)
+            if tmp is not view:
+                view[...] = tmp
+            return n
 
         with _bar(out.nbytes, out.nbytes, progress, f"{ds}/{ch} cutout") as bar:
             self._each(fetch, parts, bar)
