@@ -7,7 +7,8 @@
    query_table(synapses, filter_in_dict={pre: ids, post: ids}). The seed
    reports 2 min 23 s against the public service.
 2. `neurocube.Client.cutout` of a 1024x1024x64 box (aligned and unaligned)
-   and of a 1 GiB box (4096x4096x64), against TensorStore reading the same
+   and of a 1 GiB box (4096x4096x64), through the chunk stream (decoded in
+   the client) and as raw voxels, against TensorStore reading the same
    EM-like volume from local zarr files (Blosc lz4 + shuffle, the same
    128x128x16 chunks) in process, in the same run.
 
@@ -124,17 +125,21 @@ if not a.skip_cutouts:
             "4096x4096x64 (1 GiB)": ((0, X), (0, Y), (0, Z)),
         }
         print(f"\nClient.upload of the 1 GiB EM-like volume: {up:.0f} MB/s")
-        print("| box | neurocube Client.cutout MB/s | TensorStore local MB/s | ratio |")
-        print("|---|---|---|---|")
+        print("| box | Client.cutout, chunk stream MB/s | Client.cutout, raw MB/s | TensorStore local MB/s | chunks / TensorStore | raw / TensorStore |")
+        print("|---|---|---|---|---|---|")
         for name, ((x0, x1), (y0, y1), (z0, z1)) in boxes.items():
             nbytes = (x1 - x0) * (y1 - y0) * (z1 - z0)
-            nc_out, nc_t = timed(lambda: nc.cutout("b", "em", 0, ((x0, x1), (y0, y1), (z0, z1)), progress=False, **extra), a.rounds + 1)
-            ts_out, ts_t = timed(lambda: store[z0:z1, y0:y1, x0:x1].read().result(), a.rounds + 1)
-            assert np.array_equal(nc_out, vol[z0:z1, y0:y1, x0:x1])
-            assert np.array_equal(ts_out, nc_out)
-            nc_mbs = nbytes / statistics.median(nc_t[1:]) / 1e6
-            ts_mbs = nbytes / statistics.median(ts_t[1:]) / 1e6
-            print(f"| {name} | {nc_mbs:.0f} | {ts_mbs:.0f} | {nc_mbs / ts_mbs:.2f} |")
+            want = vol[z0:z1, y0:y1, x0:x1]
+            rates = []
+            for method in ("chunks", "raw"):
+                got, t = timed(lambda: nc.cutout("b", "em", 0, ((x0, x1), (y0, y1), (z0, z1)),
+                                                  progress=False, method=method, **extra), a.rounds + 1)
+                assert np.array_equal(got, want)
+                rates.append(nbytes / statistics.median(t[1:]) / 1e6)
+            got, t = timed(lambda: store[z0:z1, y0:y1, x0:x1].read().result(), a.rounds + 1)
+            assert np.array_equal(got, want)
+            ts_mbs = nbytes / statistics.median(t[1:]) / 1e6
+            print(f"| {name} | {rates[0]:.0f} | {rates[1]:.0f} | {ts_mbs:.0f} | {rates[0] / ts_mbs:.2f} | {rates[1] / ts_mbs:.2f} |")
     finally:
         proc.terminate()
         proc.wait()

@@ -217,3 +217,115 @@ async fn levels_and_offsets() {
         .unwrap();
     assert_eq!(l0.to_vec(), vec![7u8; 10]);
 }
+
+/// The chunk stream: a box's stored chunks as they are, each with its grid
+/// index; decoding and cropping them gives exactly the raw cutout, chunks
+/// never written are not sent, and the trailer counts the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_streams_hold_the_stored_chunks_of_a_box() {
+    use neurocube_core::chunkstream;
+    let app = spawn_app().await;
+    app.dataset("d", [300, 200, 40], 1).await;
+    app.channel("d", "img", "image", "uint16", [64, 64, 8])
+        .await;
+    let data = pattern(33 * 70 * 100 * 2, 7);
+    let r = app
+        .put(
+            "/d/img/npy/0/10,110/20,90/3,36/",
+            npy("<u2", [33, 70, 100], &data),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Unaligned, and larger than what was written (never-written chunks).
+    let (b0, b1) = ([5u64, 0, 0], [250u64, 150, 40]);
+    let url = format!(
+        "/d/img/chunks/0/{},{}/{},{}/{},{}/",
+        b0[0], b1[0], b0[1], b1[1], b0[2], b1[2]
+    );
+    let r = app.get(&url).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], chunkstream::CONTENT_TYPE);
+    assert_eq!(r.headers()["x-neurocube-chunk-size"], "64,64,8");
+    assert_eq!(r.headers()["x-neurocube-dtype"], "uint16");
+    let body = r.bytes().await.unwrap();
+    let s = chunkstream::decode(&body).unwrap();
+    let head: serde_json::Value = serde_json::from_str(&s.header).unwrap();
+    assert_eq!(head["version"], 1);
+    assert_eq!(head["chunk_size"], serde_json::json!([64, 64, 8]));
+    assert_eq!(
+        head["box"],
+        serde_json::json!([[5, 250], [0, 150], [0, 40]])
+    );
+    // Written voxels span x 10..110, y 20..90, z 3..36: chunks x 0-1, y 0-1, z 0-4.
+    let mut idx: Vec<[u32; 3]> = s.records.iter().map(|(i, _)| *i).collect();
+    idx.sort_unstable();
+    let mut want = Vec::new();
+    for x in 0..2 {
+        for y in 0..2 {
+            for z in 0..5 {
+                want.push([x, y, z]);
+            }
+        }
+    }
+    want.sort_unstable();
+    assert_eq!(idx, want, "only stored chunks, each once");
+    // Decode, crop into the box, compare with the raw cutout.
+    let shape = [b1[0] - b0[0], b1[1] - b0[1], b1[2] - b0[2]];
+    let mut out = vec![0u8; (shape[0] * shape[1] * shape[2] * 2) as usize];
+    for ([cx, cy, cz], frame) in &s.records {
+        let chunk = blosc::decompress(frame, usize::MAX).unwrap();
+        assert_eq!(chunk.len(), 64 * 64 * 8 * 2);
+        for z in 0..8u64 {
+            for y in 0..64u64 {
+                for x in 0..64u64 {
+                    let g = [
+                        u64::from(*cx) * 64 + x,
+                        u64::from(*cy) * 64 + y,
+                        u64::from(*cz) * 8 + z,
+                    ];
+                    if (0..3).all(|a| g[a] >= b0[a] && g[a] < b1[a]) {
+                        let o = ((((g[2] - b0[2]) * shape[1] + (g[1] - b0[1])) * shape[0]
+                            + (g[0] - b0[0]))
+                            * 2) as usize;
+                        let i = (((z * 64 + y) * 64 + x) * 2) as usize;
+                        out[o..o + 2].copy_from_slice(&chunk[i..i + 2]);
+                    }
+                }
+            }
+        }
+    }
+    let raw = app
+        .get(&url.replace("chunks", "raw"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        out == raw.to_vec(),
+        "decoded chunks differ from the raw cutout"
+    );
+    // A box with nothing stored: header and an empty trailer.
+    let empty = app
+        .get("/d/img/chunks/0/200,300/150,200/0,8/")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(chunkstream::decode(&empty).unwrap().records.is_empty());
+    // Read-only, and boxes are checked as for cutouts.
+    assert_error(
+        app.put("/d/img/chunks/0/0,64/0,64/0,8/", vec![0u8; 10])
+            .await,
+        400,
+        "invalid_request",
+        "chunk streams are read-only",
+    )
+    .await;
+    assert_error(
+        app.get("/d/img/chunks/0/0,301/0,64/0,8/").await,
+        400,
+        "invalid_request",
+        "outside",
+    )
+    .await;
+}

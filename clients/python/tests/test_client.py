@@ -57,9 +57,15 @@ def test_upload_and_cutout_round_trip_exactly_in_parallel_blocks(volume):
     arr = em_like((33, 200, 250), seed=1)  # (z, y, x)
     written = nc.upload(ds, "em", 0, arr, offset=(17, 30, 4), block_bytes=64 * 64 * 8 * 2, progress=False)
     assert written == arr.nbytes
-    got = nc.cutout(ds, "em", 0, ((17, 267), (30, 230), (4, 37)), block_bytes=64 * 64 * 8 * 2)
-    assert got.dtype == np.uint8 and got.shape == arr.shape
-    np.testing.assert_array_equal(got, arr)
+    for method in ("chunks", "raw"):
+        got = nc.cutout(ds, "em", 0, ((17, 267), (30, 230), (4, 37)), block_bytes=64 * 64 * 8 * 2,
+                        method=method)
+        assert got.dtype == np.uint8 and got.shape == arr.shape
+        np.testing.assert_array_equal(got, arr)
+    # Around it: never-written chunks read as zeros through the chunk stream.
+    whole = nc.cutout(ds, "em", 0, ((0, 300), (0, 260), (0, 40)), method="chunks")
+    np.testing.assert_array_equal(whole, nc.cutout(ds, "em", 0, ((0, 300), (0, 260), (0, 40)), method="raw"))
+    assert whole[0].max() == 0 and whole[4:37, 30:230, 17:267].min() == arr.min()
     # An unaligned box inside, against the server's own npy answer.
     inner = nc.cutout(ds, "em", 0, ((20, 201), (31, 99), (5, 30)), block_bytes=4096)
     raw = requests.get(f"{nc.url}/{ds}/em/npy/0/20,201/31,99/5,30/")

@@ -16,6 +16,7 @@
 
 pub mod annotation;
 pub mod blosc;
+pub mod chunkstream;
 pub mod compressed_segmentation;
 pub mod cutout;
 pub mod downsample;

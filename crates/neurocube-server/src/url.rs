@@ -23,6 +23,8 @@ pub enum DataKind {
     Cutout(Encoding),
     /// A 2-D slice image.
     Slice(Plane),
+    /// The box's stored chunks as they are (a chunk stream, docs/chunks.md).
+    Chunks,
 }
 
 /// A parsed data URL.
@@ -94,18 +96,20 @@ fn parse_box(segments: [&str; 5]) -> Result<(DataKind, u8, Box3), String> {
     let [fmt, level, a, b, c] = segments;
     let kind = if let Some(e) = Encoding::parse(fmt) {
         DataKind::Cutout(e)
+    } else if fmt == "chunks" {
+        DataKind::Chunks
     } else if let Some(p) = Plane::parse(fmt) {
         DataKind::Slice(p)
     } else {
         return Err(format!(
-            "unknown format '{fmt}': use npy, raw or blosc for cutouts, xy, xz or yz for slices"
+            "unknown format '{fmt}': use npy, raw or blosc for cutouts, chunks for stored chunks, xy, xz or yz for slices"
         ));
     };
     let level: u8 = level
         .parse()
         .map_err(|_| format!("level '{level}' is not a level number (0, 1, 2, ...)"))?;
     let (x, y, z) = match kind {
-        DataKind::Cutout(_) => (range(a, 0)?, range(b, 1)?, range(c, 2)?),
+        DataKind::Cutout(_) | DataKind::Chunks => (range(a, 0)?, range(b, 1)?, range(c, 2)?),
         DataKind::Slice(Plane::Xy) => (range(a, 0)?, range(b, 1)?, single(c, 2)?),
         DataKind::Slice(Plane::Xz) => (range(a, 0)?, single(b, 1)?, range(c, 2)?),
         DataKind::Slice(Plane::Yz) => (single(a, 0)?, range(b, 1)?, range(c, 2)?),
@@ -171,7 +175,7 @@ mod tests {
         let e = |s: [&str; 7]| parse(s).unwrap_err().to_string();
         assert_eq!(
             e(["d", "c", "tiff", "0", "0,1", "0,1", "0,1"]),
-            "unknown format 'tiff': use npy, raw or blosc for cutouts, xy, xz or yz for slices"
+            "unknown format 'tiff': use npy, raw or blosc for cutouts, chunks for stored chunks, xy, xz or yz for slices"
         );
         assert_eq!(
             e(["d", "c", "npy", "x", "0,1", "0,1", "0,1"]),

@@ -42,7 +42,8 @@ pub mod volume;
 pub use context::{Access, RequestContext};
 pub use error::{Result, ServiceError};
 pub use usecases::{
-    CaveAnswer, CutoutResponse, IdList, SliceResponse, SynapseQuery, TableView, VolumeBox, WhoAmI,
+    CaveAnswer, ChunksResponse, CutoutResponse, IdList, SliceResponse, SynapseQuery, TableView,
+    VolumeBox, WhoAmI,
 };
 
 /// Settings of the service layer.

@@ -280,6 +280,40 @@ impl Volumes {
         }
     }
 
+    /// The stored chunks overlapping a box, as stored (Blosc frames, never
+    /// decoded), one chunk layer per item with their grid indices; chunks
+    /// never written are left out. Past `deadline` the stream ends with
+    /// [`ServiceError::DeadlineExceeded`].
+    pub fn read_chunks(
+        &self,
+        t: Target,
+        deadline: Option<(Instant, Duration)>,
+    ) -> BoxStream<'static, Result<Vec<(ChunkIndex, Bytes)>>> {
+        let slabs = z_slabs(&t);
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let t = Arc::new(t);
+        stream::iter(slabs)
+            .map(move |slab| {
+                let (store, metrics, t) = (store.clone(), metrics.clone(), t.clone());
+                async move {
+                    if let Some((at, after)) = deadline
+                        && Instant::now() > at
+                    {
+                        return Err(ServiceError::DeadlineExceeded { after });
+                    }
+                    let (idxs, stored) = fetch_slab(&store, &metrics, &t, slab).await?;
+                    Ok(idxs
+                        .into_iter()
+                        .zip(stored)
+                        .filter_map(|(i, s)| s.map(|b| (i, b)))
+                        .collect())
+                }
+            })
+            .buffered(PIPELINE)
+            .boxed()
+    }
+
     /// Read a box into one buffer.
     pub async fn read_all(&self, t: Target) -> Result<Vec<u8>> {
         let started = Instant::now();

@@ -80,7 +80,7 @@ impl Endpoint for Get {
         let r = parse(req)?;
         let render = match r.kind {
             DataKind::Slice(_) => Some(query::<SliceQuery>(req)?.options()?),
-            DataKind::Cutout(_) => None,
+            DataKind::Cutout(_) | DataKind::Chunks => None,
         };
         Ok(Self { r, render })
     }
@@ -111,6 +111,19 @@ impl Endpoint for Get {
                     .no_chunking(c.body.len)
                     .streaming(c.body.body.map_err(ApiError::from)))
             }
+            (DataKind::Chunks, _) => {
+                let c = s.read_chunks(ctx, &self.r.target).await?;
+                if c.stale {
+                    ok.insert_header(("X-Neurocube-Level-Stale", "true"));
+                }
+                let [cx, cy, cz] = c.chunk_size;
+                Ok(ok
+                    .content_type(neurocube_core::chunkstream::CONTENT_TYPE)
+                    .insert_header(("X-Neurocube-Dtype", c.dtype.name()))
+                    .insert_header(("X-Neurocube-Shape", shape_header(c.shape)))
+                    .insert_header(("X-Neurocube-Chunk-Size", format!("{cx},{cy},{cz}")))
+                    .streaming(c.body.map_err(ApiError::from)))
+            }
             (DataKind::Slice(plane), render) => {
                 let opts = render.unwrap_or(RenderOptions {
                     format: ImageFormat::Png,
@@ -132,10 +145,18 @@ pub struct Put(DataRequest);
 impl Endpoint for Put {
     fn parse(req: &HttpRequest) -> ApiResult<Self> {
         let r = parse(req)?;
-        if let DataKind::Slice(_) = r.kind {
-            return Err(ApiError::path(
-                "slices are read-only: write with npy, raw or blosc cutout URLs",
-            ));
+        match r.kind {
+            DataKind::Slice(_) => {
+                return Err(ApiError::path(
+                    "slices are read-only: write with npy, raw or blosc cutout URLs",
+                ));
+            }
+            DataKind::Chunks => {
+                return Err(ApiError::path(
+                    "chunk streams are read-only: write with npy, raw or blosc cutout URLs",
+                ));
+            }
+            DataKind::Cutout(_) => {}
         }
         Ok(Self(r))
     }

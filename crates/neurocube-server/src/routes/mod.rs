@@ -469,7 +469,7 @@ pub fn table() -> Vec<Route> {
     }
     for prefix in ["/ocp/ca", ""] {
         let path = format!("{prefix}/{{ds}}/{{ch}}/{{fmt}}/{{level}}/{{a}}/{{b}}/{{c}}");
-        t.push(route::<data::Get>(M::GET, &path, "a cutout {npy|raw|blosc}/{level}/{x0,x1}/{y0,y1}/{z0,z1}/ or a slice xy/{level}/{x0,x1}/{y0,y1}/{z}/ (also xz, yz; ?format=jpeg&quality=85, ?window=lo,hi)"));
+        t.push(route::<data::Get>(M::GET, &path, "a cutout {npy|raw|blosc}/{level}/{x0,x1}/{y0,y1}/{z0,z1}/, the stored chunks as they are (chunks/..., docs/chunks.md) or a slice xy/{level}/{x0,x1}/{y0,y1}/{z}/ (also xz, yz; ?format=jpeg&quality=85, ?window=lo,hi)"));
         t.push(route::<data::Put>(
             M::PUT,
             &path,

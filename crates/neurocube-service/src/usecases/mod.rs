@@ -34,6 +34,20 @@ pub use auth::WhoAmI;
 pub use annotations::{IdList, SynapseQuery, TableView};
 pub use cave::CaveAnswer;
 
+/// A chunk stream (`GET .../chunks/...`).
+pub struct ChunksResponse {
+    /// Voxel type.
+    pub dtype: DType,
+    /// Chunk size `[x, y, z]`.
+    pub chunk_size: [u64; 3],
+    /// Shape of the box `[x, y, z]`.
+    pub shape: [u64; 3],
+    /// The level is stale (being recomputed).
+    pub stale: bool,
+    /// Header, records, trailer.
+    pub body: futures::stream::BoxStream<'static, Result<Bytes>>,
+}
+
 /// A box of one level of one channel, as a request names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VolumeBox {
@@ -111,6 +125,58 @@ impl Services {
             shape: b.bbox.shape(),
             stale,
             body,
+        })
+    }
+
+    /// A box's stored chunks as they are, framed as a chunk stream
+    /// (`neurocube_core::chunkstream`): no decode on the server. Its memory
+    /// is reserved as for a raw cutout (a few chunk layers).
+    pub async fn read_chunks(&self, ctx: &RequestContext, b: &VolumeBox) -> Result<ChunksResponse> {
+        use neurocube_core::chunkstream;
+        let t = self.target(b).await?;
+        let permit = self
+            .admission
+            .admit(t.bytes().min(SLABS_HELD * t.slab_bytes()))?;
+        let stale = self.pyramid.is_stale(&t).await?;
+        let (dtype, chunk) = (t.dtype(), t.rc.channel.meta.chunk_size);
+        let head = serde_json::json!({
+            "version": chunkstream::VERSION,
+            "dtype": dtype.name(),
+            "chunk_size": chunk,
+            "box": [[b.bbox.start[0], b.bbox.end[0]], [b.bbox.start[1], b.bbox.end[1]], [b.bbox.start[2], b.bbox.end[2]]],
+            "level": b.level,
+            "codec": "blosc",
+        });
+        let deadline = ctx.deadline().zip(ctx.timeout);
+        let layers = self.volumes.read_chunks(t, deadline);
+        let first = futures::stream::iter([Ok(Bytes::from(chunkstream::header(
+            head.to_string().as_bytes(),
+        )))]);
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = count.clone();
+        let records = layers.map(move |layer| {
+            let _held = &permit;
+            let layer = layer?;
+            counted.fetch_add(layer.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let size: usize = layer.iter().map(|(_, b)| 16 + b.len()).sum();
+            let mut out = Vec::with_capacity(size);
+            for (idx, frame) in layer {
+                out.extend_from_slice(&chunkstream::record_head(idx, frame.len()));
+                out.extend_from_slice(&frame);
+            }
+            Ok(Bytes::from(out))
+        });
+        let end = futures::stream::once(async move {
+            Ok(Bytes::copy_from_slice(&chunkstream::trailer(
+                count.load(std::sync::atomic::Ordering::Relaxed),
+            )))
+        });
+        Ok(ChunksResponse {
+            dtype,
+            chunk_size: chunk,
+            shape: b.bbox.shape(),
+            stale,
+            body: first.chain(records).chain(end).boxed(),
         })
     }
 
