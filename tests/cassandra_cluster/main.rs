@@ -154,22 +154,36 @@ impl Load {
                 let mut i = w;
                 while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let (path, n) = box_path(i);
-                    match c
-                        .put(format!("{url}{path}"))
-                        .body(vec![value(i); n])
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status() == 201 => acked.lock().unwrap().push(i),
-                        Ok(r) => {
-                            let status = r.status();
-                            let text = r.text().await.unwrap_or_default();
-                            failures
-                                .lock()
-                                .unwrap()
-                                .push(format!("PUT {path}: {status} {text}"));
+                    // As clients do: a 503 with Retry-After (a write that
+                    // timed out while the cluster noticed a node going) is
+                    // sent again, a few times; anything else is a failure.
+                    for attempt in 0..4 {
+                        match c
+                            .put(format!("{url}{path}"))
+                            .body(vec![value(i); n])
+                            .send()
+                            .await
+                        {
+                            Ok(r) if r.status() == 201 => acked.lock().unwrap().push(i),
+                            Ok(r)
+                                if r.status() == 503
+                                    && r.headers().contains_key("retry-after")
+                                    && attempt < 3 =>
+                            {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                continue;
+                            }
+                            Ok(r) => {
+                                let status = r.status();
+                                let text = r.text().await.unwrap_or_default();
+                                failures
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("PUT {path}: {status} {text}"));
+                            }
+                            Err(e) => failures.lock().unwrap().push(format!("PUT {path}: {e}")),
                         }
-                        Err(e) => failures.lock().unwrap().push(format!("PUT {path}: {e}")),
+                        break;
                     }
                     i += 2;
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -209,6 +223,9 @@ impl Load {
                                     .push(format!("GET {path}: voxels of no single write"));
                             }
                         }
+                        // A read that timed out while the node went: the
+                        // client is told to retry; the next pick does.
+                        Ok(r) if r.status() == 503 && r.headers().contains_key("retry-after") => {}
                         Ok(r) => failures2
                             .lock()
                             .unwrap()
