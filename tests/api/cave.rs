@@ -60,36 +60,31 @@ fn names(b: &[RecordBatch]) -> Vec<String> {
         .collect()
 }
 
-fn ints(b: &[RecordBatch], col: &str) -> Vec<i64> {
+/// A column's values across batches, as `A` (which it must be).
+fn column<A: Array + 'static, T>(
+    b: &[RecordBatch],
+    col: &str,
+    get: impl Fn(&A, usize) -> T,
+) -> Vec<T> {
     b.iter()
         .flat_map(|b| {
             let a = b.column_by_name(col).unwrap();
-            let a = a.as_any().downcast_ref::<Int64Array>().unwrap();
-            (0..a.len()).map(|i| a.value(i)).collect::<Vec<_>>()
+            let a = a.as_any().downcast_ref::<A>().unwrap();
+            (0..a.len()).map(|i| get(a, i)).collect::<Vec<_>>()
         })
         .collect()
+}
+
+fn ints(b: &[RecordBatch], col: &str) -> Vec<i64> {
+    column(b, col, |a: &Int64Array, i| a.value(i))
 }
 
 fn floats(b: &[RecordBatch], col: &str) -> Vec<f64> {
-    b.iter()
-        .flat_map(|b| {
-            let a = b.column_by_name(col).unwrap();
-            let a = a.as_any().downcast_ref::<Float64Array>().unwrap();
-            (0..a.len()).map(|i| a.value(i)).collect::<Vec<_>>()
-        })
-        .collect()
+    column(b, col, |a: &Float64Array, i| a.value(i))
 }
 
 fn texts(b: &[RecordBatch], col: &str) -> Vec<String> {
-    b.iter()
-        .flat_map(|b| {
-            let a = b.column_by_name(col).unwrap();
-            let a = a.as_any().downcast_ref::<StringArray>().unwrap();
-            (0..a.len())
-                .map(|i| a.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    column(b, col, |a: &StringArray, i| a.value(i).to_string())
 }
 
 fn is_cave_time(s: &str) -> bool {

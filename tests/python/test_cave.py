@@ -8,13 +8,13 @@ import io
 import os
 import re
 import subprocess
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import requests
 from caveclient import CAVEclient
+from serverproc import running
 
 SYN = "synapses"
 PROOF = "proofreading_status_and_strategy"
@@ -39,22 +39,7 @@ def cave(tmp_path_factory):
     token = lambda *a: re.search(r"nct_[0-9a-f]{64}", run([binary, "token", "create", "--data-dir", data, *a])).group(0)
     admin = token("--user", "boss", "--admin")
     reader = token("--user", "ana")
-    env = dict(os.environ, NEUROCUBE__AUTH__MODE="tokens")
-    proc = subprocess.Popen(
-        [binary, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", data],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-    )
-    try:
-        m = re.search(r"listening on (http://\S+)", proc.stdout.readline())
-        assert m
-        url = m.group(1)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                if requests.get(url + "/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+    with running(data, {"NEUROCUBE__AUTH__MODE": "tokens"}, any_store=False) as url:
         r = requests.put(
             f"{url}/v1/datasets/demo/permissions",
             json={"public": False, "grants": [{"user": "ana", "role": "read"}]},
@@ -62,12 +47,6 @@ def cave(tmp_path_factory):
         )
         assert r.status_code == 200, r.text
         yield url, reader, admin
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

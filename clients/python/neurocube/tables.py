@@ -26,6 +26,22 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _time(t: Any) -> Any:
+    """A timestamp as the server reads it: ISO text for datetimes."""
+    return t.isoformat() if hasattr(t, "isoformat") else t
+
+
+def _where_and_how(body: Dict[str, Any], timestamp: Any, desired_resolution, split_positions: bool) -> None:
+    """The fields queries share: a timestamp, the positions' resolution and
+    whether they are split into _x/_y/_z columns."""
+    if timestamp is not None:
+        body["timestamp"] = _time(timestamp)
+    if desired_resolution is not None:
+        body["desired_resolution"] = [float(v) for v in desired_resolution]
+    if split_positions:
+        body["split_positions"] = True
+
+
 def _frame(content: bytes) -> pd.DataFrame:
     return ipc.open_stream(io.BytesIO(content)).read_all().to_pandas()
 
@@ -125,12 +141,7 @@ class TablesMixin:
                      ("version", version)):
             if v is not None:
                 body[k] = _plain(v)
-        if desired_resolution is not None:
-            body["desired_resolution"] = [float(v) for v in desired_resolution]
-        if split_positions:
-            body["split_positions"] = True
-        if timestamp is not None:
-            body["timestamp"] = timestamp.isoformat() if hasattr(timestamp, "isoformat") else timestamp
+        _where_and_how(body, timestamp, desired_resolution, split_positions)
         if not merge_reference:
             body["merge_reference"] = False
         r = self.request("POST", f"/v1/datasets/{ds}/tables/{table}/query", params={"format": "arrow"},
@@ -150,12 +161,7 @@ class TablesMixin:
                      ("limit", limit)):
             if v is not None:
                 body[k] = _plain(v)
-        if desired_resolution is not None:
-            body["desired_resolution"] = [float(v) for v in desired_resolution]
-        if split_positions:
-            body["split_positions"] = True
-        if timestamp is not None:
-            body["timestamp"] = timestamp.isoformat() if hasattr(timestamp, "isoformat") else timestamp
+        _where_and_how(body, timestamp, desired_resolution, split_positions)
         r = self.request("POST", f"/v1/datasets/{ds}/synapse_query", params={"format": "arrow"},
                          json_body=body)
         return self._attrs(_frame(r.content), r)
@@ -175,7 +181,7 @@ class TablesMixin:
         if version is not None:
             params["version"] = version
         if timestamp is not None:
-            params["timestamp"] = timestamp.isoformat() if hasattr(timestamp, "isoformat") else timestamp
+            params["timestamp"] = _time(timestamp)
         return int(self.get_json(f"/v1/datasets/{ds}/tables/{table}/count", **params)["count"])
 
     # -- versions ------------------------------------------------------------
@@ -189,7 +195,7 @@ class TablesMixin:
         """Materialize a version of every table (a job), and wait for it."""
         body: Dict[str, Any] = {}
         if timestamp is not None:
-            body["timestamp"] = timestamp.isoformat() if hasattr(timestamp, "isoformat") else timestamp
+            body["timestamp"] = _time(timestamp)
         if expires_in_days is not None:
             body["expires_in_days"] = expires_in_days
         v = self.request("POST", f"/v1/datasets/{ds}/versions", json_body=body).json()

@@ -262,11 +262,7 @@ impl Volumes {
             .map(move |slab| {
                 let (store, metrics, t) = (store.clone(), metrics.clone(), t.clone());
                 async move {
-                    if let Some((at, after)) = deadline
-                        && Instant::now() > at
-                    {
-                        return Err(ServiceError::DeadlineExceeded { after });
-                    }
+                    check_deadline(deadline)?;
                     read_slab(store, metrics, t, slab).await
                 }
             })
@@ -297,11 +293,7 @@ impl Volumes {
             .map(move |slab| {
                 let (store, metrics, t) = (store.clone(), metrics.clone(), t.clone());
                 async move {
-                    if let Some((at, after)) = deadline
-                        && Instant::now() > at
-                    {
-                        return Err(ServiceError::DeadlineExceeded { after });
-                    }
+                    check_deadline(deadline)?;
                     let (idxs, stored) = fetch_slab(&store, &metrics, &t, slab).await?;
                     Ok(idxs
                         .into_iter()
@@ -575,6 +567,14 @@ fn decode_chunk(t: &Target, idx: ChunkIndex, stored: &[u8], out: &mut [u8]) -> R
         ),
         reason: e.to_string(),
     })
+}
+
+/// Past the deadline (the time, and the timeout it came from): the error.
+fn check_deadline(deadline: Option<(Instant, Duration)>) -> Result<()> {
+    match deadline {
+        Some((at, after)) if Instant::now() > at => Err(ServiceError::DeadlineExceeded { after }),
+        _ => Ok(()),
+    }
 }
 
 /// The z-slabs (one chunk layer thick) of a target's box.
