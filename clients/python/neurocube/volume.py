@@ -93,7 +93,9 @@ class VolumeMixin:
         shape = (z1 - z0, y1 - y0, x1 - x0)
         # Chunks never written are not sent: they must read as zeros.
         out = np.zeros(shape, dtype=dtype) if method == "chunks" else np.empty(shape, dtype=dtype)
-        parts = blocks(b, chunk, dtype.itemsize, block_bytes)
+        # At least two blocks per worker, so every worker has work.
+        target = min(block_bytes, max(4 << 20, out.nbytes // (2 * self.workers)))
+        parts = blocks(b, chunk, dtype.itemsize, target)
         if method == "chunks":
             def fetch_chunks(p: Box) -> int:
                 r = self.request("GET", _url(ds, ch, "chunks", level, p), stream=True)
@@ -199,11 +201,21 @@ class VolumeMixin:
         return self.wait_for_job(j["id"], progress=progress) if wait else j
 
 
+_BLOSC_THREADS_SET = False
+
+
 def _blosc():
+    """python-blosc, set to decode on the calling thread only: the client
+    decodes chunks on its own worker threads, and Blosc's internal threads
+    on top of them made decoding three times slower (BENCHMARKS.md)."""
+    global _BLOSC_THREADS_SET
     try:
         import blosc
     except ImportError:
         return None
+    if not _BLOSC_THREADS_SET:
+        blosc.set_nthreads(1)
+        _BLOSC_THREADS_SET = True
     return blosc
 
 
