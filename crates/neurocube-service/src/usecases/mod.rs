@@ -154,18 +154,26 @@ impl Services {
         )))]);
         let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = count.clone();
-        let records = layers.map(move |layer| {
-            let _held = &permit;
-            let layer = layer?;
-            counted.fetch_add(layer.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            let size: usize = layer.iter().map(|(_, b)| 16 + b.len()).sum();
-            let mut out = Vec::with_capacity(size);
-            for (idx, frame) in layer {
-                out.extend_from_slice(&chunkstream::record_head(idx, frame.len()));
-                out.extend_from_slice(&frame);
-            }
-            Ok(Bytes::from(out))
-        });
+        // Each record is its head and the stored frame itself: no copy.
+        let records = layers
+            .map(move |layer| {
+                let _held = &permit;
+                let items: Vec<Result<Bytes>> = match layer {
+                    Err(e) => vec![Err(e)],
+                    Ok(layer) => {
+                        counted.fetch_add(layer.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        layer
+                            .into_iter()
+                            .flat_map(|(idx, frame)| {
+                                let head = chunkstream::record_head(idx, frame.len());
+                                [Ok(Bytes::copy_from_slice(&head)), Ok(frame)]
+                            })
+                            .collect()
+                    }
+                };
+                futures::stream::iter(items)
+            })
+            .flatten();
         let end = futures::stream::once(async move {
             Ok(Bytes::copy_from_slice(&chunkstream::trailer(
                 count.load(std::sync::atomic::Ordering::Relaxed),
