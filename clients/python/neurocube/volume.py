@@ -77,16 +77,16 @@ class VolumeMixin:
                method: str = "auto") -> np.ndarray:
         """The voxels of a box as a ``(z, y, x)`` array of the channel's dtype,
         read in chunk-aligned blocks by `workers` parallel requests. With
-        ``"raw"`` (the default, ``"auto"``) the server sends decoded voxels,
-        read from the socket straight into the array; with ``"chunks"`` it
-        sends its stored Blosc chunks as they are (docs/chunks.md) and they
-        are decoded here (needs the `blosc` package). Raw was faster in
-        BENCHMARKS.md's run, so it is the default. A progress bar shows for
-        boxes of 64 MiB or more (`progress` forces it on or off)."""
+        ``"chunks"`` (what ``"auto"`` picks when the `blosc` package is
+        installed) the server sends its stored Blosc chunks as they are
+        (docs/chunks.md) and they are decoded here; with ``"raw"`` it sends
+        decoded voxels, read from the socket straight into the array. A
+        progress bar shows for boxes of 64 MiB or more (`progress` forces
+        it on or off)."""
         b = _box(box)
         dtype, chunk = self._geometry(ds, ch)
         if method == "auto":
-            method = "raw"
+            method = "chunks" if _blosc() is not None else "raw"
         if method not in ("chunks", "raw"):
             raise ValueError(f"method={method!r}: use 'auto', 'chunks' or 'raw'")
         (x0, x1), (y0, y1), (z0, z1) = b
