@@ -71,6 +71,10 @@ fn rule(method: &str, path: &str) -> Option<Rule> {
         ("POST", "/v1/datasets/{ds}/graph" | "/v1/datasets/{ds}/graph/stats") => Read,
         ("PUT" | "POST", _) if data => Write,
         ("POST" | "PUT" | "DELETE", "/v1/datasets/{ds}/tables/{table}/rows") => Write,
+        ("POST", "/v1/datasets/{ds}/tables/{table}/objects") => Write,
+        ("PUT" | "DELETE", p) if p.starts_with("/v1/datasets/{ds}/tables/{table}/objects/") => {
+            Write
+        }
         ("POST", "/v1/datasets/{ds}/versions" | "/v1/datasets/{ds}/channels/{ch}/downsample") => {
             Write
         }
@@ -92,6 +96,9 @@ fn concrete(method: &str, pattern: &str) -> String {
     let mut url = pattern.to_string();
     if pattern.starts_with("/v1/cutout/") {
         url = url.replace("{x}/{y}/{z}", "0:8/0:8/0:1");
+    }
+    if pattern.contains("/objects/{id}") {
+        url = url.replace("{id}", "7");
     }
     for (hole, value) in [
         ("{ds}", "priv"),

@@ -65,7 +65,9 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
             .await
             .expect("cassandra store opens");
         keyspace = Some(DropKeyspace(store.clone()));
-        Application::with_store(&s, Arc::new(store)).expect("app starts")
+        Application::with_store(&s, Arc::new(store))
+            .await
+            .expect("app starts")
     } else {
         Application::build(s).await.expect("app starts")
     };

@@ -19,6 +19,7 @@ mod graph;
 mod helpers;
 mod hostile;
 mod jobs;
+mod objects;
 mod ops;
 mod precomputed;
 mod slices;

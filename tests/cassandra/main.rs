@@ -135,6 +135,131 @@ async fn two_instances_painting_the_same_chunks_lose_nothing() {
     drop_keyspace(&node, &ks).await;
 }
 
+/// Two servers on one keyspace, each with its own label log, create
+/// annotation objects whose voxels interleave in the same chunks (even x
+/// columns through one, odd through the other), flushing every 100 ms.
+/// Each flush stores a chunk by compare-and-set over what the other
+/// instance stored, so no object loses a voxel; both read everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_flushing_label_writes_into_the_same_chunks_lose_nothing() {
+    let Some(node) = node() else { return };
+    let ks = format!("nc_two_{}", uuid::Uuid::new_v4().simple());
+    let uri = format!("cassandra://{node}/{ks}");
+    let instance = |name: &str| {
+        let mut s = settings(&uri);
+        s.objects.log_name = name.into();
+        s.objects.flush_interval_ms = 100;
+        s
+    };
+    let (a, ha) = serve(instance("a")).await;
+    let (b, hb) = serve(instance("b")).await;
+    let client = reqwest::Client::new();
+    for (path, body) in [
+        (
+            "/v1/datasets/two",
+            serde_json::json!({"voxel_size": [4, 4, 40], "extent": [64, 64, 8], "levels": 1}),
+        ),
+        (
+            "/v1/datasets/two/channels/anno",
+            serde_json::json!({"type": "segmentation", "dtype": "uint64", "chunk_size": [32, 32, 8]}),
+        ),
+        (
+            "/v1/datasets/two/tables/syn",
+            serde_json::json!({"schema": "ramon_synapse", "voxel_resolution": [4, 4, 40], "segmentation": "anno"}),
+        ),
+    ] {
+        let r = client
+            .put(format!("{a}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "{}",
+            r.text().await.unwrap()
+        );
+    }
+    // Object (x, z): the column of voxels (x, 0..64, z), crossing two chunks.
+    let paint = |base: String, parity: u64| {
+        let client = client.clone();
+        async move {
+            let mut made = Vec::new();
+            for z in 0..8u64 {
+                for x in (parity..64).step_by(2) {
+                    let voxels: Vec<[u64; 3]> = (0..64).map(|y| [x, y, z]).collect();
+                    let r = client
+                        .post(format!("{base}/v1/datasets/two/tables/syn/objects"))
+                        .json(&serde_json::json!({"voxels": voxels}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        r.status(),
+                        StatusCode::CREATED,
+                        "{}",
+                        r.text().await.unwrap()
+                    );
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    made.push((v["ids"][0].as_u64().unwrap(), x, z));
+                }
+            }
+            made
+        }
+    };
+    let (ma, mb) = futures::future::join(paint(a.clone(), 0), paint(b.clone(), 1)).await;
+    // Wait until both have flushed everything.
+    let pending = |base: String| {
+        let client = client.clone();
+        async move {
+            let m = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            m.lines().any(|l| l == "neurocube_label_pending_bytes 0")
+        }
+    };
+    let start = Instant::now();
+    while !(pending(a.clone()).await && pending(b.clone()).await) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "flushes never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut want = vec![0u64; 64 * 64 * 8];
+    for (id, x, z) in ma.iter().chain(&mb) {
+        for y in 0..64u64 {
+            want[((z * 64 + y) * 64 + x) as usize] = *id;
+        }
+    }
+    for base in [&a, &b] {
+        let got = client
+            .get(format!("{base}/two/anno/raw/0/0,64/0,64/0,8/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), StatusCode::OK);
+        let got: Vec<u64> = got
+            .bytes()
+            .await
+            .unwrap()
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let lost = got.iter().zip(&want).filter(|(g, w)| g != w).count();
+        assert_eq!(lost, 0, "voxels lost via {base}");
+    }
+    drop(ha.stop(false));
+    drop(hb.stop(false));
+    drop_keyspace(&node, &ks).await;
+}
+
 /// The second node, on its own ports and data directory.
 struct SecondNode {
     script: PathBuf,

@@ -24,6 +24,7 @@ pub mod dtype;
 pub mod error;
 pub mod geometry;
 pub mod graph;
+pub mod labels;
 pub mod meta;
 pub mod morton;
 pub mod names;

@@ -38,6 +38,9 @@ pub enum StartError {
         /// OS error.
         source: std::io::Error,
     },
+    /// Work a previous run acknowledged could not be brought back.
+    #[error("cannot recover: {0}")]
+    Recover(String),
 }
 
 /// Open the store a URI names.
@@ -168,8 +171,47 @@ pub fn service_config(s: &Settings) -> Result<ServiceConfig, StartError> {
             ..Default::default()
         },
         max_upload_bytes: s.annotations.max_upload_bytes,
+        objects: neurocube_service::objects::ObjectsConfig {
+            max_pending_bytes: s.objects.max_pending_bytes.max(1 << 20),
+            flush_interval: Duration::from_millis(s.objects.flush_interval_ms),
+            flush_at_bytes: match s.objects.flush_at_bytes {
+                0 => s.objects.max_pending_bytes.max(1 << 20) / 2,
+                n => n,
+            },
+            flush_parallel: s.objects.flush_parallel.max(1),
+            log_name: log_name(s)?,
+            max_voxels: s.objects.max_voxels.max(1),
+        },
         auth: auth_config(s)?,
     })
+}
+
+/// This instance's label log name (`objects.log_name`, or a default).
+fn log_name(s: &Settings) -> Result<String, StartError> {
+    let name = s.objects.log_name.trim();
+    if !name.is_empty() {
+        if name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(StartError::Setting(format!(
+                "objects.log_name '{name}' must be 1 to 64 letters, digits or -_.:"
+            )));
+        }
+        return Ok(name.to_string());
+    }
+    if s.store.uri == "embedded" {
+        return Ok("local".into());
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    Ok(format!(
+        "{}:{}",
+        if host.is_empty() { "server" } else { &host },
+        s.server.port
+    ))
 }
 
 /// The methods the server knows, as metric labels; anything else is
@@ -265,12 +307,20 @@ impl Application {
     /// Open the configured store and bind.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let store = open_store(&settings.store).await?;
-        Self::with_store(&settings, store)
+        Self::with_store(&settings, store).await
     }
 
-    /// Bind over an already open store, and start the background workers.
-    pub fn with_store(settings: &Settings, store: Arc<dyn Store>) -> Result<Self, StartError> {
+    /// Bind over an already open store: replay this instance's label log,
+    /// then start the background workers.
+    pub async fn with_store(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, StartError> {
         let services = Arc::new(Services::new(&service_config(settings)?, store));
+        services
+            .recover()
+            .await
+            .map_err(|e| StartError::Recover(format!("replaying the label log failed: {e}")))?;
         services.start();
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|source| StartError::Bind {

@@ -22,6 +22,8 @@ pub struct Settings {
     pub jobs: JobSettings,
     /// The annotation store.
     pub annotations: AnnotationSettings,
+    /// Annotation objects and their label writes.
+    pub objects: ObjectSettings,
     /// Access control.
     pub auth: AuthSettings,
 }
@@ -37,6 +39,25 @@ pub struct AuthSettings {
     pub rate_limit_per_second: f64,
     /// Requests a client may send at once above its rate.
     pub rate_limit_burst: u32,
+}
+
+/// Annotation objects and NeuroBlaze (`[objects]`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct ObjectSettings {
+    /// Bytes of label writes waiting for the flusher at most (beyond: 503).
+    pub max_pending_bytes: usize,
+    /// Milliseconds between the first pending label write and its flush.
+    pub flush_interval_ms: u64,
+    /// Pending bytes that start a flush at once (0: half of
+    /// `max_pending_bytes`).
+    pub flush_at_bytes: usize,
+    /// Chunks the flusher stores at once.
+    pub flush_parallel: usize,
+    /// This instance's label log name; empty: `local` on the embedded
+    /// store, host name and port on Cassandra.
+    pub log_name: String,
+    /// Voxels one request may label at most.
+    pub max_voxels: u64,
 }
 
 /// The annotation store (`[annotations]`).

@@ -129,6 +129,7 @@ pub fn status_of(e: &ServiceError) -> (StatusCode, &'static str) {
         | ServiceError::TableReferenced { .. }
         | ServiceError::TableReplaced { .. }
         | ServiceError::RowNotValid { .. }
+        | ServiceError::LabelConflict { .. }
         | ServiceError::VersionNotReady { .. } => CONFLICT,
         ServiceError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         ServiceError::BodyStalled { .. } => (StatusCode::REQUEST_TIMEOUT, "body_stalled"),

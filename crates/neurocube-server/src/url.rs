@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! /{ds}/{ch}/{npy|raw|blosc}/{level}/{x0,x1}/{y0,y1}/{z0,z1}/
+//! /{ds}/{ch}/{chunks|ids}/{level}/{x0,x1}/{y0,y1}/{z0,z1}/
 //! /{ds}/{ch}/xy/{level}/{x0,x1}/{y0,y1}/{z}/
 //! /{ds}/{ch}/xz/{level}/{x0,x1}/{y}/{z0,z1}/
 //! /{ds}/{ch}/yz/{level}/{x}/{y0,y1}/{z0,z1}/
@@ -25,6 +26,8 @@ pub enum DataKind {
     Slice(Plane),
     /// The box's stored chunks as they are (a chunk stream, docs/chunks.md).
     Chunks,
+    /// The labels present in the box (OCP's `ids`).
+    Ids,
 }
 
 /// A parsed data URL.
@@ -98,18 +101,22 @@ fn parse_box(segments: [&str; 5]) -> Result<(DataKind, u8, Box3), String> {
         DataKind::Cutout(e)
     } else if fmt == "chunks" {
         DataKind::Chunks
+    } else if fmt == "ids" {
+        DataKind::Ids
     } else if let Some(p) = Plane::parse(fmt) {
         DataKind::Slice(p)
     } else {
         return Err(format!(
-            "unknown format '{fmt}': use npy, raw or blosc for cutouts, chunks for stored chunks, xy, xz or yz for slices"
+            "unknown format '{fmt}': use npy, raw or blosc for cutouts, chunks for stored chunks, ids for the labels in a box, xy, xz or yz for slices"
         ));
     };
     let level: u8 = level
         .parse()
         .map_err(|_| format!("level '{level}' is not a level number (0, 1, 2, ...)"))?;
     let (x, y, z) = match kind {
-        DataKind::Cutout(_) | DataKind::Chunks => (range(a, 0)?, range(b, 1)?, range(c, 2)?),
+        DataKind::Cutout(_) | DataKind::Chunks | DataKind::Ids => {
+            (range(a, 0)?, range(b, 1)?, range(c, 2)?)
+        }
         DataKind::Slice(Plane::Xy) => (range(a, 0)?, range(b, 1)?, single(c, 2)?),
         DataKind::Slice(Plane::Xz) => (range(a, 0)?, single(b, 1)?, range(c, 2)?),
         DataKind::Slice(Plane::Yz) => (single(a, 0)?, range(b, 1)?, range(c, 2)?),

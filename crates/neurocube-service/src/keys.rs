@@ -21,6 +21,9 @@
 //! | meta | `versions/{ds}` | version | materialized version JSON |
 //! | rows | uid ‖ version ‖ id block | id | row |
 //! | row_index | uid ‖ version ‖ column ‖ kind ‖ key | id | row (versions) or empty (live) |
+//! | rows | `label-log/{instance}/` epoch | sequence | logged label write |
+//! | meta | `label-log` | instance | first epoch not yet flushed |
+//! | row_index | `object-chunks/` uid ‖ id block | id ‖ level ‖ Morton code | empty |
 //! | jobs | `job/` bucket | id | job JSON |
 //! | jobs | `job-buckets` | bucket | empty |
 //! | jobs | `active`, `dedupe`, `extkey` | id or key | id or key |
@@ -383,6 +386,62 @@ pub fn demo_complete_annotations(extent: [u64; 3], synapses: u64) -> Key {
         b"demo".to_vec(),
         format!("annotations/{extent:?}/{synapses}").into_bytes(),
     )
+}
+
+/// Partition of one epoch of an instance's label log (NeuroBlaze).
+#[must_use]
+pub fn label_log_partition(instance: &str, epoch: u64) -> Vec<u8> {
+    let mut p = format!("label-log/{instance}/").into_bytes();
+    p.extend_from_slice(&epoch.to_be_bytes());
+    p
+}
+
+/// Key of one logged label write.
+#[must_use]
+pub fn label_log(instance: &str, epoch: u64, seq: u64) -> Key {
+    Key::new(
+        label_log_partition(instance, epoch),
+        seq.to_be_bytes().to_vec(),
+    )
+}
+
+/// Meta partition of the label logs' first unflushed epochs.
+pub const LABEL_LOGS: &[u8] = b"label-log";
+
+/// An instance's first label-log epoch not yet flushed.
+#[must_use]
+pub fn label_log_start(instance: &str) -> Key {
+    Key::new(LABEL_LOGS, instance.as_bytes().to_vec())
+}
+
+/// Partition of the chunk lists of a block of objects of a table.
+#[must_use]
+pub fn object_chunks_partition(uid: u64, id: u64) -> Vec<u8> {
+    let mut p = b"object-chunks/".to_vec();
+    p.extend_from_slice(&uid.to_be_bytes());
+    p.extend_from_slice(&(id >> ROW_BLOCK_BITS).to_be_bytes());
+    p
+}
+
+/// An object's voxels (may) lie in a chunk of its annotation channel.
+#[must_use]
+pub fn object_chunk(uid: u64, id: u64, level: u8, code: u64) -> Key {
+    let mut sort = Vec::with_capacity(17);
+    sort.extend_from_slice(&id.to_be_bytes());
+    sort.push(level);
+    sort.extend_from_slice(&code.to_be_bytes());
+    Key::new(object_chunks_partition(uid, id), sort)
+}
+
+/// The sort range of one object's chunk list.
+#[must_use]
+pub fn object_chunk_range(id: u64) -> SortRange {
+    SortRange {
+        start: Some(Bytes::from(id.to_be_bytes().to_vec())),
+        end: id
+            .checked_add(1)
+            .map(|n| Bytes::from(n.to_be_bytes().to_vec())),
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod jobs;
 pub mod keys;
 mod locks;
 pub mod metrics;
+pub mod objects;
 pub mod precomputed;
 pub mod precomputed_annotations;
 pub mod purge;
@@ -42,8 +43,8 @@ pub mod volume;
 pub use context::{Access, RequestContext};
 pub use error::{Result, ServiceError};
 pub use usecases::{
-    CaveAnswer, ChunksResponse, CutoutResponse, IdList, SliceResponse, SynapseQuery, TableView,
-    VolumeBox, WhoAmI,
+    CaveAnswer, ChunksResponse, CutoutResponse, IdList, ObjectView, SliceResponse, SynapseQuery,
+    TableView, VolumeBox, VoxelsBody, WhoAmI,
 };
 
 /// Settings of the service layer.
@@ -67,6 +68,8 @@ pub struct ServiceConfig {
     pub annotations: annotations::AnnotationConfig,
     /// Largest upload of annotation rows, in bytes.
     pub max_upload_bytes: u64,
+    /// Annotation objects and their label writes.
+    pub objects: objects::ObjectsConfig,
     /// Access control and rate limits.
     pub auth: auth::AuthConfig,
 }
@@ -83,6 +86,7 @@ impl Default for ServiceConfig {
             background_threads: 2,
             annotations: annotations::AnnotationConfig::default(),
             max_upload_bytes: 512 << 20,
+            objects: objects::ObjectsConfig::default(),
             auth: auth::AuthConfig::default(),
         }
     }
@@ -106,6 +110,8 @@ pub struct Services {
     pub pyramid: Arc<pyramid::Pyramid>,
     /// Annotation tables, rows, versions and queries.
     pub annotations: Arc<annotations::Annotations>,
+    /// Annotation objects and their voxels (NeuroBlaze).
+    pub objects: Arc<objects::Objects>,
     /// Chunks of deleted channels, removed in the background.
     pub purger: Arc<purge::Purger>,
     /// The in-flight byte budget of heavy requests.
@@ -126,11 +132,15 @@ impl Services {
     pub fn new(config: &ServiceConfig, store: Arc<dyn Store>) -> Self {
         let metrics = metrics::Metrics::new();
         let catalog = Arc::new(catalog::Catalog::new(store.clone()));
+        let labels = Arc::new(objects::pending::PendingLabels::new(
+            config.objects.max_pending_bytes,
+        ));
         let volumes = Arc::new(volume::Volumes::new(
             store.clone(),
             catalog.clone(),
             metrics.clone(),
             config.volumes,
+            labels,
         ));
         let tiles = Arc::new(tiles::TileCache::new(
             &config.tiles,
@@ -158,6 +168,14 @@ impl Services {
             &metrics.registry,
         );
         jobs.register(annotations::versions::KIND, annotations.job_handler());
+        let objects = Arc::new(objects::Objects::new(
+            store.clone(),
+            catalog.clone(),
+            volumes.clone(),
+            annotations.clone(),
+            config.objects.clone(),
+            &metrics.registry,
+        ));
         let purger = Arc::new(purge::Purger::new(store.clone()));
         let admission = admission::Admission::new(config.max_inflight_bytes, &metrics.registry);
         let runner =
@@ -172,6 +190,7 @@ impl Services {
             jobs,
             pyramid,
             annotations,
+            objects,
             purger,
             admission,
             auth,
@@ -204,6 +223,13 @@ impl Services {
         }
         self.runner.spawn(self.purger.worker());
         self.runner.spawn(self.annotations.writer.worker());
+        self.runner.spawn(self.objects.flusher());
+    }
+
+    /// Bring back what a previous run acknowledged but had not finished
+    /// storing (the label log), before requests are served.
+    pub async fn recover(&self) -> Result<()> {
+        self.objects.recover().await.map(|_| ())
     }
 
     /// Stop the background workers (letting queued work drain for at most

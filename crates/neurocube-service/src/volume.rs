@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use neurocube_core::blosc::{self, Blosc};
 use neurocube_core::cutout::{copy_region, is_zero};
+use neurocube_core::labels;
 use neurocube_core::meta::Level;
 use neurocube_core::{Box3, ChannelName, ChunkGrid, ChunkIndex, DType, DatasetName};
 use neurocube_store::{Key, Store, Table};
@@ -19,6 +20,11 @@ use crate::error::{Result, ServiceError};
 use crate::keys;
 use crate::locks::ChunkLocks;
 use crate::metrics::Metrics;
+use crate::objects::pending::{Patch, PendingLabels};
+
+/// Longest a cutout write waits for pending label writes under its box to
+/// be stored (then 503).
+const LABEL_FLUSH_WAIT: Duration = Duration::from_secs(60);
 
 /// Chunks written per store batch.
 const WRITE_BATCH: usize = 64;
@@ -86,6 +92,19 @@ pub trait WriteListener: Send + Sync {
     /// Called after the chunks are stored, before the write returns. An error
     /// fails the write (the chunks are stored; the client retries the write).
     async fn written(&self, event: &WriteEvent) -> Result<()>;
+
+    /// Many writes at once (a flush of pending label writes: one event per
+    /// chunk). By default each in turn; listeners that store something
+    /// override it to store once.
+    async fn written_many(&self, events: &[WriteEvent]) -> Result<()> {
+        let mut first_error = None;
+        for e in events {
+            if let Err(err) = self.written(e).await {
+                first_error.get_or_insert(err);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
 }
 
 /// Cutout reads and writes over a store.
@@ -96,6 +115,9 @@ pub struct Volumes {
     locks: ChunkLocks,
     limits: VolumeLimits,
     listeners: std::sync::RwLock<Vec<Arc<dyn WriteListener>>>,
+    /// Label writes acknowledged but not yet in their chunks (NeuroBlaze);
+    /// every read applies them.
+    labels: Arc<PendingLabels>,
 }
 
 /// A checked cutout target.
@@ -150,6 +172,7 @@ impl Volumes {
         catalog: Arc<Catalog>,
         metrics: Metrics,
         limits: VolumeLimits,
+        labels: Arc<PendingLabels>,
     ) -> Self {
         Self {
             store,
@@ -158,7 +181,14 @@ impl Volumes {
             locks: ChunkLocks::default(),
             limits,
             listeners: std::sync::RwLock::default(),
+            labels,
         }
+    }
+
+    /// The pending label writes every read applies.
+    #[must_use]
+    pub fn labels(&self) -> &Arc<PendingLabels> {
+        &self.labels
     }
 
     /// Register a listener awaited after every write, before it is
@@ -171,13 +201,20 @@ impl Volumes {
     }
 
     async fn notify(&self, t: &Target) -> Result<()> {
-        let event = WriteEvent {
-            dataset: t.rc.dataset_name.clone(),
-            channel: t.rc.channel_name.clone(),
-            channel_uid: t.rc.channel.uid,
-            level: t.level.level,
-            bbox: t.bbox,
-        };
+        self.notify_boxes(t, &[t.bbox]).await
+    }
+
+    async fn notify_boxes(&self, t: &Target, boxes: &[Box3]) -> Result<()> {
+        let events: Vec<WriteEvent> = boxes
+            .iter()
+            .map(|b| WriteEvent {
+                dataset: t.rc.dataset_name.clone(),
+                channel: t.rc.channel_name.clone(),
+                channel_uid: t.rc.channel.uid,
+                level: t.level.level,
+                bbox: *b,
+            })
+            .collect();
         let listeners = self
             .listeners
             .read()
@@ -185,7 +222,12 @@ impl Volumes {
             .clone();
         let mut first_error = None;
         for l in listeners {
-            if let Err(e) = l.written(&event).await {
+            let r = if let [one] = events.as_slice() {
+                l.written(one).await
+            } else {
+                l.written_many(&events).await
+            };
+            if let Err(e) = r {
                 first_error.get_or_insert(e);
             }
         }
@@ -250,9 +292,8 @@ impl Volumes {
     pub fn read(&self, t: Target, deadline: Option<(Instant, Duration)>) -> CutoutStream {
         let b = t.bbox;
         let slabs = z_slabs(&t);
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
-        metrics
+        let src = self.source();
+        src.metrics
             .cutout_bytes
             .with_label_values(&["read"])
             .inc_by(t.bytes());
@@ -260,10 +301,10 @@ impl Volumes {
         let t = Arc::new(t);
         let body = stream::iter(slabs)
             .map(move |slab| {
-                let (store, metrics, t) = (store.clone(), metrics.clone(), t.clone());
+                let (src, t) = (src.clone(), t.clone());
                 async move {
                     check_deadline(deadline)?;
-                    read_slab(store, metrics, t, slab).await
+                    read_slab(src, t, slab).await
                 }
             })
             .buffered(PIPELINE)
@@ -286,15 +327,14 @@ impl Volumes {
         deadline: Option<(Instant, Duration)>,
     ) -> BoxStream<'static, Result<Vec<(ChunkIndex, Bytes)>>> {
         let slabs = z_slabs(&t);
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
+        let src = self.source();
         let t = Arc::new(t);
         stream::iter(slabs)
             .map(move |slab| {
-                let (store, metrics, t) = (store.clone(), metrics.clone(), t.clone());
+                let (src, t) = (src.clone(), t.clone());
                 async move {
                     check_deadline(deadline)?;
-                    let (idxs, stored) = fetch_slab(&store, &metrics, &t, slab).await?;
+                    let (idxs, stored) = fetch_slab(&src, &t, slab).await?;
                     Ok(idxs
                         .into_iter()
                         .zip(stored)
@@ -319,7 +359,8 @@ impl Volumes {
         // fetched while the current one decodes.
         let mut out = vec![0u8; t.bytes() as usize];
         let plane = (t.bbox.shape()[0] * t.bbox.shape()[1]) as usize * t.dtype().size();
-        let mut fetched = fetch_slab(&self.store, &self.metrics, &t, slabs[0]).await?;
+        let src = self.source();
+        let mut fetched = fetch_slab(&src, &t, slabs[0]).await?;
         for (i, slab) in slabs.iter().enumerate() {
             let offset = (slab.start[2] - t.bbox.start[2]) as usize * plane;
             let len = slab.shape()[2] as usize * plane;
@@ -330,9 +371,7 @@ impl Volumes {
             });
             let next = async {
                 match slabs.get(i + 1) {
-                    Some(n) => fetch_slab(&self.store, &self.metrics, &t, *n)
-                        .await
-                        .map(Some),
+                    Some(n) => fetch_slab(&src, &t, *n).await.map(Some),
                     None => Ok(None),
                 }
             };
@@ -353,6 +392,12 @@ impl Volumes {
     /// not stored, all zero). The tile path caches what this returns.
     pub(crate) async fn load_chunk(&self, t: &Target, idx: ChunkIndex) -> Result<Option<Vec<u8>>> {
         let key = t.key(idx);
+        // Pending patches are taken before the store is read: a flush in
+        // between stores them, and applying them again changes nothing.
+        let patches = self
+            .labels
+            .overlay(t.rc.channel.uid, t.level.level, &[idx])
+            .and_then(|mut v| v.pop());
         let started = Instant::now();
         let stored = self
             .store
@@ -365,13 +410,19 @@ impl Volumes {
             .with_label_values(&["get_many"])
             .observe(started.elapsed().as_secs_f64());
         self.metrics.chunk_reads.inc();
-        let Some(bytes) = stored else {
+        if stored.is_none() && patches.is_none() {
             return Ok(None);
-        };
+        }
         let t = t.clone();
         tokio::task::spawn_blocking(move || {
             let mut d = vec![0u8; t.chunk_bytes()];
-            decode_chunk(&t, idx, &bytes, &mut d).map(|()| Some(d))
+            if let Some(bytes) = &stored {
+                decode_chunk(&t, idx, bytes, &mut d)?;
+            }
+            for p in patches.iter().flatten() {
+                labels::apply(&mut d, t.dtype().size(), p.label, &p.offsets);
+            }
+            Ok(if is_zero(&d) { None } else { Some(d) })
         })
         .await?
     }
@@ -394,6 +445,15 @@ impl Volumes {
         }
         let grid = t.grid();
         let all = grid.chunks_in(&t.bbox);
+        // Pending label writes under the box go to their chunks first, so
+        // this newer write is not overwritten by an older flush.
+        if self
+            .labels
+            .overlay(t.rc.channel.uid, t.level.level, &all)
+            .is_some()
+        {
+            self.labels.flush_now(LABEL_FLUSH_WAIT).await?;
+        }
         let partial_keys: Vec<Key> = all
             .iter()
             .filter(|i| !grid.covers(&t.bbox, **i))
@@ -477,6 +537,128 @@ impl Volumes {
         Ok(summary)
     }
 
+    /// Store pending label patches of one channel's level: each chunk is
+    /// read once, patched and stored by compare-and-set under its lock
+    /// (so a cutout write of this process never interleaves, and another
+    /// instance's write makes it read again), `parallel` chunks at a time.
+    /// A chunk stored is forgotten by the pending buffer at once. Listeners
+    /// then see one event per chunk, as they see a cutout write. Chunks
+    /// that failed are returned with their patches, to be tried again.
+    pub async fn store_labels(
+        &self,
+        rc: ResolvedChannel,
+        level: u8,
+        chunks: Vec<(ChunkIndex, Vec<Patch>)>,
+        parallel: usize,
+    ) -> (
+        WriteSummary,
+        Vec<(ChunkIndex, Vec<Patch>)>,
+        Option<ServiceError>,
+    ) {
+        let lv = rc.dataset.level(level);
+        let bounds = lv.bounds();
+        let t = Arc::new(Target {
+            rc,
+            level: lv,
+            bbox: bounds,
+        });
+        let grid = t.grid();
+        let uid = t.rc.channel.uid;
+        let results: Vec<(ChunkIndex, Vec<Patch>, Result<bool>)> = stream::iter(chunks)
+            .map(|(idx, patches)| {
+                let t = t.clone();
+                async move {
+                    let r = self.store_label_chunk(&t, idx, &patches).await;
+                    (idx, patches, r)
+                }
+            })
+            .buffer_unordered(parallel.max(1))
+            .collect()
+            .await;
+        let mut summary = WriteSummary::default();
+        let mut boxes = Vec::with_capacity(results.len());
+        let mut failed = Vec::new();
+        let mut first_error = None;
+        for (idx, patches, r) in results {
+            match r {
+                Ok(stored) => {
+                    if stored {
+                        summary.chunks_written += 1;
+                    } else {
+                        summary.chunks_deleted += 1;
+                    }
+                    self.labels
+                        .stored((uid, level, neurocube_core::morton::encode(idx)));
+                    if let Some(b) = grid.chunk_box(idx).overlap(&bounds) {
+                        boxes.push(b);
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                    failed.push((idx, patches));
+                }
+            }
+        }
+        if !boxes.is_empty()
+            && let Err(e) = self.notify_boxes(&t, &boxes).await
+        {
+            first_error.get_or_insert(e);
+        }
+        (summary, failed, first_error)
+    }
+
+    async fn store_label_chunk(
+        &self,
+        t: &Arc<Target>,
+        idx: ChunkIndex,
+        patches: &[Patch],
+    ) -> Result<bool> {
+        let key = t.key(idx);
+        let _guard = self.locks.lock(std::slice::from_ref(&key)).await;
+        let patches: Arc<[Patch]> = Arc::from(patches);
+        let attempts = self.limits.max_cas_attempts.max(1);
+        for _ in 0..attempts {
+            let started = Instant::now();
+            let old = self
+                .store
+                .get_many(Table::Chunks, std::slice::from_ref(&key))
+                .await?
+                .remove(0);
+            self.metrics.chunk_reads.inc();
+            let (tt, o, p) = (t.clone(), old.clone(), patches.clone());
+            let new =
+                tokio::task::spawn_blocking(move || patched(&tt, idx, o.as_ref(), &p)).await??;
+            if old.is_none() && new.is_none() {
+                return Ok(false);
+            }
+            let stored = new.is_some();
+            if self
+                .store
+                .compare_and_set(Table::Chunks, key.clone(), old, new)
+                .await?
+            {
+                self.metrics
+                    .store_seconds
+                    .with_label_values(&["patch"])
+                    .observe(started.elapsed().as_secs_f64());
+                if stored {
+                    self.metrics.chunk_writes.inc();
+                } else {
+                    self.metrics.chunk_deletes.inc();
+                }
+                return Ok(stored);
+            }
+            self.metrics.cas_retries.inc();
+        }
+        Err(ServiceError::Contended {
+            what: format!(
+                "chunk {idx:?} of {}/{} level {}",
+                t.rc.dataset.name, t.rc.channel.meta.name, t.level.level
+            ),
+            attempts,
+        })
+    }
+
     /// Read, patch and compare-and-set one partly covered chunk, retrying if
     /// another server instance changed it in between (at most
     /// `max_cas_attempts` times, then 503). Returns false if the chunk
@@ -545,7 +727,13 @@ fn encode_chunk(
     if let Some(region) = cb.overlap(&t.bbox) {
         copy_region(data, &t.bbox, &mut chunk, &cb, &region, elem);
     }
-    if is_zero(&chunk) {
+    compress_chunk(t, &chunk)
+}
+
+/// Compress a decoded chunk; `None` if it is all zero.
+fn compress_chunk(t: &Target, chunk: &[u8]) -> Result<Option<Bytes>> {
+    let elem = t.dtype().size();
+    if is_zero(chunk) {
         return Ok(None);
     }
     let internal = |e: neurocube_core::error::BloscError| ServiceError::Internal {
@@ -554,7 +742,7 @@ fn encode_chunk(
     };
     let codec =
         Blosc::new(t.rc.channel.meta.compression.compressor(), 5, elem).map_err(internal)?;
-    let z = codec.compress(&chunk).map_err(internal)?;
+    let z = codec.compress(chunk).map_err(internal)?;
     Ok(Some(Bytes::from(z)))
 }
 
@@ -596,32 +784,78 @@ fn z_slabs(t: &Target) -> Vec<Box3> {
 
 type Fetched = (Vec<ChunkIndex>, Vec<Option<Bytes>>);
 
-/// The chunks of a slab and their stored bytes.
-async fn fetch_slab(
-    store: &Arc<dyn Store>,
-    metrics: &Metrics,
-    t: &Target,
-    slab: Box3,
-) -> Result<Fetched> {
+/// Where reads come from: the store, with pending label writes on top.
+#[derive(Clone)]
+struct Source {
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    labels: Arc<PendingLabels>,
+}
+
+impl Volumes {
+    fn source(&self) -> Source {
+        Source {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+/// The chunks of a slab and their stored bytes, with pending label writes
+/// applied (such chunks are decoded, patched and compressed again).
+async fn fetch_slab(src: &Source, t: &Arc<Target>, slab: Box3) -> Result<Fetched> {
     let idxs = t.grid().chunks_in(&slab);
+    // Taken before the store is read (see `load_chunk`).
+    let overlay = src.labels.overlay(t.rc.channel.uid, t.level.level, &idxs);
     let keys: Vec<Key> = idxs.iter().map(|i| t.key(*i)).collect();
     let started = Instant::now();
-    let stored = store.get_many(Table::Chunks, &keys).await?;
-    metrics
+    let mut stored = src.store.get_many(Table::Chunks, &keys).await?;
+    src.metrics
         .store_seconds
         .with_label_values(&["get_many"])
         .observe(started.elapsed().as_secs_f64());
-    metrics.chunk_reads.inc_by(keys.len() as u64);
+    src.metrics.chunk_reads.inc_by(keys.len() as u64);
+    if let Some(overlay) = overlay {
+        let (tt, ii) = (t.clone(), idxs.clone());
+        stored = tokio::task::spawn_blocking(move || {
+            stored
+                .into_par_iter()
+                .zip(ii.into_par_iter().zip(overlay.into_par_iter()))
+                .map(|(s, (idx, patches))| {
+                    if patches.is_empty() {
+                        Ok(s)
+                    } else {
+                        patched(&tt, idx, s.as_ref(), &patches)
+                    }
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .await??;
+    }
     Ok((idxs, stored))
 }
 
-async fn read_slab(
-    store: Arc<dyn Store>,
-    metrics: Metrics,
-    t: Arc<Target>,
-    slab: Box3,
-) -> Result<Bytes> {
-    let (idxs, stored) = fetch_slab(&store, &metrics, &t, slab).await?;
+/// A chunk's stored frame with patches applied, compressed again (`None`:
+/// all zero).
+fn patched(
+    t: &Target,
+    idx: ChunkIndex,
+    stored: Option<&Bytes>,
+    patches: &[Patch],
+) -> Result<Option<Bytes>> {
+    let mut d = vec![0u8; t.chunk_bytes()];
+    if let Some(b) = stored {
+        decode_chunk(t, idx, b, &mut d)?;
+    }
+    for p in patches {
+        labels::apply(&mut d, t.dtype().size(), p.label, &p.offsets);
+    }
+    compress_chunk(t, &d)
+}
+
+async fn read_slab(src: Source, t: Arc<Target>, slab: Box3) -> Result<Bytes> {
+    let (idxs, stored) = fetch_slab(&src, &t, slab).await?;
     let out = tokio::task::spawn_blocking(move || {
         let mut out = vec![0u8; slab.voxels() as usize * t.dtype().size()];
         assemble_into(&t, slab, &idxs, &stored, &mut out).map(|()| out)

@@ -133,6 +133,23 @@ pub struct Schema {
     pub points: Vec<PointSpec>,
 }
 
+/// RAMON's fields common to every object kind, then the kind's own.
+fn ramon(mut own: Vec<Field>) -> Vec<Field> {
+    let f = |name: &str, kind: FieldType| Field {
+        name: name.into(),
+        kind,
+        required: false,
+    };
+    let mut v = vec![
+        f("author", FieldType::String),
+        f("confidence", FieldType::Float),
+        f("status", FieldType::Int),
+        f("kvpairs", FieldType::String),
+    ];
+    v.append(&mut own);
+    v
+}
+
 /// Why a declaration is refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -326,13 +343,55 @@ impl Schema {
                 ],
                 true,
             ),
+            // OCP's RAMON objects: rows whose id is also their label in an
+            // annotation channel (docs/objects.md). Every kind has RAMON's
+            // author, confidence, status and key-value pairs (a JSON object).
+            "ramon_synapse" => (
+                ramon(vec![
+                    f("weight", FieldType::Float, false),
+                    f("synapse_type", FieldType::Int, false),
+                    f("presegment", FieldType::Id, false),
+                    f("postsegment", FieldType::Id, false),
+                    f("centroid", unbound(), false),
+                ]),
+                false,
+            ),
+            "ramon_seed" => (
+                ramon(vec![
+                    f("pt", unbound(), false),
+                    f("parent", FieldType::Id, false),
+                    f("cubelocation", FieldType::Int, false),
+                    f("source", FieldType::Id, false),
+                ]),
+                false,
+            ),
+            "ramon_segment" => (
+                ramon(vec![
+                    f("segmentclass", FieldType::Int, false),
+                    f("neuron", FieldType::Id, false),
+                    f("parentseed", FieldType::Id, false),
+                ]),
+                false,
+            ),
+            // A neuron's segments are the segments whose `neuron` is its id
+            // (RAMON: derived, not settable).
+            "ramon_neuron" => (ramon(Vec::new()), false),
+            "ramon_organelle" => (
+                ramon(vec![
+                    f("organelleclass", FieldType::Int, false),
+                    f("centroid", unbound(), false),
+                    f("segment", FieldType::Id, false),
+                    f("parentseed", FieldType::Id, false),
+                ]),
+                false,
+            ),
             _ => return None,
         };
         Self::declare(name, fields, reference).ok()
     }
 
     /// Names of the built-in schemas.
-    pub const BUILTIN: [&'static str; 7] = [
+    pub const BUILTIN: [&'static str; 12] = [
         "synapse",
         "nucleus",
         "point",
@@ -340,7 +399,19 @@ impl Schema {
         "cell_type_reference",
         "proofreading_status_and_strategy",
         "proofreading_status_reference",
+        "ramon_synapse",
+        "ramon_seed",
+        "ramon_segment",
+        "ramon_neuron",
+        "ramon_organelle",
     ];
+
+    /// Whether a built-in schema name is one of RAMON's object kinds, whose
+    /// rows own voxels in an annotation channel.
+    #[must_use]
+    pub fn is_object_schema(name: &str) -> bool {
+        name.starts_with("ramon_") && Self::BUILTIN.contains(&name)
+    }
 
     /// Index of a stored column by name.
     #[must_use]

@@ -80,7 +80,7 @@ impl Endpoint for Get {
         let r = parse(req)?;
         let render = match r.kind {
             DataKind::Slice(_) => Some(query::<SliceQuery>(req)?.options()?),
-            DataKind::Cutout(_) | DataKind::Chunks => None,
+            DataKind::Cutout(_) | DataKind::Chunks | DataKind::Ids => None,
         };
         Ok(Self { r, render })
     }
@@ -124,6 +124,10 @@ impl Endpoint for Get {
                     .insert_header(("X-Neurocube-Chunk-Size", format!("{cx},{cy},{cz}")))
                     .streaming(c.body.map_err(ApiError::from)))
             }
+            (DataKind::Ids, _) => {
+                let ids = s.ids_in_box(ctx, &self.r.target).await?;
+                Ok(ok.json(json!({ "ids": ids })))
+            }
             (DataKind::Slice(plane), render) => {
                 let opts = render.unwrap_or(RenderOptions {
                     format: ImageFormat::Png,
@@ -154,6 +158,11 @@ impl Endpoint for Put {
             DataKind::Chunks => {
                 return Err(ApiError::path(
                     "chunk streams are read-only: write with npy, raw or blosc cutout URLs",
+                ));
+            }
+            DataKind::Ids => {
+                return Err(ApiError::path(
+                    "ids are read-only: write labels with npy, raw or blosc cutout URLs or through objects",
                 ));
             }
             DataKind::Cutout(_) => {}

@@ -17,6 +17,7 @@ mod data;
 mod graph;
 mod jobs;
 mod meta;
+mod objects;
 mod ops;
 mod precomputed;
 mod tiles;
@@ -163,6 +164,41 @@ pub fn table() -> Vec<Route> {
             M::DELETE,
             "/v1/datasets/{ds}/tables/{table}",
             "delete a table",
+        ),
+        route::<objects::CreateObjects>(
+            M::POST,
+            "/v1/datasets/{ds}/tables/{table}/objects",
+            "create annotation objects with their voxels (JSON or NDJSON; ?conflict=overwrite|preserve|exception); all checked before anything is written",
+        ),
+        route::<objects::GetObject>(
+            M::GET,
+            "/v1/datasets/{ds}/tables/{table}/objects/{id}",
+            "an object: its row, voxel count and bounding box",
+        ),
+        route::<objects::DeleteObject>(
+            M::DELETE,
+            "/v1/datasets/{ds}/tables/{table}/objects/{id}",
+            "delete an object: its voxels are cleared, its row deleted",
+        ),
+        route::<objects::PutVoxels>(
+            M::PUT,
+            "/v1/datasets/{ds}/tables/{table}/objects/{id}/voxels",
+            "label an object's voxels: a JSON list, or a mask (npy, blosc, raw) of ?x=&y=&z=; ?conflict=overwrite|preserve|exception",
+        ),
+        route::<objects::GetVoxels>(
+            M::GET,
+            "/v1/datasets/{ds}/tables/{table}/objects/{id}/voxels",
+            "an object's voxels (pending label writes included)",
+        ),
+        route::<objects::GetBoundingBox>(
+            M::GET,
+            "/v1/datasets/{ds}/tables/{table}/objects/{id}/boundingbox",
+            "an object's bounding box and voxel count",
+        ),
+        route::<objects::GetObjectCutout>(
+            M::GET,
+            "/v1/datasets/{ds}/tables/{table}/objects/{id}/cutout",
+            "an object's labels over its bounding box (or ?x=&y=&z=), other labels 0; ?format=npy|blosc|raw",
         ),
         route::<annotations::InsertRows>(
             M::POST,

@@ -385,6 +385,19 @@ impl Annotations {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        let (ids, set) = self.prepare_insert(t, rows).await?;
+        self.writer.submit(set).await?;
+        Ok(ids)
+    }
+
+    /// Check new rows, give them ids and look their points up: their ids
+    /// and the store writes that insert them (for the batch writer, with
+    /// whatever else must be durable with them).
+    pub(crate) async fn prepare_insert(
+        &self,
+        t: &ResolvedTable,
+        rows: Vec<Incoming>,
+    ) -> Result<(Vec<u64>, WriteSet)> {
         self.check(t, &rows).await?;
         let ids = self.allocate(t, &rows).await?;
         let now = now_ms() as i64;
@@ -402,8 +415,7 @@ impl Annotations {
             .collect();
         self.lookup_rows(t, &mut full).await?;
         let set = self.live_writes(t, &full, 0)?;
-        self.writer.submit(set).await?;
-        Ok(ids)
+        Ok((ids, set))
     }
 
     /// The store writes of new live rows and their index entries.
@@ -432,7 +444,7 @@ impl Annotations {
     }
 
     /// The current live row of an id, with its stored bytes.
-    async fn live_row(&self, t: &ResolvedTable, id: u64) -> Result<(Row, Bytes)> {
+    pub(crate) async fn live_row(&self, t: &ResolvedTable, id: u64) -> Result<(Row, Bytes)> {
         let key = keys::row(t.uid(), keys::LIVE, id);
         let got = self
             .store

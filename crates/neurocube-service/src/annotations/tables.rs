@@ -209,6 +209,30 @@ impl Annotations {
                 ));
             }
         }
+        if Schema::is_object_schema(&spec.schema) {
+            let Some(seg) = &spec.segmentation else {
+                return Err(ServiceError::field(
+                    "segmentation",
+                    format!(
+                        "schema '{}' makes an object table: name its annotation channel (a uint32 or uint64 segmentation channel) in \"segmentation\"",
+                        spec.schema
+                    ),
+                ));
+            };
+            let rc = self.catalog.channel(ds, seg).await?;
+            let dtype = rc.channel.meta.dtype;
+            if !matches!(
+                dtype,
+                neurocube_core::DType::Uint32 | neurocube_core::DType::Uint64
+            ) {
+                return Err(ServiceError::field(
+                    "segmentation",
+                    format!(
+                        "channel '{seg}' holds {dtype} voxels; an annotation channel holds uint32 or uint64 labels"
+                    ),
+                ));
+            }
+        }
         if spec.owner.is_empty() {
             spec.owner = owner.to_string();
         }

@@ -72,6 +72,12 @@ impl ServiceError {
                 name,
                 referrers,
             } => json!({ "dataset": dataset, "table": name, "referrers": referrers }),
+            ServiceError::LabelConflict {
+                id,
+                other,
+                voxel,
+                count,
+            } => json!({ "id": id, "other": other, "voxel": voxel, "count": count }),
             ServiceError::RowNotValid {
                 table,
                 id,

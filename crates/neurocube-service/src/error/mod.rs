@@ -316,6 +316,21 @@ pub enum ServiceError {
         /// The row that replaced it, if one did.
         superceded_id: Option<u64>,
     },
+    /// A label write with `conflict=exception` would take voxels of
+    /// another object (409); nothing was written.
+    #[error(
+        "voxel {voxel:?} already belongs to object {other}, and {count} voxel(s) of object {id} would take another object's; nothing was written: use conflict=preserve to keep their labels or conflict=overwrite to replace them"
+    )]
+    LabelConflict {
+        /// The object written.
+        id: u64,
+        /// The first other object met.
+        other: u64,
+        /// Its voxel, `[x, y, z]`.
+        voxel: [u64; 3],
+        /// Voxels in conflict.
+        count: u64,
+    },
     /// A job that ended cannot take more work (409).
     #[error("job '{id}' is {state}; start a new one")]
     JobEnded {
@@ -490,6 +505,7 @@ impl ServiceError {
             ServiceError::TableReferenced { .. } => "table_referenced",
             ServiceError::TableReplaced { .. } => "table_replaced",
             ServiceError::RowNotValid { .. } => "row_not_valid",
+            ServiceError::LabelConflict { .. } => "label_conflict",
             ServiceError::SliceOutsideLevel { .. } => "slice_outside_level",
             ServiceError::TileOutsideLevel { .. } => "tile_outside_level",
             ServiceError::BoxOutsideLevel { .. } => "box_outside_level",

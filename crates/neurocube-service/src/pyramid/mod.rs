@@ -124,6 +124,35 @@ impl WriteListener for StaleListener {
         self.store.put_many(Table::Meta, rows).await?;
         Ok(())
     }
+
+    /// One store write for all the events' marks (a flush of label writes
+    /// sends one event per chunk).
+    async fn written_many(&self, events: &[WriteEvent]) -> Result<()> {
+        let mut rows = std::collections::BTreeMap::new();
+        for ev in events {
+            let rc = self.catalog.channel(&ev.dataset, &ev.channel).await?;
+            if rc.channel.uid != ev.channel_uid || ev.level + 1 >= rc.dataset.levels {
+                continue;
+            }
+            let generation = uuid::Uuid::new_v4().as_u64_pair().0;
+            for (k, v) in marks_for(&rc, ev.level, &ev.bbox, generation) {
+                rows.insert(k, v);
+            }
+            let d = Dirty {
+                dataset: ev.dataset.to_string(),
+                channel: ev.channel.to_string(),
+                uid: ev.channel_uid,
+                at_ms: now_ms(),
+            };
+            rows.insert(keys::dirty(ev.channel_uid), json_bytes(&d)?);
+        }
+        if !rows.is_empty() {
+            self.store
+                .put_many(Table::Meta, rows.into_iter().collect())
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 fn json_bytes<T: Serialize>(v: &T) -> Result<Bytes> {

@@ -146,6 +146,13 @@ impl WriteListener for Invalidator {
         }
         Ok(())
     }
+
+    async fn written_many(&self, events: &[WriteEvent]) -> Result<()> {
+        if let Some(inner) = self.0.upgrade() {
+            inner.invalidate_many(events);
+        }
+        Ok(())
+    }
 }
 
 struct DemandGuard<'a>(&'a Inner);
@@ -315,6 +322,31 @@ impl Inner {
         self.chunks.invalidate(uid, level, bbox);
         if let Err(e) = self.tiles.invalidate_entries_if(move |k, t| {
             k.uid == uid && k.level == level && t.bbox.overlap(&bbox).is_some()
+        }) {
+            tracing::warn!(error = %e, "tile cache invalidation failed; clearing it");
+            self.tiles.invalidate_all();
+        }
+    }
+
+    /// Drop what many written boxes touched, with one tile predicate.
+    fn invalidate_many(&self, events: &[WriteEvent]) {
+        let mut boxes: std::collections::HashMap<(u64, u8), Vec<Box3>> =
+            std::collections::HashMap::new();
+        for e in events {
+            self.chunks.invalidate(e.channel_uid, e.level, e.bbox);
+            boxes
+                .entry((e.channel_uid, e.level))
+                .or_default()
+                .push(e.bbox);
+        }
+        for &(uid, level) in boxes.keys() {
+            self.epoch.bump(uid, level);
+        }
+        let boxes = Arc::new(boxes);
+        if let Err(e) = self.tiles.invalidate_entries_if(move |k, t| {
+            boxes
+                .get(&(k.uid, k.level))
+                .is_some_and(|v| v.iter().any(|b| t.bbox.overlap(b).is_some()))
         }) {
             tracing::warn!(error = %e, "tile cache invalidation failed; clearing it");
             self.tiles.invalidate_all();

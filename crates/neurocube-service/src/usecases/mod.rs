@@ -28,11 +28,13 @@ mod annotations;
 mod auth;
 mod cave;
 mod graph;
+mod objects;
 
 pub use auth::WhoAmI;
 
 pub use annotations::{IdList, SynapseQuery, TableView};
 pub use cave::CaveAnswer;
+pub use objects::{ObjectView, VoxelsBody};
 
 /// A chunk stream (`GET .../chunks/...`).
 pub struct ChunksResponse {

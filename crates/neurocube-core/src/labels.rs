@@ -1,0 +1,291 @@
+//! Small label writes (the seed paper's NeuroBlaze): an object's voxels are
+//! cut into per-chunk patches, each setting some voxels of one chunk to one
+//! label. Patches are logged (a compact, versioned binary entry), merged in
+//! memory, and applied to a decoded chunk when it is read or flushed.
+//!
+//! A patch is unconditional: conflict options (`preserve`, `exception`) and
+//! deletions are resolved against the current labels before a patch is
+//! made, so applying a sequence of patches twice gives what applying it
+//! once gives, and replaying a log is safe.
+
+use std::collections::BTreeMap;
+
+use crate::geometry::{Box3, ChunkGrid, ChunkIndex};
+
+/// Some voxels of one chunk, set to one label (0 clears them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelPatch {
+    /// The label written.
+    pub label: u64,
+    /// Voxel offsets inside the chunk, C order (`(z * cy + y) * cx + x`).
+    pub offsets: Vec<u32>,
+}
+
+/// Write a patch into a decoded chunk of `elem`-byte little-endian labels
+/// (4: uint32, 8: uint64). Offsets past the chunk are ignored (a patch is
+/// only ever made for its chunk's shape).
+pub fn apply(chunk: &mut [u8], elem: usize, label: u64, offsets: &[u32]) {
+    let bytes = label.to_le_bytes();
+    let value = &bytes[..elem.min(8)];
+    for &o in offsets {
+        let at = o as usize * elem;
+        if let Some(dst) = chunk.get_mut(at..at + elem) {
+            dst.copy_from_slice(value);
+        }
+    }
+}
+
+/// The label at a voxel offset of a decoded chunk.
+#[must_use]
+pub fn label_at(chunk: &[u8], elem: usize, offset: u32) -> u64 {
+    let at = offset as usize * elem;
+    let mut b = [0u8; 8];
+    if let Some(src) = chunk.get(at..at + elem) {
+        b[..elem].copy_from_slice(src);
+    }
+    u64::from_le_bytes(b)
+}
+
+/// Offset of a voxel (absolute coordinates) inside its chunk.
+#[must_use]
+pub fn offset_in_chunk(grid: &ChunkGrid, v: [u64; 3]) -> (ChunkIndex, u32) {
+    let c = grid.chunk;
+    let idx = [v[0] / c[0], v[1] / c[1], v[2] / c[2]];
+    let (x, y, z) = (v[0] % c[0], v[1] % c[1], v[2] % c[2]);
+    (idx, ((z * c[1] + y) * c[0] + x) as u32)
+}
+
+/// The absolute coordinates of an offset inside a chunk.
+#[must_use]
+pub fn voxel_of(grid: &ChunkGrid, idx: ChunkIndex, offset: u32) -> [u64; 3] {
+    let c = grid.chunk;
+    let o = u64::from(offset);
+    [
+        idx[0] * c[0] + o % c[0],
+        idx[1] * c[1] + (o / c[0]) % c[1],
+        idx[2] * c[2] + o / (c[0] * c[1]),
+    ]
+}
+
+/// Voxels grouped by chunk, each chunk's offsets sorted and without repeats.
+#[must_use]
+pub fn group_by_chunk(
+    grid: &ChunkGrid,
+    voxels: impl IntoIterator<Item = [u64; 3]>,
+) -> BTreeMap<ChunkIndex, Vec<u32>> {
+    let mut out: BTreeMap<ChunkIndex, Vec<u32>> = BTreeMap::new();
+    for v in voxels {
+        let (idx, o) = offset_in_chunk(grid, v);
+        out.entry(idx).or_default().push(o);
+    }
+    for offsets in out.values_mut() {
+        offsets.sort_unstable();
+        offsets.dedup();
+    }
+    out
+}
+
+/// The smallest box holding every voxel (`None` for no voxels).
+#[must_use]
+pub fn bounding_box(voxels: &[[u64; 3]]) -> Option<Box3> {
+    let first = voxels.first()?;
+    let (mut lo, mut hi) = (*first, *first);
+    for v in voxels {
+        for a in 0..3 {
+            lo[a] = lo[a].min(v[a]);
+            hi[a] = hi[a].max(v[a]);
+        }
+    }
+    Box3::new(lo, [hi[0] + 1, hi[1] + 1, hi[2] + 1]).ok()
+}
+
+/// One logged write: patches of chunks of one channel and level.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Dataset name (to find the channel again when the log is replayed).
+    pub dataset: String,
+    /// Channel name.
+    pub channel_name: String,
+    /// Uid of the channel's chunks.
+    pub channel: u64,
+    /// Level.
+    pub level: u8,
+    /// Per chunk (its Morton code), the patches, in the order they apply.
+    pub chunks: Vec<(u64, LabelPatch)>,
+}
+
+/// First byte of an encoded entry (its format version).
+const LOG_VERSION: u8 = 1;
+
+/// Why a log entry cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("label log entry: {0}")]
+pub struct LogError(pub &'static str);
+
+impl LogEntry {
+    /// The entry's bytes: version, dataset and channel names (u16 length
+    /// each), channel uid, level, patch count, then per patch its chunk,
+    /// label, offset count and offsets (little-endian).
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let n: usize = self
+            .chunks
+            .iter()
+            .map(|(_, p)| 20 + 4 * p.offsets.len())
+            .sum();
+        let mut b = Vec::with_capacity(18 + self.dataset.len() + self.channel_name.len() + n);
+        b.push(LOG_VERSION);
+        for name in [&self.dataset, &self.channel_name] {
+            b.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            b.extend_from_slice(name.as_bytes());
+        }
+        b.extend_from_slice(&self.channel.to_le_bytes());
+        b.push(self.level);
+        b.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
+        for (code, p) in &self.chunks {
+            b.extend_from_slice(&code.to_le_bytes());
+            b.extend_from_slice(&p.label.to_le_bytes());
+            b.extend_from_slice(&(p.offsets.len() as u32).to_le_bytes());
+            for o in &p.offsets {
+                b.extend_from_slice(&o.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// Read an entry written by [`LogEntry::encode`].
+    pub fn decode(b: &[u8]) -> Result<Self, LogError> {
+        let mut r = Reader(b);
+        if r.take(1)?[0] != LOG_VERSION {
+            return Err(LogError("unknown format version"));
+        }
+        let mut names = [String::new(), String::new()];
+        for name in &mut names {
+            let len = r.take(2)?;
+            let len = u16::from_le_bytes([len[0], len[1]]) as usize;
+            *name = String::from_utf8(r.take(len)?.to_vec())
+                .map_err(|_| LogError("a name is not UTF-8"))?;
+        }
+        let [dataset, channel_name] = names;
+        let channel = r.u64()?;
+        let level = r.take(1)?[0];
+        let n = r.u32()? as usize;
+        let mut chunks = Vec::with_capacity(n.min(1 << 16));
+        for _ in 0..n {
+            let code = r.u64()?;
+            let label = r.u64()?;
+            let m = r.u32()? as usize;
+            let raw = r.take(m.checked_mul(4).ok_or(LogError("offset count overflows"))?)?;
+            let offsets = raw
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            chunks.push((code, LabelPatch { label, offsets }));
+        }
+        if !r.0.is_empty() {
+            return Err(LogError("trailing bytes"));
+        }
+        Ok(Self {
+            dataset,
+            channel_name,
+            channel,
+            level,
+            chunks,
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], LogError> {
+        if self.0.len() < n {
+            return Err(LogError("truncated"));
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+
+    fn u32(&mut self) -> Result<u32, LogError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, LogError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_round_trip_through_chunks() {
+        let grid = ChunkGrid::new([128, 128, 16]).unwrap();
+        for v in [[0, 0, 0], [127, 5, 15], [128, 129, 16], [1000, 77, 33]] {
+            let (idx, o) = offset_in_chunk(&grid, v);
+            assert_eq!(voxel_of(&grid, idx, o), v);
+        }
+        let g = group_by_chunk(&grid, [[130, 0, 0], [1, 2, 3], [1, 2, 3], [0, 0, 0]]);
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[&[0, 0, 0]], vec![0, (3 * 128 + 2) * 128 + 1]);
+        assert_eq!(g[&[1, 0, 0]], vec![2]);
+    }
+
+    #[test]
+    fn patches_write_little_endian_labels_and_later_ones_win() {
+        let mut chunk = vec![0u8; 8 * 4];
+        apply(&mut chunk, 8, 0x0102_0304_0506_0708, &[1, 3]);
+        apply(&mut chunk, 8, 9, &[3]);
+        assert_eq!(label_at(&chunk, 8, 1), 0x0102_0304_0506_0708);
+        assert_eq!(label_at(&chunk, 8, 3), 9);
+        assert_eq!(label_at(&chunk, 8, 0), 0);
+        let mut small = vec![0u8; 4 * 4];
+        apply(&mut small, 4, 7, &[2, 99]);
+        assert_eq!(label_at(&small, 4, 2), 7);
+    }
+
+    #[test]
+    fn log_entries_round_trip_and_refuse_damage() {
+        let e = LogEntry {
+            dataset: "kasthuri11".into(),
+            channel_name: "annotation".into(),
+            channel: 42,
+            level: 0,
+            chunks: vec![
+                (
+                    5,
+                    LabelPatch {
+                        label: 7,
+                        offsets: vec![1, 2, 3],
+                    },
+                ),
+                (
+                    6,
+                    LabelPatch {
+                        label: 0,
+                        offsets: vec![],
+                    },
+                ),
+            ],
+        };
+        let b = e.encode();
+        assert_eq!(LogEntry::decode(&b).unwrap(), e);
+        assert!(LogEntry::decode(&b[..b.len() - 1]).is_err());
+        let mut extra = b.clone();
+        extra.push(0);
+        assert!(LogEntry::decode(&extra).is_err());
+        assert!(LogEntry::decode(&[2]).is_err());
+    }
+
+    #[test]
+    fn bounding_boxes_are_inclusive_of_the_last_voxel() {
+        let b = bounding_box(&[[3, 4, 5], [1, 9, 5]]).unwrap();
+        assert_eq!((b.start, b.end), ([1, 4, 5], [4, 10, 6]));
+        assert!(bounding_box(&[]).is_none());
+    }
+}

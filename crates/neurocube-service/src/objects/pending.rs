@@ -1,0 +1,429 @@
+//! Label writes acknowledged but not yet in their chunks: per chunk, the
+//! patches in the order they were made. Reads apply them over the stored
+//! chunk (`Volumes` asks [`PendingLabels::overlay`] before it reads the
+//! store), so a client always reads its own writes; the flusher seals what
+//! is pending, writes each touched chunk once, then forgets it.
+//!
+//! Writes are grouped into epochs: each logged write belongs to the epoch
+//! open when it was made, and its log entry is stored under that epoch
+//! (`keys::label_log`). Sealing closes the epoch; once its chunks are
+//! stored, the epoch's log partition is dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use neurocube_core::{ChannelName, ChunkIndex, DatasetName, morton};
+use tokio::sync::{Notify, watch};
+
+use crate::error::{Result, ServiceError};
+
+/// A pending patch: the write it came from, its label, and its offsets.
+#[derive(Clone, Debug)]
+pub struct Patch {
+    /// The write (unique in this process).
+    pub seq: u64,
+    /// The label written (0 clears).
+    pub label: u64,
+    /// Voxel offsets in the chunk, C order.
+    pub offsets: Arc<[u32]>,
+}
+
+/// A chunk: channel uid, level, Morton code.
+pub type ChunkRef = (u64, u8, u64);
+
+/// The names a channel's patches were written under (for the flush).
+#[derive(Clone, Debug)]
+pub struct ChannelNames {
+    /// Dataset.
+    pub dataset: DatasetName,
+    /// Channel.
+    pub channel: ChannelName,
+}
+
+/// Chunks sealed for a flush: their patches and their channels' names.
+#[derive(Debug, Default)]
+pub struct Sealed {
+    /// The epoch sealed.
+    pub epoch: u64,
+    /// Per chunk, its patches in order.
+    pub chunks: Vec<(ChunkRef, Vec<Patch>)>,
+    /// Names of every channel in `chunks`.
+    pub names: HashMap<u64, ChannelNames>,
+}
+
+#[derive(Default)]
+struct State {
+    epoch: u64,
+    next_seq: u64,
+    live: HashMap<ChunkRef, Vec<Patch>>,
+    flushing: HashMap<ChunkRef, Vec<Patch>>,
+    /// Chunks pending per (uid, level), live and flushing.
+    channels: HashMap<(u64, u8), usize>,
+    names: HashMap<u64, ChannelNames>,
+    bytes: usize,
+    /// Writes not yet durable (or failed), per epoch.
+    inflight: BTreeMap<u64, usize>,
+}
+
+fn patch_bytes(p: &Patch) -> usize {
+    64 + 4 * p.offsets.len()
+}
+
+/// The pending label writes of this process.
+pub struct PendingLabels {
+    state: Mutex<State>,
+    max_bytes: usize,
+    /// Woken when a write is added (the flusher's timer starts) or a flush
+    /// is asked for.
+    pub(crate) wake: Notify,
+    /// Woken when an epoch's last in-flight write is done.
+    settled: Notify,
+    /// Set when a flush is asked for (a cutout write over pending chunks).
+    pub(crate) urgent: std::sync::atomic::AtomicBool,
+    /// The last epoch whose chunks are all stored.
+    flushed: watch::Sender<Option<u64>>,
+}
+
+impl std::fmt::Debug for PendingLabels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLabels")
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingLabels {
+    /// An empty buffer holding at most `max_bytes` of patches.
+    #[must_use]
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            max_bytes,
+            wake: Notify::new(),
+            settled: Notify::new(),
+            urgent: std::sync::atomic::AtomicBool::new(false),
+            flushed: watch::channel(None).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes of patches held.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Chunks with pending patches.
+    #[must_use]
+    pub fn chunks(&self) -> usize {
+        let s = self.lock();
+        s.live.len() + s.flushing.len()
+    }
+
+    /// The open epoch.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Start at `epoch` (after the log was replayed).
+    pub fn set_epoch(&self, epoch: u64) {
+        self.lock().epoch = epoch;
+    }
+
+    /// The patches pending on each of `idxs` (flushing ones first), or
+    /// `None` for every chunk when nothing of the channel's level is
+    /// pending (the common case costs one map lookup).
+    #[must_use]
+    pub fn overlay(&self, uid: u64, level: u8, idxs: &[ChunkIndex]) -> Option<Vec<Vec<Patch>>> {
+        let s = self.lock();
+        if !s.channels.contains_key(&(uid, level)) {
+            return None;
+        }
+        let out: Vec<Vec<Patch>> = idxs
+            .iter()
+            .map(|i| {
+                let r = (uid, level, morton::encode(*i));
+                let mut v = s.flushing.get(&r).cloned().unwrap_or_default();
+                if let Some(l) = s.live.get(&r) {
+                    v.extend(l.iter().cloned());
+                }
+                v
+            })
+            .collect();
+        out.iter().any(|v| !v.is_empty()).then_some(out)
+    }
+
+    /// Add the patches of one write (after it was checked, before it is
+    /// logged). Returns its epoch and sequence number; the caller must call
+    /// [`PendingLabels::done`] with them once the log write returns.
+    pub fn add(
+        &self,
+        names: &ChannelNames,
+        uid: u64,
+        level: u8,
+        chunks: Vec<(u64, u64, Arc<[u32]>)>,
+    ) -> Result<(u64, u64)> {
+        let size: usize = chunks.iter().map(|c| 64 + 4 * c.2.len()).sum();
+        let s = self.lock();
+        if s.bytes > 0 && s.bytes + size > self.max_bytes {
+            return Err(ServiceError::Overloaded {
+                resource: "the pending label writes (bytes)",
+                limit: self.max_bytes as u64,
+                setting: "objects.max_pending_bytes",
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        Ok(self.add_locked(s, names, uid, level, chunks))
+    }
+
+    /// Add a write whatever the bound (a replayed, acknowledged write).
+    pub fn add_unbounded(
+        &self,
+        names: &ChannelNames,
+        uid: u64,
+        level: u8,
+        chunks: Vec<(u64, u64, Arc<[u32]>)>,
+    ) -> (u64, u64) {
+        let s = self.lock();
+        self.add_locked(s, names, uid, level, chunks)
+    }
+
+    fn add_locked(
+        &self,
+        mut s: std::sync::MutexGuard<'_, State>,
+        names: &ChannelNames,
+        uid: u64,
+        level: u8,
+        chunks: Vec<(u64, u64, Arc<[u32]>)>,
+    ) -> (u64, u64) {
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let epoch = s.epoch;
+        *s.inflight.entry(epoch).or_default() += 1;
+        s.names.entry(uid).or_insert_with(|| names.clone());
+        for (code, label, offsets) in chunks {
+            let r = (uid, level, code);
+            let fresh = !s.live.contains_key(&r) && !s.flushing.contains_key(&r);
+            if fresh {
+                *s.channels.entry((uid, level)).or_default() += 1;
+            }
+            let p = Patch {
+                seq,
+                label,
+                offsets,
+            };
+            s.bytes += patch_bytes(&p);
+            s.live.entry(r).or_default().push(p);
+        }
+        drop(s);
+        self.wake.notify_one();
+        (epoch, seq)
+    }
+
+    /// A write's log entry was stored (`ok`) or failed: in the second case
+    /// its patches are withdrawn.
+    pub fn done(&self, epoch: u64, seq: u64, ok: bool) {
+        let mut s = self.lock();
+        if let Some(n) = s.inflight.get_mut(&epoch) {
+            *n -= 1;
+            if *n == 0 {
+                s.inflight.remove(&epoch);
+            }
+        }
+        if !ok {
+            let st = &mut *s;
+            let mut freed = 0;
+            let mut emptied = Vec::new();
+            for map in [&mut st.live, &mut st.flushing] {
+                for (r, v) in map.iter_mut() {
+                    v.retain(|p| {
+                        let keep = p.seq != seq;
+                        if !keep {
+                            freed += patch_bytes(p);
+                        }
+                        keep
+                    });
+                    if v.is_empty() {
+                        emptied.push(*r);
+                    }
+                }
+                map.retain(|_, v| !v.is_empty());
+            }
+            st.bytes -= freed;
+            for r in emptied {
+                if !st.live.contains_key(&r) && !st.flushing.contains_key(&r) {
+                    forget_chunk(&mut st.channels, r);
+                }
+            }
+        }
+        drop(s);
+        self.settled.notify_waiters();
+    }
+
+    /// Close the open epoch and hand its chunks to the flusher (`None` if
+    /// nothing is pending). Later writes go to the next epoch.
+    pub fn seal(&self) -> Option<Sealed> {
+        let mut s = self.lock();
+        if s.live.is_empty() {
+            return None;
+        }
+        let live = std::mem::take(&mut s.live);
+        let epoch = s.epoch;
+        s.epoch += 1;
+        let mut chunks = Vec::with_capacity(live.len());
+        for (r, v) in live {
+            chunks.push((r, v.clone()));
+            s.flushing.entry(r).or_default().extend(v);
+        }
+        chunks.sort_unstable_by_key(|(r, _)| *r);
+        let names = chunks
+            .iter()
+            .filter_map(|((uid, _, _), _)| s.names.get(uid).map(|n| (*uid, n.clone())))
+            .collect();
+        Some(Sealed {
+            epoch,
+            chunks,
+            names,
+        })
+    }
+
+    /// Wait until every write of `epoch` has been logged or has failed.
+    pub async fn settle(&self, epoch: u64) {
+        loop {
+            let notified = self.settled.notified();
+            if !self.lock().inflight.contains_key(&epoch) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A sealed chunk is stored: forget its patches.
+    pub fn stored(&self, r: ChunkRef) {
+        let mut s = self.lock();
+        if let Some(v) = s.flushing.remove(&r) {
+            let freed: usize = v.iter().map(patch_bytes).sum();
+            s.bytes -= freed;
+            if !s.live.contains_key(&r) {
+                forget_chunk(&mut s.channels, r);
+            }
+        }
+    }
+
+    /// Every chunk of a sealed epoch is stored (or was given up).
+    pub fn epoch_flushed(&self, epoch: u64) {
+        let mut s = self.lock();
+        s.flushing.clear();
+        let live_uids: std::collections::HashSet<u64> = s.live.keys().map(|r| r.0).collect();
+        s.names.retain(|uid, _| live_uids.contains(uid));
+        s.bytes = s
+            .live
+            .values()
+            .flat_map(|v| v.iter().map(patch_bytes))
+            .sum();
+        let mut counts: HashMap<(u64, u8), usize> = HashMap::new();
+        for r in s.live.keys() {
+            *counts.entry((r.0, r.1)).or_default() += 1;
+        }
+        s.channels = counts;
+        drop(s);
+        self.flushed.send_replace(Some(epoch));
+    }
+
+    /// Ask the flusher to store everything pending now, and wait until it
+    /// has (at most `timeout`, then 503).
+    pub async fn flush_now(&self, timeout: Duration) -> Result<()> {
+        let target = {
+            let s = self.lock();
+            if s.live.is_empty() && s.flushing.is_empty() {
+                return Ok(());
+            }
+            if s.live.is_empty() {
+                s.epoch.saturating_sub(1)
+            } else {
+                s.epoch
+            }
+        };
+        let mut rx = self.flushed.subscribe();
+        self.urgent.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+        let wait = rx.wait_for(|f| f.is_some_and(|e| e >= target));
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(ServiceError::Overloaded {
+                resource: "the flush of pending label writes",
+                limit: timeout.as_secs(),
+                setting: "objects.flush_interval_ms",
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+}
+
+fn forget_chunk(channels: &mut HashMap<(u64, u8), usize>, r: ChunkRef) {
+    if let Some(n) = channels.get_mut(&(r.0, r.1)) {
+        *n -= 1;
+        if *n == 0 {
+            channels.remove(&(r.0, r.1));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> ChannelNames {
+        ChannelNames {
+            dataset: DatasetName::parse("d").unwrap(),
+            channel: ChannelName::parse("a").unwrap(),
+        }
+    }
+
+    #[test]
+    fn overlays_follow_writes_seals_and_failures() {
+        let p = PendingLabels::new(1 << 20);
+        let idx = [1, 2, 3];
+        let code = morton::encode(idx);
+        assert!(p.overlay(9, 0, &[idx]).is_none());
+        let (e, s1) = p
+            .add(&names(), 9, 0, vec![(code, 5, Arc::from(vec![1u32, 2]))])
+            .unwrap();
+        let (_, s2) = p
+            .add(&names(), 9, 0, vec![(code, 6, Arc::from(vec![2u32]))])
+            .unwrap();
+        let ov = p.overlay(9, 0, &[idx, [0, 0, 0]]).unwrap();
+        assert_eq!(ov[0].iter().map(|x| x.label).collect::<Vec<_>>(), [5, 6]);
+        assert!(ov[1].is_empty());
+        assert!(p.overlay(9, 1, &[idx]).is_none());
+        p.done(e, s1, true);
+        // A failed write is withdrawn.
+        p.done(e, s2, false);
+        let ov = p.overlay(9, 0, &[idx]).unwrap();
+        assert_eq!(ov[0].len(), 1);
+        // Sealed patches stay visible until their chunk is stored.
+        let sealed = p.seal().unwrap();
+        assert_eq!(sealed.epoch, e);
+        assert_eq!(p.epoch(), e + 1);
+        assert_eq!(p.overlay(9, 0, &[idx]).unwrap()[0].len(), 1);
+        p.stored(sealed.chunks[0].0);
+        assert!(p.overlay(9, 0, &[idx]).is_none());
+        p.epoch_flushed(sealed.epoch);
+        assert_eq!(p.bytes(), 0);
+        assert!(p.seal().is_none());
+    }
+
+    #[test]
+    fn the_buffer_is_bounded() {
+        let p = PendingLabels::new(200);
+        let big: Arc<[u32]> = Arc::from(vec![0u32; 40]);
+        p.add(&names(), 1, 0, vec![(0, 1, big.clone())]).unwrap();
+        let e = p.add(&names(), 1, 0, vec![(1, 1, big)]).unwrap_err();
+        assert!(matches!(e, ServiceError::Overloaded { .. }), "{e}");
+    }
+}
