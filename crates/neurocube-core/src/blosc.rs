@@ -99,6 +99,11 @@ impl Blosc {
         }
         // SAFETY: c-blosc wrote exactly `n` (≤ cap) initialised bytes.
         unsafe { dst.set_len(n as usize) };
+        // A frame much smaller than its input (sparse labels) does not keep
+        // the input's size of memory for as long as it lives.
+        if dst.len() < cap / 2 {
+            dst.shrink_to_fit();
+        }
         Ok(dst)
     }
 }

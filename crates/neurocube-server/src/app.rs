@@ -174,6 +174,7 @@ pub fn service_config(s: &Settings) -> Result<ServiceConfig, StartError> {
         objects: neurocube_service::objects::ObjectsConfig {
             max_pending_bytes: s.objects.max_pending_bytes.max(1 << 20),
             flush_interval: Duration::from_millis(s.objects.flush_interval_ms),
+            flush_max_delay: Duration::from_millis(s.objects.flush_max_delay_ms),
             flush_at_bytes: match s.objects.flush_at_bytes {
                 0 => s.objects.max_pending_bytes.max(1 << 20) / 2,
                 n => n,

@@ -51,6 +51,9 @@ pub struct ObjectSettings {
     /// Pending bytes that start a flush at once (0: half of
     /// `max_pending_bytes`).
     pub flush_at_bytes: usize,
+    /// While writes keep coming, a flush waits for a pause at most this
+    /// many milliseconds after the first pending write.
+    pub flush_max_delay_ms: u64,
     /// Chunks the flusher stores at once.
     pub flush_parallel: usize,
     /// This instance's label log name; empty: `local` on the embedded

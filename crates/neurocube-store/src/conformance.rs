@@ -26,7 +26,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $make;
             put_get_delete, overwrite_and_missing, get_many_keeps_order, partitions_and_tables_are_separate,
             scan_in_sort_order_within_range, scan_pages_resume_without_gaps, scan_all_covers_the_table,
-            compare_and_set_semantics, compare_and_set_never_loses_an_update, large_values,
+            compare_and_set_semantics, compare_and_set_many_decides_each, compare_and_set_never_loses_an_update, large_values,
             delete_partition_removes_only_that_partition, empty_batches,
             scan_helper_reads_every_page, flush_keeps_everything, put_rows_spans_tables, scan_ranges_reads_each_range,
             partitions_lists_what_exists, scan_prefix_reads_every_row);
@@ -240,6 +240,31 @@ pub async fn scan_all_covers_the_table(s: &Arc<dyn Store>) {
     want.sort();
     got.sort();
     assert_eq!(got, want);
+}
+
+/// A batch of compare-and-sets: each wins or loses on its own expected
+/// value, and only the winners change.
+pub async fn compare_and_set_many_decides_each(s: &Arc<dyn Store>) {
+    let (a, b, c) = (k("casm", "a"), k("casm", "b"), k("casm", "c"));
+    s.put_many(Table::Jobs, vec![(a.clone(), v("1")), (c.clone(), v("9"))])
+        .await
+        .unwrap();
+    let won = s
+        .compare_and_set_many(
+            Table::Jobs,
+            vec![
+                (a.clone(), Some(v("1")), Some(v("2"))),
+                (b.clone(), Some(v("0")), Some(v("3"))),
+                (c.clone(), Some(v("9")), None),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(won, vec![true, false, true]);
+    assert_eq!(
+        s.get_many(Table::Jobs, &[a, b, c]).await.unwrap(),
+        vec![Some(v("2")), None, None]
+    );
 }
 
 /// CAS sets only from the expected value; `None` means absent / delete.

@@ -421,6 +421,32 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn compare_and_set_many(
+        &self,
+        table: Table,
+        items: Vec<(Key, Option<Bytes>, Option<Bytes>)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.blocking(move |s| {
+            let _g = s.stripes.lock_all(items.iter().map(|(k, _, _)| k));
+            let mut won = Vec::with_capacity(items.len());
+            let mut rows = Vec::new();
+            for (key, expected, new) in items {
+                let k = encode_key(&key.partition, &key.sort);
+                let current = s.ks(table).get(&k).map_err(engine("read"))?;
+                let ok = current.as_deref() == expected.as_deref();
+                if ok {
+                    rows.push((k, new));
+                }
+                won.push(ok);
+            }
+            if !rows.is_empty() {
+                s.write(table, rows)?;
+            }
+            Ok(won)
+        })
+        .await
+    }
+
     async fn partitions(
         &self,
         table: Table,

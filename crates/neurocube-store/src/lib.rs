@@ -292,6 +292,22 @@ pub trait Store: Send + Sync + 'static {
         new: Option<Bytes>,
     ) -> Result<bool, StoreError>;
 
+    /// Several compare-and-sets, each decided on its own (as
+    /// [`Store::compare_and_set`]); returns which were set, in order. The
+    /// embedded store commits the winners in one batch (one sync); the
+    /// default runs them one by one.
+    async fn compare_and_set_many(
+        &self,
+        table: Table,
+        items: Vec<(Key, Option<Bytes>, Option<Bytes>)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (key, expected, new) in items {
+            out.push(self.compare_and_set(table, key, expected, new).await?);
+        }
+        Ok(out)
+    }
+
     /// Delete every row of a partition.
     async fn delete_partition(&self, table: Table, partition: &[u8]) -> Result<(), StoreError>;
 

@@ -274,6 +274,16 @@ pub fn parse(
     Ok(b.rows)
 }
 
+/// Rows from JSON objects already parsed (the metadata of annotation
+/// objects), checked like an upload.
+pub fn json_rows(values: Vec<J>, schema: &Schema, computed: &[bool]) -> Result<Vec<Incoming>> {
+    let mut b = Builder::new(schema, computed);
+    for v in values {
+        json_row(&mut b, v)?;
+    }
+    Ok(b.rows)
+}
+
 fn json_row(b: &mut Builder<'_>, v: J) -> Result<()> {
     b.start()?;
     let J::Object(o) = v else {

@@ -27,6 +27,9 @@ use crate::keys;
 /// A chunk and its patches, in order.
 type ChunkPatches = (neurocube_core::ChunkIndex, Vec<Patch>);
 
+/// Writers are paused when no label write came for this long.
+const QUIET: Duration = Duration::from_millis(50);
+
 /// Pause between tries of chunks whose store failed.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -261,16 +264,34 @@ impl Worker for Flusher {
             }
             woken.await;
         }
-        // Gather writes for one interval, unless asked to hurry.
-        let deadline = tokio::time::Instant::now() + self.0.config.flush_interval;
+        // Gather writes for one interval; then flush as soon as writers
+        // pause (a storm is absorbed in memory and flushed behind it), and
+        // at most `flush_max_delay` after the first write; at once when
+        // asked to or when `flush_at_bytes` are pending.
+        let config = &self.0.config;
+        let first = tokio::time::Instant::now();
+        let interval_end = first + config.flush_interval;
+        let latest = first + config.flush_max_delay.max(config.flush_interval);
         loop {
-            if labels.urgent.load(Ordering::SeqCst)
-                || labels.bytes() >= self.0.config.flush_at_bytes
-            {
+            if labels.urgent.load(Ordering::SeqCst) || labels.bytes() >= config.flush_at_bytes {
                 return;
             }
+            let now = tokio::time::Instant::now();
+            if now >= latest {
+                return;
+            }
+            let adds = labels.adds();
+            let until = if now < interval_end {
+                interval_end
+            } else {
+                (now + QUIET).min(latest)
+            };
             let woken = labels.wake.notified();
-            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            // Woken by a write, or by an urgent request: look again.
+            if tokio::time::timeout_at(until, woken).await.is_err()
+                && until != interval_end
+                && labels.adds() == adds
+            {
                 return;
             }
         }

@@ -24,6 +24,7 @@ use neurocube_core::labels::{self, LabelPatch, LogEntry};
 use neurocube_core::{Box3, ChunkIndex, DType, DatasetName, TableName, morton};
 use neurocube_store::{Key, Scan, Store, Table};
 use prometheus::{IntCounter, IntGauge, Registry};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value as J};
 
 use crate::annotations::writer::WriteSet;
@@ -44,6 +45,9 @@ pub struct ObjectsConfig {
     pub flush_interval: Duration,
     /// Pending bytes that start a flush before its interval is over.
     pub flush_at_bytes: usize,
+    /// While writes keep coming, the flush waits for a pause, at most this
+    /// long after the first pending write.
+    pub flush_max_delay: Duration,
     /// Chunks the flusher stores at once.
     pub flush_parallel: usize,
     /// This instance's name in the label log (each instance has its own
@@ -59,6 +63,7 @@ impl Default for ObjectsConfig {
             max_pending_bytes: 1 << 30,
             flush_interval: Duration::from_millis(1000),
             flush_at_bytes: 1 << 29,
+            flush_max_delay: Duration::from_secs(10),
             flush_parallel: 4,
             log_name: "local".into(),
             max_voxels: 1 << 24,
@@ -483,7 +488,7 @@ impl Objects {
         &self,
         ds: &DatasetName,
         name: &TableName,
-        objects: Vec<ObjectInput>,
+        mut objects: Vec<ObjectInput>,
         conflict: Conflict,
     ) -> Result<Vec<u64>> {
         let ot = self.object_table(ds, name).await?;
@@ -491,23 +496,12 @@ impl Objects {
             return Ok(Vec::new());
         }
         let metadata: Vec<J> = objects
-            .iter()
-            .map(|o| J::Object(o.metadata.clone()))
+            .iter_mut()
+            .map(|o| J::Object(std::mem::take(&mut o.metadata)))
             .collect();
-        let body =
-            Bytes::from(
-                serde_json::to_vec(&metadata).map_err(|e| ServiceError::Internal {
-                    during: "re-encoding object metadata",
-                    reason: e.to_string(),
-                })?,
-            );
         let computed = crate::annotations::upload::computed_columns(&ot.table.schema, true);
-        let rows: Vec<Incoming> = crate::annotations::upload::parse(
-            UploadFormat::Json,
-            &body,
-            &ot.table.schema,
-            &computed,
-        )?;
+        let rows: Vec<Incoming> =
+            crate::annotations::upload::json_rows(metadata, &ot.table.schema, &computed)?;
         // Voxels are checked before ids are given (a given id is checked
         // against the channel's label type here too).
         let given: Vec<(u64, &[[u64; 3]])> = rows
@@ -731,25 +725,99 @@ impl Objects {
 /// Parse an objects upload: a JSON object (one object), a JSON array or
 /// `{"objects": [...]}`, or NDJSON (one object per line). Each object holds
 /// its metadata columns, optionally `id`, and `voxels`: `[[x, y, z], ...]`.
+///
+/// Voxel lists are read straight into coordinates (they are most of the
+/// bytes); the other fields become JSON values for the row checks.
 pub fn parse_objects(format: UploadFormat, body: &[u8]) -> Result<Vec<ObjectInput>> {
-    let values: Vec<J> = match format {
-        UploadFormat::Json => {
-            let v: J = serde_json::from_slice(body).map_err(|e| ServiceError::InvalidBody {
-                format: "json",
-                reason: format!("invalid JSON: {e}"),
-            })?;
-            match v {
-                J::Array(a) => a,
-                J::Object(mut o) => match o.remove("objects") {
-                    Some(J::Array(a)) if o.is_empty() => a,
-                    Some(_) => {
-                        return Err(ServiceError::InvalidBody {
-                            format: "json",
-                            reason: "\"objects\" must be the only key, holding an array".into(),
-                        });
+    // One typed pass; a body it refuses is read again slowly for the
+    // message (which object, which field, why).
+    if let Some(objects) = parse_fast(format, body) {
+        return Ok(objects);
+    }
+    parse_slow(format, body)
+}
+
+/// An object read in one pass: `voxels` typed, the rest as JSON values.
+struct Wire(ObjectInput);
+
+impl<'de> serde::Deserialize<'de> for Wire {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Wire;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> std::result::Result<Wire, M::Error> {
+                let mut o = ObjectInput::default();
+                while let Some(k) = m.next_key::<String>()? {
+                    if k == "voxels" {
+                        o.voxels = m.next_value::<Option<Vec<[u64; 3]>>>()?.unwrap_or_default();
+                    } else {
+                        let v: J = m.next_value()?;
+                        o.metadata.insert(k, v);
                     }
-                    None => vec![J::Object(o)],
-                },
+                }
+                Ok(Wire(o))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn parse_fast(format: UploadFormat, body: &[u8]) -> Option<Vec<ObjectInput>> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    let wires: Vec<Wire> = match (format, first) {
+        (UploadFormat::Json, b'[') => serde_json::from_slice(body).ok()?,
+        (UploadFormat::Json, b'{') => {
+            let one: Wire = serde_json::from_slice(body).ok()?;
+            if one.0.metadata.contains_key("objects") {
+                return None;
+            }
+            vec![one]
+        }
+        (UploadFormat::Ndjson, _) => body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(serde_json::from_slice)
+            .collect::<serde_json::Result<_>>()
+            .ok()?,
+        _ => return None,
+    };
+    Some(wires.into_iter().map(|w| w.0).collect())
+}
+
+fn parse_slow(format: UploadFormat, body: &[u8]) -> Result<Vec<ObjectInput>> {
+    let text = std::str::from_utf8(body).map_err(|e| ServiceError::InvalidBody {
+        format: "json",
+        reason: format!("the body is not UTF-8: {e}"),
+    })?;
+    let bad_json = |format: &'static str, e: serde_json::Error| ServiceError::InvalidBody {
+        format,
+        reason: format!("invalid JSON: {e}"),
+    };
+    let raws: Vec<&RawValue> = match format {
+        UploadFormat::Json => {
+            let top: &RawValue = serde_json::from_str(text).map_err(|e| bad_json("json", e))?;
+            match top.get().trim_start().as_bytes().first() {
+                Some(b'[') => serde_json::from_str(top.get()).map_err(|e| bad_json("json", e))?,
+                Some(b'{') => {
+                    let fields: Fields<'_> =
+                        serde_json::from_str(top.get()).map_err(|e| bad_json("json", e))?;
+                    match fields.get("objects") {
+                        Some(list) if fields.len() == 1 => serde_json::from_str(list.get())
+                            .map_err(|_| ServiceError::InvalidBody {
+                                format: "json",
+                                reason: "\"objects\" must hold an array of objects".into(),
+                            })?,
+                        _ => vec![top],
+                    }
+                }
                 _ => {
                     return Err(ServiceError::InvalidBody {
                         format: "json",
@@ -761,12 +829,12 @@ pub fn parse_objects(format: UploadFormat, body: &[u8]) -> Result<Vec<ObjectInpu
         }
         UploadFormat::Ndjson => {
             let mut out = Vec::new();
-            for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-                if line.iter().all(u8::is_ascii_whitespace) {
+            for (i, line) in text.split('\n').enumerate() {
+                if line.trim().is_empty() {
                     continue;
                 }
                 out.push(
-                    serde_json::from_slice(line).map_err(|e| ServiceError::InvalidBody {
+                    serde_json::from_str(line).map_err(|e| ServiceError::InvalidBody {
                         format: "ndjson",
                         reason: format!("line {}: invalid JSON: {e}", i + 1),
                     })?,
@@ -781,21 +849,37 @@ pub fn parse_objects(format: UploadFormat, body: &[u8]) -> Result<Vec<ObjectInpu
             });
         }
     };
-    values
-        .into_iter()
+    raws.into_iter()
         .enumerate()
-        .map(|(i, v)| {
-            let J::Object(mut metadata) = v else {
-                return Err(invalid(i, "", "an object must be a JSON object".into()));
-            };
-            let voxels = match metadata.remove("voxels") {
-                None | Some(J::Null) => Vec::new(),
-                Some(v) => voxel_list(&v).map_err(|reason| invalid(i, "voxels", reason))?,
-            };
+        .map(|(i, raw)| {
+            let fields: Fields<'_> = serde_json::from_str(raw.get())
+                .map_err(|_| invalid(i, "", "an object must be a JSON object".into()))?;
+            let mut metadata = Map::new();
+            let mut voxels = Vec::new();
+            for (k, v) in fields {
+                if k == "voxels" {
+                    voxels = match serde_json::from_str::<Option<Vec<[u64; 3]>>>(v.get()) {
+                        Ok(list) => list.unwrap_or_default(),
+                        // The slow path, for its message.
+                        Err(_) => {
+                            let value: J = serde_json::from_str(v.get())
+                                .map_err(|e| invalid(i, "voxels", e.to_string()))?;
+                            voxel_list(&value).map_err(|reason| invalid(i, "voxels", reason))?
+                        }
+                    };
+                } else {
+                    let value: J =
+                        serde_json::from_str(v.get()).map_err(|e| invalid(i, &k, e.to_string()))?;
+                    metadata.insert(k, value);
+                }
+            }
             Ok(ObjectInput { metadata, voxels })
         })
         .collect()
 }
+
+/// The fields of a JSON object, their values unparsed.
+type Fields<'a> = BTreeMap<String, &'a RawValue>;
 
 /// `[[x, y, z], ...]` of non-negative integers.
 pub fn voxel_list(v: &J) -> std::result::Result<Vec<[u64; 3]>, String> {

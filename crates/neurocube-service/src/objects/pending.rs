@@ -81,6 +81,8 @@ pub struct PendingLabels {
     settled: Notify,
     /// Set when a flush is asked for (a cutout write over pending chunks).
     pub(crate) urgent: std::sync::atomic::AtomicBool,
+    /// Writes added so far (the flusher watches it to see writers pause).
+    adds: std::sync::atomic::AtomicU64,
     /// The last epoch whose chunks are all stored.
     flushed: watch::Sender<Option<u64>>,
 }
@@ -103,12 +105,19 @@ impl PendingLabels {
             wake: Notify::new(),
             settled: Notify::new(),
             urgent: std::sync::atomic::AtomicBool::new(false),
+            adds: std::sync::atomic::AtomicU64::new(0),
             flushed: watch::channel(None).0,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes added so far.
+    #[must_use]
+    pub fn adds(&self) -> u64 {
+        self.adds.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes of patches held.
@@ -221,6 +230,7 @@ impl PendingLabels {
             s.live.entry(r).or_default().push(p);
         }
         drop(s);
+        self.adds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.wake.notify_one();
         (epoch, seq)
     }
