@@ -407,8 +407,13 @@ async fn a_thousand_small_writes_land_in_one_chunk_write_equal_to_applying_them_
             .find_map(|l| l.strip_prefix(&format!("{name} ")))
             .map_or(0.0, |v| v.parse().unwrap())
     };
+    // The coarser level learns of label writes when they are flushed, as
+    // it learns of a cutout write when it is stored.
+    let stale = |r: &reqwest::Response| r.headers().get("x-neurocube-level-stale").is_some();
+    assert!(!stale(&app.get("/o/anno/raw/1/0,128/0,128/0,16/").await));
     let m0 = app.get("/metrics").await.text().await.unwrap();
     assert!(objects.flush_once(false).await.unwrap());
+    assert!(stale(&app.get("/o/anno/raw/1/0,128/0,128/0,16/").await));
     assert!(
         !objects.flush_once(false).await.unwrap(),
         "one flush stores all"
