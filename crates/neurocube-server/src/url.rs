@@ -182,7 +182,7 @@ mod tests {
         let e = |s: [&str; 7]| parse(s).unwrap_err().to_string();
         assert_eq!(
             e(["d", "c", "tiff", "0", "0,1", "0,1", "0,1"]),
-            "unknown format 'tiff': use npy, raw or blosc for cutouts, chunks for stored chunks, xy, xz or yz for slices"
+            "unknown format 'tiff': use npy, raw or blosc for cutouts, chunks for stored chunks, ids for the labels in a box, xy, xz or yz for slices"
         );
         assert_eq!(
             e(["d", "c", "npy", "x", "0,1", "0,1", "0,1"]),

@@ -130,11 +130,13 @@ impl Objects {
 
     /// Flush what is pending now (one epoch). False if nothing was.
     pub async fn flush_once(&self, stopping: bool) -> Result<bool> {
-        let Some(sealed) = self.labels.seal() else {
+        let Some(epoch) = self.labels.seal() else {
             return Ok(false);
         };
-        let epoch = sealed.epoch;
+        // Writes of the epoch still in their group commit: wait for them;
+        // one that failed has withdrawn its patches by then.
         self.labels.settle(epoch).await;
+        let sealed = self.labels.sealed(epoch);
         self.flush_sealed(sealed, epoch + 1, &[epoch], stopping)
             .await?;
         Ok(true)
@@ -191,7 +193,7 @@ impl Objects {
             self.labels.done(ep, seq, true);
         }
         let next = start + 2;
-        match self.labels.seal() {
+        match self.labels.seal().map(|e| self.labels.sealed(e)) {
             Some(sealed) => {
                 self.flush_sealed(
                     sealed,

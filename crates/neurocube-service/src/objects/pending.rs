@@ -275,9 +275,11 @@ impl PendingLabels {
         self.settled.notify_waiters();
     }
 
-    /// Close the open epoch and hand its chunks to the flusher (`None` if
-    /// nothing is pending). Later writes go to the next epoch.
-    pub fn seal(&self) -> Option<Sealed> {
+    /// Close the open epoch: its patches move to the flushing set (reads
+    /// still apply them) and later writes go to the next epoch. Returns the
+    /// epoch closed (`None` if nothing is pending). Once its writes have
+    /// settled, [`PendingLabels::sealed`] lists what to store.
+    pub fn seal(&self) -> Option<u64> {
         let mut s = self.lock();
         if s.live.is_empty() {
             return None;
@@ -285,21 +287,29 @@ impl PendingLabels {
         let live = std::mem::take(&mut s.live);
         let epoch = s.epoch;
         s.epoch += 1;
-        let mut chunks = Vec::with_capacity(live.len());
         for (r, v) in live {
-            chunks.push((r, v.clone()));
             s.flushing.entry(r).or_default().extend(v);
         }
+        Some(epoch)
+    }
+
+    /// What a sealed epoch holds, after its writes have settled (so the
+    /// patches of a write whose log commit failed are gone).
+    #[must_use]
+    pub fn sealed(&self, epoch: u64) -> Sealed {
+        let s = self.lock();
+        let mut chunks: Vec<(ChunkRef, Vec<Patch>)> =
+            s.flushing.iter().map(|(r, v)| (*r, v.clone())).collect();
         chunks.sort_unstable_by_key(|(r, _)| *r);
         let names = chunks
             .iter()
             .filter_map(|((uid, _, _), _)| s.names.get(uid).map(|n| (*uid, n.clone())))
             .collect();
-        Some(Sealed {
+        Sealed {
             epoch,
             chunks,
             names,
-        })
+        }
     }
 
     /// Wait until every write of `epoch` has been logged or has failed.
@@ -417,8 +427,9 @@ mod tests {
         let ov = p.overlay(9, 0, &[idx]).unwrap();
         assert_eq!(ov[0].len(), 1);
         // Sealed patches stay visible until their chunk is stored.
-        let sealed = p.seal().unwrap();
-        assert_eq!(sealed.epoch, e);
+        assert_eq!(p.seal(), Some(e));
+        let sealed = p.sealed(e);
+        assert_eq!(sealed.chunks.len(), 1);
         assert_eq!(p.epoch(), e + 1);
         assert_eq!(p.overlay(9, 0, &[idx]).unwrap()[0].len(), 1);
         p.stored(sealed.chunks[0].0);
@@ -426,6 +437,27 @@ mod tests {
         p.epoch_flushed(sealed.epoch);
         assert_eq!(p.bytes(), 0);
         assert!(p.seal().is_none());
+    }
+
+    #[test]
+    fn a_write_whose_log_commit_fails_after_the_seal_is_not_flushed() {
+        let p = PendingLabels::new(1 << 20);
+        let (e, ok) = p
+            .add(&names(), 3, 0, vec![(7, 1, Arc::from(vec![0u32]))])
+            .unwrap();
+        let (_, bad) = p
+            .add(&names(), 3, 0, vec![(8, 2, Arc::from(vec![0u32]))])
+            .unwrap();
+        assert_eq!(p.seal(), Some(e));
+        p.done(e, ok, true);
+        p.done(e, bad, false);
+        let sealed = p.sealed(e);
+        let labels: Vec<u64> = sealed
+            .chunks
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|x| x.label))
+            .collect();
+        assert_eq!(labels, [1]);
     }
 
     #[test]
