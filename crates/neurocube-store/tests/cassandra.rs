@@ -87,6 +87,7 @@ cassandra_conformance!(
     scan_pages_resume_without_gaps,
     scan_all_covers_the_table,
     compare_and_set_semantics,
+    compare_and_set_many_decides_each,
     compare_and_set_never_loses_an_update,
     large_values,
     delete_partition_removes_only_that_partition,
