@@ -93,7 +93,7 @@ fn voxels_view(v: &ObjectVoxels) -> Value {
 }
 
 /// `POST /v1/datasets/{ds}/tables/{table}/objects`: create objects with
-/// their voxels (one JSON object, an array, or NDJSON).
+/// their voxels (one JSON object, an array, NDJSON or Arrow IPC).
 pub struct CreateObjects(DatasetName, TableName, UploadFormat, Conflict);
 
 impl Endpoint for CreateObjects {
@@ -102,12 +102,12 @@ impl Endpoint for CreateObjects {
         let q: ConflictQuery = query(req)?;
         let ct = content_type(req);
         let format = match UploadFormat::from_content_type(&ct) {
-            Some(f @ (UploadFormat::Json | UploadFormat::Ndjson)) => f,
+            Some(f @ (UploadFormat::Json | UploadFormat::Ndjson | UploadFormat::Arrow)) => f,
             _ => {
                 return Err(ApiError::Malformed {
                     part: "header",
                     message: format!(
-                        "Content-Type '{ct}' is not an objects upload: send application/json or application/x-ndjson"
+                        "Content-Type '{ct}' is not an objects upload: send application/json, application/x-ndjson or application/vnd.apache.arrow.stream"
                     ),
                 });
             }

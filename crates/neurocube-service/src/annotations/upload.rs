@@ -452,6 +452,28 @@ fn arrow_rows(b: &mut Builder<'_>, body: &Bytes) -> Result<()> {
     Ok(())
 }
 
+/// The rows of an Arrow IPC body as JSON objects, column name to cell
+/// (uploads of annotation objects, whose `voxels` column is a list of
+/// `[x, y, z]` lists).
+pub fn arrow_objects(body: &Bytes) -> Result<Vec<serde_json::Map<String, J>>> {
+    let mut out = Vec::new();
+    for batch in arrow_batches(body)? {
+        let schema = batch.schema();
+        for i in 0..batch.num_rows() {
+            let mut m = serde_json::Map::new();
+            for (f, a) in schema.fields().iter().zip(batch.columns()) {
+                if f.name() == "__index_level_0__" {
+                    continue;
+                }
+                let j = arrow_cell(a.as_ref(), i).map_err(|e| bad(out.len(), f.name(), e))?;
+                m.insert(f.name().clone(), j);
+            }
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
 /// Columns the server computes for a table (supervoxel and root ids of
 /// bound points, when the table is bound to a segmentation).
 #[must_use]

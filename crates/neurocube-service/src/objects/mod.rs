@@ -723,12 +723,26 @@ impl Objects {
 }
 
 /// Parse an objects upload: a JSON object (one object), a JSON array or
-/// `{"objects": [...]}`, or NDJSON (one object per line). Each object holds
-/// its metadata columns, optionally `id`, and `voxels`: `[[x, y, z], ...]`.
+/// `{"objects": [...]}`, NDJSON (one object per line), or Arrow IPC (one
+/// object per row). Each object holds its metadata columns, optionally
+/// `id`, and `voxels`: `[[x, y, z], ...]` (in Arrow a list of lists).
 ///
 /// Voxel lists are read straight into coordinates (they are most of the
 /// bytes); the other fields become JSON values for the row checks.
-pub fn parse_objects(format: UploadFormat, body: &[u8]) -> Result<Vec<ObjectInput>> {
+pub fn parse_objects(format: UploadFormat, body: &Bytes) -> Result<Vec<ObjectInput>> {
+    if format == UploadFormat::Arrow {
+        return crate::annotations::upload::arrow_objects(body)?
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut metadata)| {
+                let voxels = match metadata.remove("voxels") {
+                    None | Some(J::Null) => Vec::new(),
+                    Some(v) => voxel_list(&v).map_err(|reason| invalid(i, "voxels", reason))?,
+                };
+                Ok(ObjectInput { metadata, voxels })
+            })
+            .collect();
+    }
     // One typed pass; a body it refuses is read again slowly for the
     // message (which object, which field, why).
     if let Some(objects) = parse_fast(format, body) {
@@ -845,7 +859,8 @@ fn parse_slow(format: UploadFormat, body: &[u8]) -> Result<Vec<ObjectInput>> {
         UploadFormat::Csv | UploadFormat::Arrow => {
             return Err(ServiceError::InvalidBody {
                 format: "objects",
-                reason: "objects are uploaded as JSON or NDJSON (each with its \"voxels\")".into(),
+                reason: "objects are uploaded as JSON, NDJSON or Arrow (each with its \"voxels\")"
+                    .into(),
             });
         }
     };
