@@ -277,11 +277,12 @@ impl PendingLabels {
 
     /// Close the open epoch: its patches move to the flushing set (reads
     /// still apply them) and later writes go to the next epoch. Returns the
-    /// epoch closed (`None` if nothing is pending). Once its writes have
-    /// settled, [`PendingLabels::sealed`] lists what to store.
+    /// epoch closed (`None` if nothing is pending: a flush that failed
+    /// leaves its chunks in the flushing set, and they count). Once its
+    /// writes have settled, [`PendingLabels::sealed`] lists what to store.
     pub fn seal(&self) -> Option<u64> {
         let mut s = self.lock();
-        if s.live.is_empty() {
+        if s.live.is_empty() && s.flushing.is_empty() {
             return None;
         }
         let live = std::mem::take(&mut s.live);

@@ -203,7 +203,7 @@ impl Services {
     }
 
     /// The labels present in a box (0 left out), ascending.
-    pub async fn ids_in_box(&self, _ctx: &RequestContext, b: &VolumeBox) -> Result<Vec<u64>> {
+    pub async fn ids_in_box(&self, ctx: &RequestContext, b: &VolumeBox) -> Result<Vec<u64>> {
         let t = self
             .volumes
             .target(&b.dataset, &b.channel, b.level, b.bbox)
@@ -218,24 +218,35 @@ impl Services {
                 ),
             ));
         }
-        let _permit = self.admission.admit(t.bytes())?;
-        let data = self.volumes.read_all(t).await?;
-        tokio::task::spawn_blocking(move || {
-            let elem = dtype.size();
-            let mut ids: Vec<u64> = data
-                .chunks_exact(elem)
-                .map(|v| {
+        // Slab by slab, as a cutout streams: memory holds a few slabs and
+        // the set of labels met.
+        let _permit = self
+            .admission
+            .admit(t.bytes().min(super::SLABS_HELD * t.slab_bytes()))?;
+        let deadline = ctx.deadline().zip(ctx.timeout);
+        let mut body = self.volumes.read(t, deadline).body;
+        let mut seen = std::collections::HashSet::<u64>::new();
+        while let Some(slab) = body.next().await {
+            let slab = slab?;
+            seen = tokio::task::spawn_blocking(move || {
+                let elem = dtype.size();
+                let mut last = 0;
+                for v in slab.chunks_exact(elem) {
                     let mut b = [0u8; 8];
                     b[..elem].copy_from_slice(v);
-                    u64::from_le_bytes(b)
-                })
-                .filter(|l| *l != 0)
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        })
-        .await
-        .map_err(ServiceError::from)
+                    let l = u64::from_le_bytes(b);
+                    // Labels come in runs: skip the set for a repeat.
+                    if l != 0 && l != last {
+                        seen.insert(l);
+                        last = l;
+                    }
+                }
+                seen
+            })
+            .await?;
+        }
+        let mut ids: Vec<u64> = seen.into_iter().collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 }
