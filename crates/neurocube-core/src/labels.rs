@@ -39,10 +39,15 @@ pub fn apply(chunk: &mut [u8], elem: usize, label: u64, offsets: &[u32]) {
 #[must_use]
 pub fn label_at(chunk: &[u8], elem: usize, offset: u32) -> u64 {
     let at = offset as usize * elem;
+    chunk.get(at..at + elem).map_or(0, label_of)
+}
+
+/// One little-endian label of 1 to 8 bytes.
+#[must_use]
+pub fn label_of(v: &[u8]) -> u64 {
     let mut b = [0u8; 8];
-    if let Some(src) = chunk.get(at..at + elem) {
-        b[..elem].copy_from_slice(src);
-    }
+    let n = v.len().min(8);
+    b[..n].copy_from_slice(&v[..n]);
     u64::from_le_bytes(b)
 }
 

@@ -711,60 +711,36 @@ impl Volumes {
         Ok(decided)
     }
 
-    /// Read, patch and compare-and-set one chunk of label patches until it
-    /// holds (the caller holds its lock), at most `max_cas_attempts` times.
+    /// Read, patch and compare-and-set one partly covered chunk, retrying if
+    /// another server instance changed it in between (at most
+    /// `max_cas_attempts` times, then 503). Returns false if the chunk
+    /// became all zero (and was deleted).
+    async fn patch_chunk(&self, t: &Arc<Target>, data: &Bytes, idx: ChunkIndex) -> Result<bool> {
+        let data = data.clone();
+        self.cas_chunk(t, idx, move |t, old| encode_chunk(t, &data, idx, old))
+            .await
+    }
+
+    /// The same for a chunk of label patches (the caller holds its lock).
     async fn store_label_chunk(
         &self,
         t: &Arc<Target>,
         idx: ChunkIndex,
         patches: &[Patch],
     ) -> Result<bool> {
-        let key = t.key(idx);
         let patches: Arc<[Patch]> = Arc::from(patches);
-        let attempts = self.limits.max_cas_attempts.max(1);
-        for _ in 0..attempts {
-            let old = self
-                .store
-                .get_many(Table::Chunks, std::slice::from_ref(&key))
-                .await?
-                .remove(0);
-            self.metrics.chunk_reads.inc();
-            let (tt, o, p) = (t.clone(), old.clone(), patches.clone());
-            let new =
-                tokio::task::spawn_blocking(move || patched(&tt, idx, o.as_ref(), &p)).await??;
-            if old.is_none() && new.is_none() {
-                return Ok(false);
-            }
-            let stored = new.is_some();
-            if self
-                .store
-                .compare_and_set(Table::Chunks, key.clone(), old, new)
-                .await?
-            {
-                if stored {
-                    self.metrics.chunk_writes.inc();
-                } else {
-                    self.metrics.chunk_deletes.inc();
-                }
-                return Ok(stored);
-            }
-            self.metrics.cas_retries.inc();
-        }
-        Err(ServiceError::Contended {
-            what: format!(
-                "chunk {idx:?} of {}/{} level {}",
-                t.rc.dataset.name, t.rc.channel.meta.name, t.level.level
-            ),
-            attempts,
-        })
+        self.cas_chunk(t, idx, move |t, old| patched(t, idx, old, &patches))
+            .await
     }
 
-    /// Read, patch and compare-and-set one partly covered chunk, retrying if
-    /// another server instance changed it in between (at most
-    /// `max_cas_attempts` times, then 503). Returns false if the chunk
-    /// became all zero (and was deleted).
-    async fn patch_chunk(&self, t: &Arc<Target>, data: &Bytes, idx: ChunkIndex) -> Result<bool> {
+    /// Read a chunk, make its new content with `make` (off the executor)
+    /// and compare-and-set it, until it holds or `max_cas_attempts` ran out.
+    async fn cas_chunk<F>(&self, t: &Arc<Target>, idx: ChunkIndex, make: F) -> Result<bool>
+    where
+        F: Fn(&Target, Option<&Bytes>) -> Result<Option<Bytes>> + Send + Sync + 'static,
+    {
         let key = t.key(idx);
+        let make = Arc::new(make);
         let attempts = self.limits.max_cas_attempts.max(1);
         for _ in 0..attempts {
             let started = Instant::now();
@@ -774,9 +750,8 @@ impl Volumes {
                 .await?
                 .remove(0);
             self.metrics.chunk_reads.inc();
-            let (tt, d, o) = (t.clone(), data.clone(), old.clone());
-            let new = tokio::task::spawn_blocking(move || encode_chunk(&tt, &d, idx, o.as_ref()))
-                .await??;
+            let (tt, o, m) = (t.clone(), old.clone(), make.clone());
+            let new = tokio::task::spawn_blocking(move || m(&tt, o.as_ref())).await??;
             if old.is_none() && new.is_none() {
                 return Ok(false);
             }

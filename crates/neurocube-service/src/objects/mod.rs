@@ -928,9 +928,7 @@ pub fn mask_voxels(bbox: &Box3, dtype: DType, data: &[u8], id: u64) -> Result<Ve
     let s = bbox.shape();
     let mut out = Vec::new();
     for (i, v) in data.chunks_exact(elem).enumerate() {
-        let mut b = [0u8; 8];
-        b[..elem].copy_from_slice(v);
-        let l = u64::from_le_bytes(b);
+        let l = labels::label_of(v);
         if l == 0 {
             continue;
         }

@@ -232,9 +232,7 @@ impl Services {
                 let elem = dtype.size();
                 let mut last = 0;
                 for v in slab.chunks_exact(elem) {
-                    let mut b = [0u8; 8];
-                    b[..elem].copy_from_slice(v);
-                    let l = u64::from_le_bytes(b);
+                    let l = neurocube_core::labels::label_of(v);
                     // Labels come in runs: skip the set for a repeat.
                     if l != 0 && l != last {
                         seen.insert(l);
