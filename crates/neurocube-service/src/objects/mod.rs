@@ -13,6 +13,9 @@
 
 pub mod flusher;
 pub mod pending;
+mod wire;
+
+pub use wire::{mask_voxels, parse_objects, voxel_list};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -24,11 +27,10 @@ use neurocube_core::labels::{self, LabelPatch, LogEntry};
 use neurocube_core::{Box3, ChunkIndex, DType, DatasetName, TableName, morton};
 use neurocube_store::{Key, Scan, Store, Table};
 use prometheus::{IntCounter, IntGauge, Registry};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value as J};
 
 use crate::annotations::writer::WriteSet;
-use crate::annotations::{Annotations, Incoming, ResolvedTable, UploadFormat};
+use crate::annotations::{Annotations, Incoming, ResolvedTable};
 use crate::catalog::{Catalog, ResolvedChannel};
 use crate::error::{Result, ServiceError};
 use crate::keys;
@@ -720,233 +722,4 @@ impl Objects {
     fn observe_pending(&self) {
         self.metrics.pending_bytes.set(self.labels.bytes() as i64);
     }
-}
-
-/// Parse an objects upload: a JSON object (one object), a JSON array or
-/// `{"objects": [...]}`, NDJSON (one object per line), or Arrow IPC (one
-/// object per row). Each object holds its metadata columns, optionally
-/// `id`, and `voxels`: `[[x, y, z], ...]` (in Arrow a list of lists).
-///
-/// Voxel lists are read straight into coordinates (they are most of the
-/// bytes); the other fields become JSON values for the row checks.
-pub fn parse_objects(format: UploadFormat, body: &Bytes) -> Result<Vec<ObjectInput>> {
-    if format == UploadFormat::Arrow {
-        return crate::annotations::upload::arrow_objects(body)?
-            .into_iter()
-            .enumerate()
-            .map(|(i, mut metadata)| {
-                let voxels = match metadata.remove("voxels") {
-                    None | Some(J::Null) => Vec::new(),
-                    Some(v) => voxel_list(&v).map_err(|reason| invalid(i, "voxels", reason))?,
-                };
-                Ok(ObjectInput { metadata, voxels })
-            })
-            .collect();
-    }
-    // One typed pass; a body it refuses is read again slowly for the
-    // message (which object, which field, why).
-    if let Some(objects) = parse_fast(format, body) {
-        return Ok(objects);
-    }
-    parse_slow(format, body)
-}
-
-/// An object read in one pass: `voxels` typed, the rest as JSON values.
-struct Wire(ObjectInput);
-
-impl<'de> serde::Deserialize<'de> for Wire {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Wire;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut m: M,
-            ) -> std::result::Result<Wire, M::Error> {
-                let mut o = ObjectInput::default();
-                while let Some(k) = m.next_key::<String>()? {
-                    if k == "voxels" {
-                        o.voxels = m.next_value::<Option<Vec<[u64; 3]>>>()?.unwrap_or_default();
-                    } else {
-                        let v: J = m.next_value()?;
-                        o.metadata.insert(k, v);
-                    }
-                }
-                Ok(Wire(o))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-fn parse_fast(format: UploadFormat, body: &[u8]) -> Option<Vec<ObjectInput>> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    let wires: Vec<Wire> = match (format, first) {
-        (UploadFormat::Json, b'[') => serde_json::from_slice(body).ok()?,
-        (UploadFormat::Json, b'{') => {
-            let one: Wire = serde_json::from_slice(body).ok()?;
-            if one.0.metadata.contains_key("objects") {
-                return None;
-            }
-            vec![one]
-        }
-        (UploadFormat::Ndjson, _) => body
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .map(serde_json::from_slice)
-            .collect::<serde_json::Result<_>>()
-            .ok()?,
-        _ => return None,
-    };
-    Some(wires.into_iter().map(|w| w.0).collect())
-}
-
-fn parse_slow(format: UploadFormat, body: &[u8]) -> Result<Vec<ObjectInput>> {
-    let text = std::str::from_utf8(body).map_err(|e| ServiceError::InvalidBody {
-        format: "json",
-        reason: format!("the body is not UTF-8: {e}"),
-    })?;
-    let bad_json = |format: &'static str, e: serde_json::Error| ServiceError::InvalidBody {
-        format,
-        reason: format!("invalid JSON: {e}"),
-    };
-    let raws: Vec<&RawValue> = match format {
-        UploadFormat::Json => {
-            let top: &RawValue = serde_json::from_str(text).map_err(|e| bad_json("json", e))?;
-            match top.get().trim_start().as_bytes().first() {
-                Some(b'[') => serde_json::from_str(top.get()).map_err(|e| bad_json("json", e))?,
-                Some(b'{') => {
-                    let fields: Fields<'_> =
-                        serde_json::from_str(top.get()).map_err(|e| bad_json("json", e))?;
-                    match fields.get("objects") {
-                        Some(list) if fields.len() == 1 => serde_json::from_str(list.get())
-                            .map_err(|_| ServiceError::InvalidBody {
-                                format: "json",
-                                reason: "\"objects\" must hold an array of objects".into(),
-                            })?,
-                        _ => vec![top],
-                    }
-                }
-                _ => {
-                    return Err(ServiceError::InvalidBody {
-                        format: "json",
-                        reason: "send an object, an array of objects or {\"objects\": [...]}"
-                            .into(),
-                    });
-                }
-            }
-        }
-        UploadFormat::Ndjson => {
-            let mut out = Vec::new();
-            for (i, line) in text.split('\n').enumerate() {
-                if line.trim().is_empty() {
-                    continue;
-                }
-                out.push(
-                    serde_json::from_str(line).map_err(|e| ServiceError::InvalidBody {
-                        format: "ndjson",
-                        reason: format!("line {}: invalid JSON: {e}", i + 1),
-                    })?,
-                );
-            }
-            out
-        }
-        UploadFormat::Csv | UploadFormat::Arrow => {
-            return Err(ServiceError::InvalidBody {
-                format: "objects",
-                reason: "objects are uploaded as JSON, NDJSON or Arrow (each with its \"voxels\")"
-                    .into(),
-            });
-        }
-    };
-    raws.into_iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            let fields: Fields<'_> = serde_json::from_str(raw.get())
-                .map_err(|_| invalid(i, "", "an object must be a JSON object".into()))?;
-            let mut metadata = Map::new();
-            let mut voxels = Vec::new();
-            for (k, v) in fields {
-                if k == "voxels" {
-                    voxels = match serde_json::from_str::<Option<Vec<[u64; 3]>>>(v.get()) {
-                        Ok(list) => list.unwrap_or_default(),
-                        // The slow path, for its message.
-                        Err(_) => {
-                            let value: J = serde_json::from_str(v.get())
-                                .map_err(|e| invalid(i, "voxels", e.to_string()))?;
-                            voxel_list(&value).map_err(|reason| invalid(i, "voxels", reason))?
-                        }
-                    };
-                } else {
-                    let value: J =
-                        serde_json::from_str(v.get()).map_err(|e| invalid(i, &k, e.to_string()))?;
-                    metadata.insert(k, value);
-                }
-            }
-            Ok(ObjectInput { metadata, voxels })
-        })
-        .collect()
-}
-
-/// The fields of a JSON object, their values unparsed.
-type Fields<'a> = BTreeMap<String, &'a RawValue>;
-
-/// `[[x, y, z], ...]` of non-negative integers.
-pub fn voxel_list(v: &J) -> std::result::Result<Vec<[u64; 3]>, String> {
-    let J::Array(items) = v else {
-        return Err("voxels must be a list of [x, y, z] voxel coordinates".into());
-    };
-    items
-        .iter()
-        .enumerate()
-        .map(|(k, item)| {
-            let bad = || {
-                format!("voxel {k} is {item}: each voxel is [x, y, z], three non-negative integers")
-            };
-            let J::Array(c) = item else { return Err(bad()) };
-            if c.len() != 3 {
-                return Err(bad());
-            }
-            let mut out = [0u64; 3];
-            for (a, x) in c.iter().enumerate() {
-                out[a] = x.as_u64().ok_or_else(bad)?;
-            }
-            Ok(out)
-        })
-        .collect()
-}
-
-/// The voxels of a dense mask: those holding `id` (0: not the object's);
-/// any other value is refused.
-pub fn mask_voxels(bbox: &Box3, dtype: DType, data: &[u8], id: u64) -> Result<Vec<[u64; 3]>> {
-    let elem = dtype.size();
-    let s = bbox.shape();
-    let mut out = Vec::new();
-    for (i, v) in data.chunks_exact(elem).enumerate() {
-        let l = labels::label_of(v);
-        if l == 0 {
-            continue;
-        }
-        let i = i as u64;
-        let voxel = [
-            bbox.start[0] + i % s[0],
-            bbox.start[1] + (i / s[0]) % s[1],
-            bbox.start[2] + i / (s[0] * s[1]),
-        ];
-        if l != id {
-            return Err(ServiceError::InvalidBody {
-                format: "mask",
-                reason: format!(
-                    "voxel {voxel:?} holds {l}: a mask of object {id} holds {id} where the object is and 0 elsewhere"
-                ),
-            });
-        }
-        out.push(voxel);
-    }
-    Ok(out)
 }
