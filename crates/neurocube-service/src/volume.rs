@@ -426,7 +426,7 @@ impl Volumes {
                 decode_chunk(&t, idx, bytes, &mut d)?;
             }
             for p in patches.iter().flatten() {
-                labels::apply(&mut d, t.dtype().size(), p.label, &p.offsets);
+                labels::apply_runs(&mut d, t.dtype().size(), p.label, &p.runs);
             }
             Ok(if is_zero(&d) { None } else { Some(d) })
         })
@@ -932,7 +932,7 @@ fn patched(
             None => d.fill(0),
         }
         for p in patches {
-            labels::apply(d, t.dtype().size(), p.label, &p.offsets);
+            labels::apply_runs(d, t.dtype().size(), p.label, &p.runs);
         }
         compress_chunk(t, d)
     })

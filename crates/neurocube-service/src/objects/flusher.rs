@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use neurocube_core::labels::LogEntry;
+use neurocube_core::labels::{self, LogEntry};
 use neurocube_core::{ChannelName, DatasetName, morton};
 use neurocube_store::{Scan, SortRange, Table};
 
@@ -186,7 +186,7 @@ impl Objects {
             let adds = e
                 .chunks
                 .into_iter()
-                .map(|(code, p)| (code, p.label, Arc::<[u32]>::from(p.offsets)))
+                .map(|(code, p)| (code, p.label, Arc::from(labels::runs(&p.offsets))))
                 .collect();
             // The buffer bound does not apply to what was acknowledged.
             let (ep, seq) = self.labels.add_unbounded(&names, e.channel, e.level, adds);

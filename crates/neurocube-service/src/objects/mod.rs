@@ -448,7 +448,7 @@ impl Objects {
                     keys::object_chunk(table_uid, id, 0, code),
                     Bytes::new(),
                 ));
-                adds.push((code, id, Arc::<[u32]>::from(offsets.as_slice())));
+                adds.push((code, id, Arc::from(labels::runs(&offsets))));
                 entry.chunks.push((code, LabelPatch { label: id, offsets }));
             }
         }
@@ -464,7 +464,7 @@ impl Objects {
         &self,
         ot: &ObjectTable,
         entry: LogEntry,
-        adds: Vec<(u64, u64, Arc<[u32]>)>,
+        adds: Vec<(u64, u64, pending::Runs)>,
         mut with: WriteSet,
     ) -> Result<()> {
         if adds.is_empty() {
@@ -685,7 +685,7 @@ impl Objects {
         let mut adds = Vec::new();
         for (idx, offsets) in per_chunk {
             let code = morton::encode(idx);
-            adds.push((code, 0, Arc::<[u32]>::from(offsets.as_slice())));
+            adds.push((code, 0, Arc::from(labels::runs(&offsets))));
             entry.chunks.push((code, LabelPatch { label: 0, offsets }));
         }
         self.commit(&ot, entry, adds, WriteSet::default()).await?;

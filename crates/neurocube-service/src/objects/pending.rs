@@ -18,16 +18,20 @@ use tokio::sync::{Notify, watch};
 
 use crate::error::{Result, ServiceError};
 
-/// A pending patch: the write it came from, its label, and its offsets.
+/// A pending patch: the write it came from, its label, and its voxels.
 #[derive(Clone, Debug)]
 pub struct Patch {
     /// The write (unique in this process).
     pub seq: u64,
     /// The label written (0 clears).
     pub label: u64,
-    /// Voxel offsets in the chunk, C order.
-    pub offsets: Arc<[u32]>,
+    /// Runs of voxel offsets in the chunk, C order, as (first, length)
+    /// ([`neurocube_core::labels::runs`]).
+    pub runs: Runs,
 }
+
+/// Runs of voxel offsets, shared between the pending buffer and readers.
+pub type Runs = Arc<[(u32, u32)]>;
 
 /// A chunk: channel uid, level, Morton code.
 pub type ChunkRef = (u64, u8, u64);
@@ -67,7 +71,7 @@ struct State {
 }
 
 fn patch_bytes(p: &Patch) -> usize {
-    64 + 4 * p.offsets.len()
+    64 + 8 * p.runs.len()
 }
 
 /// The pending label writes of this process.
@@ -175,9 +179,9 @@ impl PendingLabels {
         names: &ChannelNames,
         uid: u64,
         level: u8,
-        chunks: Vec<(u64, u64, Arc<[u32]>)>,
+        chunks: Vec<(u64, u64, Runs)>,
     ) -> Result<(u64, u64)> {
-        let size: usize = chunks.iter().map(|c| 64 + 4 * c.2.len()).sum();
+        let size: usize = chunks.iter().map(|c| 64 + 8 * c.2.len()).sum();
         let s = self.lock();
         if s.bytes > 0 && s.bytes + size > self.max_bytes {
             return Err(ServiceError::Overloaded {
@@ -196,7 +200,7 @@ impl PendingLabels {
         names: &ChannelNames,
         uid: u64,
         level: u8,
-        chunks: Vec<(u64, u64, Arc<[u32]>)>,
+        chunks: Vec<(u64, u64, Runs)>,
     ) -> (u64, u64) {
         let s = self.lock();
         self.add_locked(s, names, uid, level, chunks)
@@ -208,24 +212,20 @@ impl PendingLabels {
         names: &ChannelNames,
         uid: u64,
         level: u8,
-        chunks: Vec<(u64, u64, Arc<[u32]>)>,
+        chunks: Vec<(u64, u64, Runs)>,
     ) -> (u64, u64) {
         let seq = s.next_seq;
         s.next_seq += 1;
         let epoch = s.epoch;
         *s.inflight.entry(epoch).or_default() += 1;
         s.names.entry(uid).or_insert_with(|| names.clone());
-        for (code, label, offsets) in chunks {
+        for (code, label, runs) in chunks {
             let r = (uid, level, code);
             let fresh = !s.live.contains_key(&r) && !s.flushing.contains_key(&r);
             if fresh {
                 *s.channels.entry((uid, level)).or_default() += 1;
             }
-            let p = Patch {
-                seq,
-                label,
-                offsets,
-            };
+            let p = Patch { seq, label, runs };
             s.bytes += patch_bytes(&p);
             s.live.entry(r).or_default().push(p);
         }
@@ -413,10 +413,20 @@ mod tests {
         let code = morton::encode(idx);
         assert!(p.overlay(9, 0, &[idx]).is_none());
         let (e, s1) = p
-            .add(&names(), 9, 0, vec![(code, 5, Arc::from(vec![1u32, 2]))])
+            .add(
+                &names(),
+                9,
+                0,
+                vec![(code, 5, Arc::from(vec![(1u32, 2u32)]))],
+            )
             .unwrap();
         let (_, s2) = p
-            .add(&names(), 9, 0, vec![(code, 6, Arc::from(vec![2u32]))])
+            .add(
+                &names(),
+                9,
+                0,
+                vec![(code, 6, Arc::from(vec![(2u32, 1u32)]))],
+            )
             .unwrap();
         let ov = p.overlay(9, 0, &[idx, [0, 0, 0]]).unwrap();
         assert_eq!(ov[0].iter().map(|x| x.label).collect::<Vec<_>>(), [5, 6]);
@@ -444,10 +454,10 @@ mod tests {
     fn a_write_whose_log_commit_fails_after_the_seal_is_not_flushed() {
         let p = PendingLabels::new(1 << 20);
         let (e, ok) = p
-            .add(&names(), 3, 0, vec![(7, 1, Arc::from(vec![0u32]))])
+            .add(&names(), 3, 0, vec![(7, 1, Arc::from(vec![(0u32, 1u32)]))])
             .unwrap();
         let (_, bad) = p
-            .add(&names(), 3, 0, vec![(8, 2, Arc::from(vec![0u32]))])
+            .add(&names(), 3, 0, vec![(8, 2, Arc::from(vec![(0u32, 1u32)]))])
             .unwrap();
         assert_eq!(p.seal(), Some(e));
         p.done(e, ok, true);
@@ -464,7 +474,7 @@ mod tests {
     #[test]
     fn the_buffer_is_bounded() {
         let p = PendingLabels::new(200);
-        let big: Arc<[u32]> = Arc::from(vec![0u32; 40]);
+        let big: Runs = Arc::from(vec![(0u32, 1u32); 20]);
         p.add(&names(), 1, 0, vec![(0, 1, big.clone())]).unwrap();
         let e = p.add(&names(), 1, 0, vec![(1, 1, big)]).unwrap_err();
         assert!(matches!(e, ServiceError::Overloaded { .. }), "{e}");
