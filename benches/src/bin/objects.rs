@@ -9,11 +9,13 @@
 //!   voxels as a list), the NeuroBlaze path: acknowledged once logged
 //!   durably, stored in its chunks by the background flusher;
 //! - then the time the flusher takes to store what is still pending, and
-//!   its chunk writes per object.
+//!   its chunk writes per object;
+//! - then objects again, `--batch` (8) per request as NDJSON, the way a
+//!   pipeline sends them once it has many.
 //!
 //! ```sh
 //! cargo build --release -p neurocube-server -p neurocube-benches
-//! target/release/objects [--seconds 10] [--clients 16] [--flush-ms 1000] [--no-drain] [--work DIR]
+//! target/release/objects [--seconds 10] [--clients 16] [--flush-ms 1000] [--batch 8] [--no-drain] [--work DIR]
 //! ```
 //!
 //! Each phase runs for `--seconds`; figures are acknowledged (durable:
@@ -70,6 +72,47 @@ fn corner(rng: &mut rand::rngs::StdRng) -> [u64; 3] {
     ]
 }
 
+/// One synapse object as JSON: its row's fields and its 256 voxels.
+fn object_json(rng: &mut rand::rngs::StdRng) -> String {
+    let c = corner(rng);
+    let mut voxels = String::with_capacity(6144);
+    voxels.push('[');
+    for z in c[2]..c[2] + OBJ[2] {
+        for y in c[1]..c[1] + OBJ[1] {
+            for x in c[0]..c[0] + OBJ[0] {
+                if voxels.len() > 1 {
+                    voxels.push(',');
+                }
+                voxels.push('[');
+                digits(&mut voxels, x);
+                voxels.push(',');
+                digits(&mut voxels, y);
+                voxels.push(',');
+                digits(&mut voxels, z);
+                voxels.push(']');
+            }
+        }
+    }
+    voxels.push(']');
+    format!(
+        r#"{{"author":"detector","confidence":{:.3},"weight":{:.2},"synapse_type":1,"centroid_position":[{},{},{}],"voxels":{voxels}}}"#,
+        rng.random::<f64>(),
+        rng.random::<f64>() * 10.0,
+        c[0] + 4,
+        c[1] + 4,
+        c[2] + 2
+    )
+}
+
+/// Wait until the flusher has stored everything pending; seconds taken.
+async fn drain(client: &reqwest::Client, base: &str) -> f64 {
+    let t = Instant::now();
+    while metric(client, base, "neurocube_label_pending_bytes").await > 0.0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.elapsed().as_secs_f64()
+}
+
 struct Phase {
     per_s: f64,
     p50_ms: f64,
@@ -77,8 +120,9 @@ struct Phase {
     objects: u64,
 }
 
-/// Run `clients` writers for `secs`; each calls `one(client, worker, i)`.
-async fn phase<F, Fut>(clients: u64, secs: u64, one: F) -> Phase
+/// Run `clients` writers for `secs`; each calls `one(client, worker, i)`,
+/// a request writing `per` objects.
+async fn phase<F, Fut>(clients: u64, secs: u64, per: u64, one: F) -> Phase
 where
     F: Fn(reqwest::Client, u64, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -98,7 +142,7 @@ where
                 let t = Instant::now();
                 one(client.clone(), w, i).await;
                 lat.push(t.elapsed().as_secs_f64() * 1e3);
-                acked.fetch_add(1, Ordering::Relaxed);
+                acked.fetch_add(per, Ordering::Relaxed);
                 i += 1;
             }
             lat
@@ -140,6 +184,7 @@ async fn main() {
     let secs: u64 = arg("--seconds").map_or(10, |s| s.parse().unwrap());
     let clients: u64 = arg("--clients").map_or(16, |s| s.parse().unwrap());
     let flush_ms = arg("--flush-ms").unwrap_or_else(|| "1000".into());
+    let batch: u64 = arg("--batch").map_or(8, |s| s.parse().unwrap());
     let work = arg("--work").map_or_else(std::env::temp_dir, std::path::PathBuf::from);
     let tmp = tempfile::tempdir_in(&work).unwrap();
     // SAFETY: set before any thread of ours reads the environment (the
@@ -175,7 +220,7 @@ async fn main() {
 
     // Today's path: one npy PUT per object.
     let b = base.clone();
-    let today = phase(clients, secs, move |client, w, i| {
+    let today = phase(clients, secs, 1, move |client, w, i| {
         let b = b.clone();
         async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(w << 32 | i);
@@ -210,42 +255,14 @@ async fn main() {
     // Objects through NeuroBlaze.
     let chunk_writes0 = metric(&client, &base, "neurocube_label_chunk_writes_total").await;
     let b = base.clone();
-    let objects = phase(clients, secs, move |client, w, i| {
+    let objects = phase(clients, secs, 1, move |client, w, i| {
         let b = b.clone();
         async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(!(w << 32 | i));
-            let c = corner(&mut rng);
-            let mut voxels = String::with_capacity(6144);
-            voxels.push('[');
-            for z in c[2]..c[2] + OBJ[2] {
-                for y in c[1]..c[1] + OBJ[1] {
-                    for x in c[0]..c[0] + OBJ[0] {
-                        if voxels.len() > 1 {
-                            voxels.push(',');
-                        }
-                        voxels.push('[');
-                        digits(&mut voxels, x);
-                        voxels.push(',');
-                        digits(&mut voxels, y);
-                        voxels.push(',');
-                        digits(&mut voxels, z);
-                        voxels.push(']');
-                    }
-                }
-            }
-            voxels.push(']');
-            let body = format!(
-                r#"{{"author":"detector","confidence":{:.3},"weight":{:.2},"synapse_type":1,"centroid_position":[{},{},{}],"voxels":{voxels}}}"#,
-                rng.random::<f64>(),
-                rng.random::<f64>() * 10.0,
-                c[0] + 4,
-                c[1] + 4,
-                c[2] + 2
-            );
             let r = client
                 .post(format!("{b}/v1/datasets/b/tables/syn/objects"))
                 .header("content-type", "application/json")
-                .body(body)
+                .body(object_json(&mut rng))
                 .send()
                 .await
                 .unwrap();
@@ -267,21 +284,57 @@ async fn main() {
     );
     // The flusher stores what is left.
     let pending = metric(&client, &base, "neurocube_label_pending_bytes").await;
-    let t = Instant::now();
-    while !neurocube_benches::synbench::flag("--no-drain")
-        && metric(&client, &base, "neurocube_label_pending_bytes").await > 0.0
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let drain = t.elapsed().as_secs_f64();
+    let no_drain = neurocube_benches::synbench::flag("--no-drain");
+    let drain_s = if no_drain {
+        0.0
+    } else {
+        drain(&client, &base).await
+    };
     let chunk_writes =
         metric(&client, &base, "neurocube_label_chunk_writes_total").await - chunk_writes0;
     eprintln!(
-        "flusher: {:.0} MB pending at the end of the storm, stored in {drain:.1} s more; {chunk_writes:.0} chunk writes for {} objects = {:.2} chunk writes per object",
+        "flusher: {:.0} MB pending at the end of the storm, stored in {drain_s:.1} s more; {chunk_writes:.0} chunk writes for {} objects = {:.2} chunk writes per object",
         pending / 1e6,
         objects.objects,
         chunk_writes / objects.objects as f64
     );
+
+    // The same objects, `--batch` per request (NDJSON), as a pipeline
+    // sends them once it has many: into an empty buffer.
+    let bulk = if batch > 1 && !no_drain {
+        let b = base.clone();
+        let bulk = phase(clients, secs, batch, move |client, w, i| {
+            let b = b.clone();
+            async move {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(w << 48 | i << 1 | 1);
+                let mut body = String::with_capacity(batch as usize * 6200);
+                for _ in 0..batch {
+                    body.push_str(&object_json(&mut rng));
+                    body.push('\n');
+                }
+                let r = client
+                    .post(format!("{b}/v1/datasets/b/tables/syn/objects"))
+                    .header("content-type", "application/x-ndjson")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+            }
+        })
+        .await;
+        eprintln!(
+            "objects, {batch} per request (NDJSON): {:.0} durable objects/s, request p50 {:.1} ms, p99 {:.1} ms ({} objects); {:.1}x today's path",
+            bulk.per_s,
+            bulk.p50_ms,
+            bulk.p99_ms,
+            bulk.objects,
+            bulk.per_s / today.per_s
+        );
+        Some(bulk)
+    } else {
+        None
+    };
     println!(
         "{}",
         json!({
@@ -296,8 +349,13 @@ async fn main() {
             "objects_p99_ms": objects.p99_ms,
             "ratio": objects.per_s / today.per_s,
             "pending_mb_after": pending / 1e6,
-            "drain_s": drain,
+            "drain_s": drain_s,
             "chunk_writes_per_object": chunk_writes / objects.objects as f64,
+            "batch": batch,
+            "bulk_objects_per_s": bulk.as_ref().map(|p| p.per_s),
+            "bulk_request_p50_ms": bulk.as_ref().map(|p| p.p50_ms),
+            "bulk_request_p99_ms": bulk.as_ref().map(|p| p.p99_ms),
+            "bulk_ratio": bulk.as_ref().map(|p| p.per_s / today.per_s),
         })
     );
 }
