@@ -6,13 +6,19 @@
 use neurocube_core::compressed_segmentation as cseg;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error, npy, pattern, spawn_app};
+use crate::helpers::{TestApp, assert_error, npy, pattern, spawn_app, spawn_with};
 
 /// Dataset `p` (extent 100×70×12 at offset 5,6,7, two levels) with a
 /// uint8 image `em` and a uint32 segmentation `seg`, chunks 32×32×4; the
 /// box x 5..69 is written, the rest never is.
 async fn app() -> (TestApp, Vec<u8>, Vec<u32>) {
-    let app = spawn_app().await;
+    app_with(|_| {}).await
+}
+
+async fn app_with(
+    tweak: impl FnOnce(&mut neurocube_server::config::Settings),
+) -> (TestApp, Vec<u8>, Vec<u32>) {
+    let app = spawn_with(tweak).await;
     let r = app
         .put_json(
             "/v1/datasets/p",
@@ -319,4 +325,135 @@ async fn chunks_on_the_stored_grid_come_from_the_chunk_cache_and_follow_writes()
     let r = app.put("/g/em/raw/0/32,64/0,32/4,8/", second.clone()).await;
     assert_eq!(r.status(), 201);
     assert_eq!(chunk("32-64_0-32_4-8").await, second);
+}
+
+/// A synapse object table bound to `seg`, with one object (id 90,000) by
+/// `alice` at the dataset's first voxel; its id.
+async fn one_object(app: &TestApp) -> u64 {
+    let r = app
+        .put_json(
+            "/v1/datasets/p/tables/syn",
+            &json!({"schema": "ramon_synapse", "voxel_resolution": [4, 4, 40], "segmentation": "seg"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = app
+        .post_json(
+            "/v1/datasets/p/tables/syn/objects",
+            &json!({"id": 90_000, "author": "alice", "voxels": [[5, 6, 7]]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let v: Value = r.json().await.unwrap();
+    v["ids"][0].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn segment_properties_list_the_labels_and_name_the_objects() {
+    let (app, _, seg) = app().await;
+    let info: Value = app
+        .get("/precomputed/p/seg/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["segment_properties"], "segment_properties");
+    let em: Value = app
+        .get("/precomputed/p/em/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(em.get("segment_properties").is_none(), "{em}");
+
+    // Every label written, ascending, nothing else.
+    let mut want: Vec<u64> = seg.iter().map(|&v| u64::from(v)).collect();
+    want.sort_unstable();
+    want.dedup();
+    let ids = |v: &Value| -> Vec<u64> {
+        v["inline"]["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    let r = app.get("/precomputed/p/seg/segment_properties/info").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["@type"], "neuroglancer_segment_properties");
+    assert_eq!(ids(&v), want);
+    let props = v["inline"]["properties"].as_array().unwrap();
+    assert_eq!(props[0]["id"], "label");
+    assert_eq!(props[0]["values"].as_array().unwrap().len(), want.len());
+    assert!(
+        props[0]["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l == "")
+    );
+
+    // An object: its label, author and tags; the label it replaced at
+    // (5, 6, 7) is still elsewhere.
+    let id = one_object(&app).await;
+    assert_eq!(id, 90_000);
+    let v: Value = app
+        .get("/precomputed/p/seg/segment_properties/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let got = ids(&v);
+    let mut want2 = want.clone();
+    want2.push(id);
+    assert_eq!(got, want2);
+    let at = got.iter().position(|&i| i == id).unwrap();
+    let props = &v["inline"]["properties"];
+    assert_eq!(props[0]["values"][at], format!("synapse {id}"));
+    assert_eq!(props[1]["id"], "description");
+    assert_eq!(props[1]["values"][at], "alice");
+    assert_eq!(props[2]["type"], "tags");
+    assert_eq!(props[2]["tags"], json!(["synapse", "syn"]));
+    assert_eq!(props[2]["values"][at], json!([0, 1]));
+    assert_eq!(props[2]["values"][0], json!([]));
+
+    let r = app.get("/precomputed/p/em/segment_properties/info").await;
+    assert_error(r, 400, "invalid_request", "'em' is a uint8 image channel").await;
+}
+
+#[tokio::test]
+async fn a_channel_too_large_to_scan_lists_only_its_objects() {
+    // Level 0 of seg is 100 x 70 x 12 x 4 bytes = 336,000: over the limit
+    // (the box written is 215,040).
+    let (app, _, _) = app_with(|s| s.limits.max_cutout_bytes = 250_000).await;
+    let info: Value = app
+        .get("/precomputed/p/seg/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(info.get("segment_properties").is_none(), "{info}");
+    let r = app.get("/precomputed/p/seg/segment_properties/info").await;
+    assert_error(r, 413, "too_large", "bind an object table to the channel").await;
+
+    let id = one_object(&app).await;
+    let info: Value = app
+        .get("/precomputed/p/seg/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["segment_properties"], "segment_properties");
+    let v: Value = app
+        .get("/precomputed/p/seg/segment_properties/info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["inline"]["ids"], json!([id.to_string()]));
+    assert_eq!(
+        v["inline"]["properties"][0]["values"],
+        json!([format!("synapse {id}")])
+    );
 }

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod objects;
 pub mod precomputed;
 pub mod precomputed_annotations;
+mod precomputed_segments;
 pub mod purge;
 pub mod pyramid;
 pub mod slice;

@@ -219,7 +219,7 @@ impl Services {
                 s
             })
             .collect();
-        Ok(json!({
+        let mut info = json!({
             "@type": "neuroglancer_multiscale_volume",
             "type": match c.kind {
                 ChannelType::Image => "image",
@@ -228,7 +228,11 @@ impl Services {
             "data_type": data_type(c.dtype),
             "num_channels": 1,
             "scales": scales,
-        }))
+        });
+        if self.has_segment_properties(ds, ch, c.kind, c.dtype).await? {
+            info["segment_properties"] = json!("segment_properties");
+        }
+        Ok(info)
     }
 
     /// One chunk of a scale, by its name, in the scale's encoding. The box

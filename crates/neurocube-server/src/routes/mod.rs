@@ -402,6 +402,11 @@ pub fn table() -> Vec<Route> {
             "/precomputed/{ds}/{ch}/jpeg/info",
             "the same for uint8 images, jpeg-encoded",
         ),
+        route::<precomputed::SegmentProperties>(
+            M::GET,
+            "/precomputed/{ds}/{ch}/segment_properties/info",
+            "Neuroglancer segment properties of a segmentation channel: its labels (the whole of level 0 when it fits in one cutout) and its objects' kinds, authors and tables",
+        ),
         route::<precomputed::Chunk<true>>(
             M::GET,
             "/precomputed/{ds}/{ch}/jpeg/{scale}/{chunk}",

@@ -1,5 +1,6 @@
 //! Neuroglancer precomputed volumes under `/precomputed/{ds}/{ch}`: the
 //! `info`, the chunks by name, and the same with `jpeg/` for uint8 images;
+//! the segment properties of segmentation channels;
 //! and annotation tables under `/precomputed/{ds}/annotations/{table}`.
 //! Every answer (errors too) carries `Access-Control-Allow-Origin: *` (set
 //! by the middleware) so a Neuroglancer page served elsewhere can read
@@ -90,6 +91,34 @@ impl<const JPEG: bool> Endpoint for Info<JPEG> {
             .precomputed_info(ctx, &self.0, &self.1, JPEG)
             .await?;
         Ok(uncached(req, "application/json", json_bytes(&info)))
+    }
+}
+
+/// `GET /precomputed/{ds}/{ch}/segment_properties/info`.
+pub struct SegmentProperties(DatasetName, ChannelName);
+
+impl Endpoint for SegmentProperties {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        let (d, c) = channel(req)?;
+        Ok(Self(d, c))
+    }
+
+    fn access(&self) -> Access {
+        Access::Read(self.0.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        _: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let props = state
+            .services
+            .segment_properties(ctx, &self.0, &self.1)
+            .await?;
+        Ok(uncached(req, "application/json", json_bytes(&props)))
     }
 }
 
