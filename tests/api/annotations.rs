@@ -451,6 +451,11 @@ async fn bad_rows_are_refused_with_their_index_and_nothing_is_written() {
             "id 1 is below the table's next free id 1025",
         ),
         (
+            json!([{"id": 5_000_000, "pre_pt_position": [1, 2, 3], "post_pt_position": [4, 5, 6]}]),
+            "id",
+            "id 5000000 would spread the table's ids too thin",
+        ),
+        (
             json!([{"id": 50, "pre_pt_position": [1, 2, 3], "post_pt_position": [4, 5, 6]}, {"id": 50, "pre_pt_position": [1, 2, 3], "post_pt_position": [4, 5, 6]}]),
             "id",
             "id 50 is given twice",

@@ -457,3 +457,90 @@ async fn a_channel_too_large_to_scan_lists_only_its_objects() {
         json!([format!("synapse {id}")])
     );
 }
+
+/// Ids of every annotation in a cell of a `line` table with one float
+/// property (28-byte bodies).
+fn cell_ids(cell: &[u8]) -> Vec<u64> {
+    let n = u64::from_le_bytes(le(cell, 0)) as usize;
+    assert_eq!(cell.len(), 8 + n * 28 + n * 8);
+    (0..n)
+        .map(|i| u64::from_le_bytes(le(cell, 8 + 28 * n + 8 * i)))
+        .collect()
+}
+
+/// 20,000 synapses (two spatial levels), with server ids or given sparse
+/// ids; every row is in exactly one cell of one level, and level 0 holds
+/// a sample of at most the limit.
+#[tokio::test]
+async fn every_annotation_is_in_exactly_one_cell_with_dense_or_sparse_ids() {
+    let (app, _, _) = app().await;
+    for (table, sparse) in [("dense", false), ("sparse", true)] {
+        let r = app
+            .put_json(
+                &format!("/v1/datasets/p/tables/{table}"),
+                &json!({"schema": "synapse", "voxel_resolution": [4, 4, 40]}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        let rows: Vec<Value> = (0..20_000u64)
+            .map(|i| {
+                let p = [5 + i % 100, 6 + (i / 100) % 70, 7 + (i / 7000) % 12];
+                let mut r = json!({"pre_pt_position": p, "post_pt_position": p, "size": i});
+                if sparse {
+                    // Three ids per row: too thin for stride sampling.
+                    r["id"] = json!(1 + i * 3);
+                }
+                r
+            })
+            .collect();
+        let r = app
+            .post_json(&format!("/v1/datasets/p/tables/{table}/rows"), &json!(rows))
+            .await;
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        let ids: Vec<u64> = r.json::<Value>().await.unwrap()["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        let info: Value = app
+            .get(&format!("/precomputed/p/annotations/{table}/info"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(info["spatial"].as_array().unwrap().len(), 2, "{info}");
+        let get = |path: String| {
+            let app = &app;
+            async move {
+                let r = app.get(&path).await;
+                assert_eq!(r.status(), 200, "{path}");
+                cell_ids(&r.bytes().await.unwrap())
+            }
+        };
+        let level0 = get(format!("/precomputed/p/annotations/{table}/spatial0/0_0_0")).await;
+        // Hash sampling holds about the limit; stride sampling at most it.
+        let limit = if sparse { 10_500 } else { 10_000 };
+        assert!(
+            !level0.is_empty() && level0.len() <= limit,
+            "{}",
+            level0.len()
+        );
+        if !sparse {
+            // By stride: the multiples of 8, all of them.
+            let want: Vec<u64> = ids.iter().copied().filter(|i| i % 8 == 0).collect();
+            let mut got = level0.clone();
+            got.sort_unstable();
+            assert_eq!(got, want);
+        }
+        let mut all = level0;
+        for c in 0..8 {
+            let key = format!("{}_{}_{}", c & 1, (c >> 1) & 1, c >> 2);
+            all.extend(get(format!("/precomputed/p/annotations/{table}/spatial1/{key}")).await);
+        }
+        all.sort_unstable();
+        let mut want = ids.clone();
+        want.sort_unstable();
+        assert_eq!(all, want, "{table}: every row once");
+    }
+}

@@ -24,21 +24,39 @@ use crate::error::{Result, ServiceError};
 pub const CELL_LIMIT: u64 = 10_000;
 /// The finest level has 2^6 = 64 cells per axis.
 const MAX_LEVEL: u32 = 6;
+/// Most ids a coarse cell reads by id (level 0 of dense ids reads about
+/// `CELL_LIMIT`; level 1 eight times as many).
+const MAX_ID_READS: u64 = 1 << 18;
 
 /// A table's multi-level spatial index: level `l` has `2^l` cells per
-/// axis; an annotation belongs to the first level `l` where its id's hash
-/// falls below `p[l] = min(1, CELL_LIMIT·8^l / rows)` (the finest level
-/// takes the rest), so every annotation is in exactly one cell of one
-/// level, and coarse levels hold an even sample of about `CELL_LIMIT` per
-/// cell, as Neuroglancer's format asks.
+/// axis, and every annotation is in exactly one cell of one level, coarse
+/// levels holding an even sample of about `CELL_LIMIT` per cell, as
+/// Neuroglancer's format asks. Which level an annotation is in follows
+/// from its id alone:
+///
+/// - Ids dense (at most twice as many ids handed out as rows, the usual
+///   case: the server assigns them): by stride. With `L` the finest level,
+///   an id divisible by `8^L` is in level 0, one divisible by `8^(L-1)`
+///   (and not `8^L`) in level 1, and so on. A coarse cell then reads only
+///   the multiples of its level's stride (`ids / 8^(L-l)` rows, about
+///   `CELL_LIMIT` at level 0) instead of every row in its box (the whole
+///   table at level 0).
+/// - Otherwise (ids given by users, spread over a wide range): by hash. An
+///   annotation is in the first level `l` where its id's hash falls below
+///   `p[l] = min(1, CELL_LIMIT·8^l / rows)` (the finest level takes the
+///   rest), and a cell reads the rows in its box.
 struct SpatialIndex {
     lo: [f64; 3],
     hi: [f64; 3],
     p: Vec<f64>,
+    /// Rows.
+    rows: u64,
+    /// Ids handed out (the table's next id), when they are dense.
+    dense: Option<u64>,
 }
 
 impl SpatialIndex {
-    fn new(lo: [f64; 3], hi: [f64; 3], rows: u64) -> Self {
+    fn new(lo: [f64; 3], hi: [f64; 3], rows: u64, next_id: u64) -> Self {
         let mut last = 0;
         while last < MAX_LEVEL && rows > CELL_LIMIT.saturating_mul(8u64.pow(last)) {
             last += 1;
@@ -52,7 +70,29 @@ impl SpatialIndex {
                 }
             })
             .collect();
-        Self { lo, hi, p }
+        let dense = (next_id <= rows.saturating_mul(2)).then_some(next_id);
+        Self {
+            lo,
+            hi,
+            p,
+            rows,
+            dense,
+        }
+    }
+
+    /// The finest level.
+    fn last(&self) -> usize {
+        self.p.len() - 1
+    }
+
+    /// Rows in a cell of level `l` on average (what reading its box reads).
+    fn rows_per_cell(&self, l: usize) -> u64 {
+        self.rows / 8u64.pow(l as u32)
+    }
+
+    /// Ids of level `l` are multiples of this (dense ids).
+    fn stride(&self, l: usize) -> u64 {
+        8u64.pow((self.last() - l) as u32)
     }
 
     fn cells(l: usize) -> u64 {
@@ -65,6 +105,15 @@ impl SpatialIndex {
 
     /// The level of an annotation, from its id.
     fn level_of(&self, id: u64) -> usize {
+        if self.dense.is_some() {
+            let mut v = id;
+            let mut l = self.last();
+            while l > 0 && v.is_multiple_of(8) {
+                v /= 8;
+                l -= 1;
+            }
+            return l;
+        }
         // splitmix64: an even spread of ids over [0, 1).
         let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -206,7 +255,8 @@ impl Services {
         let lo = [0, 1, 2].map(|i| d.offset[i] as f64 * d.voxel_size[i] / res[i]);
         let hi = [0, 1, 2].map(|i| (d.offset[i] + d.extent[i]) as f64 * d.voxel_size[i] / res[i]);
         let rows = self.annotations.live_count(t).await?;
-        Ok(SpatialIndex::new(lo, hi, rows))
+        let next_id = self.annotations.next_id(t.uid()).await?;
+        Ok(SpatialIndex::new(lo, hi, rows, next_id))
     }
 
     /// The precomputed annotation `info` of a table.
@@ -306,10 +356,24 @@ impl Services {
             let col = t.schema.columns[l.positions[0]].name.clone();
             let mut m = serde_json::Map::new();
             m.insert(col, json!([a, [b[0] - 1, b[1] - 1, b[2] - 1]]));
-            let f = Filters {
+            let mut f = Filters {
                 filter_spatial_dict: Some(m),
                 ..Filters::default()
             };
+            // A coarse cell of dense ids: read its level's ids, not its box.
+            if let Some(next) = spatial.dense {
+                let stride = spatial.stride(level);
+                let candidates = next.div_ceil(stride);
+                let in_box = spatial.rows_per_cell(level);
+                if candidates <= MAX_ID_READS && candidates < in_box {
+                    let mut ids = serde_json::Map::new();
+                    ids.insert(
+                        "id".into(),
+                        J::from((0..next).step_by(stride as usize).collect::<Vec<u64>>()),
+                    );
+                    f.filter_in_dict = Some(ids);
+                }
+            }
             let rows = self.annotation_rows(&t, f).await?;
             let list: Vec<Annotation> = rows
                 .iter()

@@ -25,6 +25,8 @@ use crate::volume::Target;
 
 /// Ids a process reserves at once for rows without given ids.
 const ID_BLOCK: u64 = 1024;
+/// Given ids may run this far past twice a table's rows.
+const SPARSE_IDS_SLACK: u64 = 1 << 20;
 /// Chunks decoded at once for a root-id lookup.
 const LOOKUP_IN_FLIGHT: usize = 8;
 
@@ -38,7 +40,7 @@ fn row_error(row: usize, column: &str, reason: String) -> ServiceError {
 
 impl Annotations {
     /// The next free id of a table (1 for a new table).
-    pub(super) async fn next_id(&self, uid: u64) -> Result<u64> {
+    pub(crate) async fn next_id(&self, uid: u64) -> Result<u64> {
         let got = self
             .store
             .get_many(Table::Meta, &[keys::table_ids(uid)])
@@ -125,6 +127,23 @@ impl Annotations {
             ));
         }
         let auto = (rows.len() - given.len()) as u64;
+        // Rows live in blocks of ids, which scans and versions read one by
+        // one: ids spread thin would make them read mostly empty blocks.
+        let (added, _) = self.writer.counts(t.uid()).await?;
+        let bound = (u64::try_from(added).unwrap_or(0) + rows.len() as u64)
+            .saturating_mul(2)
+            .saturating_add(SPARSE_IDS_SLACK);
+        if let Some((i, id)) = given.last().filter(|g| g.1 >= bound) {
+            return Err(row_error(
+                *i,
+                "id",
+                format!(
+                    "id {id} would spread the table's ids too thin: with {} rows (this upload's included) ids must stay below {bound} (twice the rows, plus {SPARSE_IDS_SLACK}), because rows are stored in blocks of {} ids that scans and versions read one by one; leave ids out to have them assigned (keep your own id in a column of its own)",
+                    u64::try_from(added).unwrap_or(0) + rows.len() as u64,
+                    1u64 << keys::ROW_BLOCK_BITS
+                ),
+            ));
+        }
         let key = keys::table_ids(t.uid());
         for _ in 0..64 {
             let old = self
