@@ -1,6 +1,7 @@
 """Python client of neurocube: cutouts into numpy arrays and uploads from
 them (chunk-aligned, parallel, resumable), tiles, annotation tables with
-CAVE's query arguments, synapse queries, versions and connectivity graphs.
+CAVE's query arguments, synapse queries, versions, connectivity graphs, and
+annotation objects with their voxels.
 
     >>> from neurocube import Client
     >>> nc = Client("http://127.0.0.1:8080", token=None)

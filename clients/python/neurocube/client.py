@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterable, Optional
 import requests
 
 from . import errors
+from .objects import ObjectsMixin
 from .tables import TablesMixin
 from .volume import VolumeMixin
 
@@ -18,7 +19,7 @@ from .volume import VolumeMixin
 RETRIED = (429, 502, 503, 504)
 
 
-class Client(VolumeMixin, TablesMixin):
+class Client(VolumeMixin, TablesMixin, ObjectsMixin):
     """A neurocube server.
 
     Args:

@@ -197,3 +197,49 @@ def test_graphs_as_dataframes_and_networkx(annotated):
     stats = nc.graph_stats(ds)
     assert stats["edges"] == len(df[df.pre_pt_root_id != df.post_pt_root_id]
                                  .groupby(["pre_pt_root_id", "post_pt_root_id"]))
+
+
+def test_objects_round_trip_with_voxels_masks_conflicts_and_ids(server):
+    from neurocube import Conflict
+
+    nc = Client(server)
+    ds = "ob" + uuid.uuid4().hex[:8]
+    nc.create_dataset(ds, [4, 4, 40], [256, 256, 32])
+    nc.create_channel(ds, "anno", "uint64", kind="segmentation", chunk_size=[64, 64, 16])
+    nc.create_table(ds, "syn", "ramon_synapse", [4, 4, 40], segmentation="anno")
+    # Two synapses: a 4x4x2 block as an array, three voxels as a list.
+    block = np.array([(x, y, z) for z in (3, 4) for y in range(10, 14) for x in range(20, 24)])
+    ids = nc.create_objects(ds, "syn", [
+        {"author": "detector", "confidence": 0.9, "weight": 2.5, "voxels": block},
+        {"author": "alice", "voxels": [(100, 100, 5), (101, 100, 5), (100, 101, 5)]},
+    ], batch=1)
+    assert len(ids) == 2 and ids[0] != ids[1]
+    row = nc.object(ds, "syn", ids[0])
+    assert row["author"] == "detector" and row["voxel_count"] == 32
+    got = nc.object_voxels(ds, "syn", ids[0])
+    # z, y, x order.
+    order = np.lexsort((block[:, 0], block[:, 1], block[:, 2]))
+    assert np.array_equal(got, block[order])
+    bb = nc.object_bounding_box(ds, "syn", ids[1])
+    assert bb["bbcorner"] == [100, 100, 5] and bb["bbdim"] == [2, 2, 1]
+    # The cutout masked to the object: its id where it is, 0 elsewhere.
+    cut = nc.object_cutout(ds, "syn", ids[1])
+    assert cut.shape == (1, 2, 2) and cut.dtype == np.uint64
+    assert cut.tolist() == [[[ids[1], ids[1]], [ids[1], 0]]]
+    assert nc.ids(ds, "anno", 0, ((0, 256), (0, 256), (0, 32))).tolist() == sorted(ids)
+    # A mask over the first object's voxel (20, 10, 3) and a free one:
+    # preserve keeps the other object's voxel, exception refuses all.
+    mask = np.zeros((1, 1, 2), dtype=np.uint64)
+    mask[...] = ids[1]
+    r = nc.put_object_voxels(ds, "syn", ids[1], mask=mask, offset=(19, 10, 3), conflict="preserve")
+    assert r["voxels_preserved"] == 1
+    with pytest.raises(Conflict) as e:
+        nc.put_object_voxels(ds, "syn", ids[1], [(21, 10, 3)], conflict="exception")
+    assert e.value.status == 409 and e.value.error == "label_conflict"
+    assert nc.object(ds, "syn", ids[1])["voxel_count"] == 4
+    # A bad voxel list is refused before anything is sent.
+    with pytest.raises(ValueError):
+        nc.create_objects(ds, "syn", [{"voxels": [[1.5, 2, 3]]}])
+    # Deleting clears the voxels.
+    assert nc.delete_object(ds, "syn", ids[0]) == 32
+    assert nc.ids(ds, "anno", 0, ((0, 256), (0, 256), (0, 32))).tolist() == [ids[1]]
