@@ -35,12 +35,12 @@ const MAX_ID_READS: u64 = 1 << 18;
 /// from its id alone:
 ///
 /// - Ids dense (at most twice as many ids handed out as rows, the usual
-///   case: the server assigns them): by stride. With `L` the finest level,
-///   an id divisible by `8^L` is in level 0, one divisible by `8^(L-1)`
-///   (and not `8^L`) in level 1, and so on. A coarse cell then reads only
-///   the multiples of its level's stride (`ids / 8^(L-l)` rows, about
-///   `CELL_LIMIT` at level 0) instead of every row in its box (the whole
-///   table at level 0).
+///   case: the server assigns them): by an even spread of ids. With `n`
+///   ids handed out and `q = CELL_LIMIT·8^l`, the ids of levels up to `l`
+///   are `ceil(j·n/q)` for `j = 0, 1, ...`: about `CELL_LIMIT·8^l` of them,
+///   each level's set inside the next one's, and all ids once `n ≤ q`. A
+///   coarse cell then reads only those ids (about `CELL_LIMIT` at level 0)
+///   instead of every row in its box (the whole table at level 0).
 /// - Otherwise (ids given by users, spread over a wide range): by hash. An
 ///   annotation is in the first level `l` where its id's hash falls below
 ///   `p[l] = min(1, CELL_LIMIT·8^l / rows)` (the finest level takes the
@@ -90,9 +90,33 @@ impl SpatialIndex {
         self.rows / 8u64.pow(l as u32)
     }
 
-    /// Ids of level `l` are multiples of this (dense ids).
-    fn stride(&self, l: usize) -> u64 {
-        8u64.pow((self.last() - l) as u32)
+    /// `(n, q)` of level `l`'s spread of dense ids (see [`SpatialIndex`]).
+    fn spread(next: u64, l: usize) -> (u128, u128) {
+        (
+            u128::from(next),
+            u128::from(CELL_LIMIT) * 8u128.pow(l as u32),
+        )
+    }
+
+    /// Whether a dense id is among the ids of levels up to `l`: some `j`
+    /// has `ceil(j·n/q) = id`, i.e. a multiple of `n` in `((id-1)·q, id·q]`.
+    fn in_spread(next: u64, l: usize, id: u64) -> bool {
+        let (n, q) = Self::spread(next, l);
+        let id = u128::from(id);
+        n <= q || id == 0 || id * q / n > (id - 1) * q / n
+    }
+
+    /// The dense ids of levels up to `l`, ascending.
+    fn spread_ids(next: u64, l: usize) -> Vec<u64> {
+        let (n, q) = Self::spread(next, l);
+        if n <= q {
+            return (0..next).collect();
+        }
+        (0u128..)
+            .map(|j| (j * n).div_ceil(q))
+            .take_while(|&id| id < n)
+            .map(|id| id as u64)
+            .collect()
     }
 
     fn cells(l: usize) -> u64 {
@@ -105,14 +129,10 @@ impl SpatialIndex {
 
     /// The level of an annotation, from its id.
     fn level_of(&self, id: u64) -> usize {
-        if self.dense.is_some() {
-            let mut v = id;
-            let mut l = self.last();
-            while l > 0 && v.is_multiple_of(8) {
-                v /= 8;
-                l -= 1;
-            }
-            return l;
+        if let Some(next) = self.dense {
+            return (0..self.last())
+                .find(|&l| Self::in_spread(next, l, id))
+                .unwrap_or(self.last());
         }
         // splitmix64: an even spread of ids over [0, 1).
         let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -362,15 +382,10 @@ impl Services {
             };
             // A coarse cell of dense ids: read its level's ids, not its box.
             if let Some(next) = spatial.dense {
-                let stride = spatial.stride(level);
-                let candidates = next.div_ceil(stride);
-                let in_box = spatial.rows_per_cell(level);
-                if candidates <= MAX_ID_READS && candidates < in_box {
+                let candidates = CELL_LIMIT.saturating_mul(8u64.pow(level as u32));
+                if candidates <= MAX_ID_READS && candidates < spatial.rows_per_cell(level) {
                     let mut ids = serde_json::Map::new();
-                    ids.insert(
-                        "id".into(),
-                        J::from((0..next).step_by(stride as usize).collect::<Vec<u64>>()),
-                    );
+                    ids.insert("id".into(), J::from(SpatialIndex::spread_ids(next, level)));
                     f.filter_in_dict = Some(ids);
                 }
             }
@@ -395,5 +410,40 @@ impl Services {
             key: format!("{index}/{key}"),
             keys: known.join(", "),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dense_ids_spread_evenly_over_nested_levels() {
+        for next in [1u64, 9_999, 10_001, 20_001, 30_001, 1_000_001] {
+            let idx = SpatialIndex::new([0.0; 3], [1.0; 3], next.max(1), next);
+            let mut seen = vec![0usize; idx.p.len()];
+            for id in 0..next {
+                seen[idx.level_of(id)] += 1;
+            }
+            assert_eq!(seen.iter().sum::<usize>() as u64, next);
+            for (l, &count) in seen.iter().enumerate() {
+                // About the limit per cell, never much more.
+                let per_cell = count as f64 / 8f64.powi(l as i32);
+                assert!(
+                    per_cell <= CELL_LIMIT as f64 + 1.0,
+                    "{next}: level {l} {per_cell}"
+                );
+                // The ids listed for a level are exactly those of it and coarser.
+                let listed = SpatialIndex::spread_ids(next, l);
+                let want: Vec<u64> = (0..next).filter(|&id| idx.level_of(id) <= l).collect();
+                if l < idx.last() {
+                    assert_eq!(listed, want, "{next}: level {l}");
+                }
+            }
+            if idx.p.len() > 1 {
+                // Level 0 holds about the limit.
+                assert!(seen[0] as u64 >= CELL_LIMIT - 1, "{next}: {}", seen[0]);
+            }
+        }
     }
 }

@@ -155,7 +155,8 @@ impl Services {
                 if let Some(Value::Str(a)) = author.map(|c| &r.values[c]) {
                     s.description.clone_from(a);
                 }
-                s.tags = vec![k, tt];
+                // A table named after its kind is one tag.
+                s.tags = if k == tt { vec![k] } else { vec![k, tt] };
             }
         }
         let ids: Vec<String> = segments.keys().map(u64::to_string).collect();
