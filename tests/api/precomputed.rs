@@ -49,6 +49,11 @@ async fn app_with(
     (app, em, seg)
 }
 
+/// The JSON answer of a GET.
+async fn json_at(app: &TestApp, path: &str) -> Value {
+    app.get(path).await.json().await.unwrap()
+}
+
 async fn raw(app: &TestApp, ch: &str, level: u8, b: [[u64; 2]; 3]) -> Vec<u8> {
     let url = format!(
         "/p/{ch}/raw/{level}/{},{}/{},{}/{},{}/",
@@ -62,12 +67,7 @@ async fn raw(app: &TestApp, ch: &str, level: u8, b: [[u64; 2]; 3]) -> Vec<u8> {
 #[tokio::test]
 async fn info_describes_every_level_as_a_scale() {
     let (app, _, _) = app().await;
-    let info: Value = app
-        .get("/precomputed/p/seg/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let info: Value = json_at(&app, "/precomputed/p/seg/info").await;
     assert_eq!(info["type"], "segmentation");
     assert_eq!(info["data_type"], "uint32");
     assert_eq!(info["num_channels"], 1);
@@ -81,20 +81,10 @@ async fn info_describes_every_level_as_a_scale() {
     assert_eq!(s[0]["compressed_segmentation_block_size"], json!([8, 8, 4]));
     assert_eq!(s[1]["key"], "8_8_40");
     assert_eq!(s[1]["resolution"], json!([8.0, 8.0, 40.0]));
-    let em: Value = app
-        .get("/precomputed/p/em/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let em: Value = json_at(&app, "/precomputed/p/em/info").await;
     assert_eq!(em["type"], "image");
     assert_eq!(em["scales"][0]["encoding"], "raw");
-    let jpeg: Value = app
-        .get("/precomputed/p/em/jpeg/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let jpeg: Value = json_at(&app, "/precomputed/p/em/jpeg/info").await;
     assert_eq!(jpeg["scales"][1]["encoding"], "jpeg");
 }
 
@@ -215,12 +205,7 @@ async fn a_synapse_table_reads_as_precomputed_annotations() {
     ]);
     let r = app.post_json("/v1/datasets/p/tables/syn/rows", &rows).await;
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let info: Value = app
-        .get("/precomputed/p/annotations/syn/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let info: Value = json_at(&app, "/precomputed/p/annotations/syn/info").await;
     assert_eq!(info["annotation_type"], "line");
     assert_eq!(
         info["properties"],
@@ -351,19 +336,9 @@ async fn one_object(app: &TestApp) -> u64 {
 #[tokio::test]
 async fn segment_properties_list_the_labels_and_name_the_objects() {
     let (app, _, seg) = app().await;
-    let info: Value = app
-        .get("/precomputed/p/seg/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let info: Value = json_at(&app, "/precomputed/p/seg/info").await;
     assert_eq!(info["segment_properties"], "segment_properties");
-    let em: Value = app
-        .get("/precomputed/p/em/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let em: Value = json_at(&app, "/precomputed/p/em/info").await;
     assert!(em.get("segment_properties").is_none(), "{em}");
 
     // Every label written, ascending, nothing else.
@@ -398,12 +373,7 @@ async fn segment_properties_list_the_labels_and_name_the_objects() {
     // (5, 6, 7) is still elsewhere.
     let id = one_object(&app).await;
     assert_eq!(id, 90_000);
-    let v: Value = app
-        .get("/precomputed/p/seg/segment_properties/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_at(&app, "/precomputed/p/seg/segment_properties/info").await;
     let got = ids(&v);
     let mut want2 = want.clone();
     want2.push(id);
@@ -427,30 +397,15 @@ async fn a_channel_too_large_to_scan_lists_only_its_objects() {
     // Level 0 of seg is 100 x 70 x 12 x 4 bytes = 336,000: over the limit
     // (the box written is 215,040).
     let (app, _, _) = app_with(|s| s.limits.max_cutout_bytes = 250_000).await;
-    let info: Value = app
-        .get("/precomputed/p/seg/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let info: Value = json_at(&app, "/precomputed/p/seg/info").await;
     assert!(info.get("segment_properties").is_none(), "{info}");
     let r = app.get("/precomputed/p/seg/segment_properties/info").await;
     assert_error(r, 413, "too_large", "bind an object table to the channel").await;
 
     let id = one_object(&app).await;
-    let info: Value = app
-        .get("/precomputed/p/seg/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let info: Value = json_at(&app, "/precomputed/p/seg/info").await;
     assert_eq!(info["segment_properties"], "segment_properties");
-    let v: Value = app
-        .get("/precomputed/p/seg/segment_properties/info")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = json_at(&app, "/precomputed/p/seg/segment_properties/info").await;
     assert_eq!(v["inline"]["ids"], json!([id.to_string()]));
     assert_eq!(
         v["inline"]["properties"][0]["values"],
@@ -503,12 +458,7 @@ async fn every_annotation_is_in_exactly_one_cell_with_dense_or_sparse_ids() {
             .iter()
             .map(|v| v.as_u64().unwrap())
             .collect();
-        let info: Value = app
-            .get(&format!("/precomputed/p/annotations/{table}/info"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let info: Value = json_at(&app, &format!("/precomputed/p/annotations/{table}/info")).await;
         assert_eq!(info["spatial"].as_array().unwrap().len(), 2, "{info}");
         let get = |path: String| {
             let app = &app;
