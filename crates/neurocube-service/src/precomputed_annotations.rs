@@ -250,7 +250,18 @@ fn annotation(l: &Layout, r: &Row) -> Option<Annotation> {
 impl Services {
     /// The rows of `t` matching `f`, where its queries read by default.
     async fn annotation_rows(&self, t: &ResolvedTable, f: Filters) -> Result<Vec<Row>> {
-        let (at, _, _) = self.annotations.resolve_at(t, None, None).await?;
+        self.rows_at(t, f, None).await
+    }
+
+    /// The rows of `t` matching `f` at `timestamp` (live rows then), or
+    /// where its queries read by default (`None`).
+    pub(crate) async fn rows_at(
+        &self,
+        t: &ResolvedTable,
+        f: Filters,
+        timestamp: Option<&J>,
+    ) -> Result<Vec<Row>> {
+        let (at, _, _) = self.annotations.resolve_at(t, None, timestamp).await?;
         let filter =
             Filter::parse(&f, &t.schema).map_err(|e| ServiceError::field(e.field, e.message))?;
         let plan = crate::annotations::query::plan(

@@ -15,15 +15,13 @@
 
 use std::collections::BTreeMap;
 
-use futures::TryStreamExt;
-use neurocube_core::annotation::{Filter, Filters, Schema, Value};
+use neurocube_core::annotation::{Filters, Schema, Value};
 use neurocube_core::meta::ChannelType;
 use neurocube_core::{ChannelName, DType, DatasetName};
 use serde_json::{Value as J, json};
 
 use crate::Services;
 use crate::annotations::ResolvedTable;
-use crate::annotations::query::At;
 use crate::context::RequestContext;
 use crate::error::{Result, ServiceError};
 use crate::usecases::VolumeBox;
@@ -179,16 +177,6 @@ impl Services {
     /// Every row of `t` valid now.
     async fn live_rows(&self, t: &ResolvedTable) -> Result<Vec<neurocube_core::annotation::Row>> {
         let now = J::from(crate::jobs::now_ms() as f64 / 1000.0);
-        let (at, _, _) = self.annotations.resolve_at(t, None, Some(&now)).await?;
-        let filter = Filter::parse(&Filters::default(), &t.schema)
-            .map_err(|e| ServiceError::field(e.field, e.message))?;
-        let plan = crate::annotations::query::plan(t, &filter, matches!(at, At::Version(..)));
-        let mut out = Vec::new();
-        let rows = self.annotations.matching_rows(t, &at, filter, plan);
-        futures::pin_mut!(rows);
-        while let Some(batch) = rows.try_next().await? {
-            out.extend(batch);
-        }
-        Ok(out)
+        self.rows_at(t, Filters::default(), Some(&now)).await
     }
 }
