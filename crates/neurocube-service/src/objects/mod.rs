@@ -15,6 +15,8 @@ pub mod flusher;
 pub mod pending;
 mod wire;
 
+pub use wire::{Conflict, ObjectInput};
+
 pub use wire::{mask_voxels, parse_objects, voxel_list};
 
 use std::collections::{BTreeMap, HashMap};
@@ -71,42 +73,6 @@ impl Default for ObjectsConfig {
             max_voxels: 1 << 24,
         }
     }
-}
-
-/// OCP's conflict options of a label write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Conflict {
-    /// Take every voxel, whatever it held (the default).
-    #[default]
-    Overwrite,
-    /// Take only voxels that hold no label (or this object's).
-    Preserve,
-    /// Refuse the whole write (409) if any voxel holds another object.
-    Exception,
-}
-
-impl Conflict {
-    /// From `?conflict=` (`except` is OCP's short form of `exception`).
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "overwrite" => Ok(Self::Overwrite),
-            "preserve" => Ok(Self::Preserve),
-            "exception" | "except" => Ok(Self::Exception),
-            other => Err(ServiceError::field(
-                "conflict",
-                format!("unknown conflict option '{other}': use overwrite, preserve or exception"),
-            )),
-        }
-    }
-}
-
-/// An object as uploaded: its row's values and its voxels.
-#[derive(Clone, Debug, Default)]
-pub struct ObjectInput {
-    /// Metadata (columns of the table's schema, and optionally `id`).
-    pub metadata: Map<String, J>,
-    /// Voxels `[x, y, z]` at level 0.
-    pub voxels: Vec<[u64; 3]>,
 }
 
 /// What a label write did.

@@ -1,5 +1,6 @@
-//! The wire forms of objects: uploads (JSON, NDJSON, Arrow) read into
-//! rows and voxel lists, voxel lists, and dense masks.
+//! The wire forms of objects: a request's conflict option, uploads (JSON,
+//! NDJSON, Arrow) read into rows and voxel lists, voxel lists, and dense
+//! masks.
 
 use std::collections::BTreeMap;
 
@@ -8,9 +9,45 @@ use neurocube_core::{Box3, DType, labels};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value as J};
 
-use super::{ObjectInput, invalid};
+use super::invalid;
 use crate::annotations::UploadFormat;
 use crate::error::{Result, ServiceError};
+
+/// OCP's conflict options of a label write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Conflict {
+    /// Take every voxel, whatever it held (the default).
+    #[default]
+    Overwrite,
+    /// Take only voxels that hold no label (or this object's).
+    Preserve,
+    /// Refuse the whole write (409) if any voxel holds another object.
+    Exception,
+}
+
+impl Conflict {
+    /// From `?conflict=` (`except` is OCP's short form of `exception`).
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "overwrite" => Ok(Self::Overwrite),
+            "preserve" => Ok(Self::Preserve),
+            "exception" | "except" => Ok(Self::Exception),
+            other => Err(ServiceError::field(
+                "conflict",
+                format!("unknown conflict option '{other}': use overwrite, preserve or exception"),
+            )),
+        }
+    }
+}
+
+/// An object as uploaded: its row's values and its voxels.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectInput {
+    /// Metadata (columns of the table's schema, and optionally `id`).
+    pub metadata: Map<String, J>,
+    /// Voxels `[x, y, z]` at level 0.
+    pub voxels: Vec<[u64; 3]>,
+}
 
 /// Parse an objects upload: a JSON object (one object), a JSON array or
 /// `{"objects": [...]}`, NDJSON (one object per line), or Arrow IPC (one
