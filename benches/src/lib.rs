@@ -5,6 +5,16 @@
 pub mod graphbench;
 pub mod synbench;
 
+/// White noise, the incompressible extra row beside the EM-like volume of
+/// `neurocube_service::demo` (never the only row: EM compresses).
+#[must_use]
+pub fn white_noise(len: usize, seed: u64) -> Vec<u8> {
+    use rand::{RngCore, SeedableRng};
+    let mut v = vec![0u8; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
 /// What a bench reads about a server process from `/proc`.
 pub mod proc {
     use std::time::{Duration, Instant};
