@@ -21,6 +21,12 @@ if ! { [[ -x /usr/lib/jvm/java-17-openjdk-amd64/bin/java ]] && command -v mvn >/
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jdk-headless maven >/dev/null
 fi
 
+step "NASM, for libjpeg-turbo's SIMD code (the turbojpeg crate builds it from source)"
+if ! command -v nasm >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nasm >/dev/null
+fi
+
 step "Rust: formatting and lints (cargo fmt --check, clippy -D warnings)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
