@@ -43,6 +43,31 @@ def test_npy_put_blosc_get(server):
     np.testing.assert_array_equal(got, arr)
 
 
+def test_large_blosc_get_is_one_frame(server):
+    """Boxes over 8 MiB are compressed in 4 MiB parts joined into one c-blosc
+    frame: `blosc.decompress` reads it whole, for every element size, on
+    compressible and incompressible voxels, aligned or not."""
+    rng = np.random.default_rng(5)
+    for dtype, extent in [("uint8", (720, 600, 24)), ("uint16", (610, 500, 20)), ("uint64", (300, 280, 20))]:
+        ds = make(server, dtype=dtype, extent=extent)
+        X, Y, Z = extent
+        arr = np.empty((Z, Y, X), dtype)
+        arr[: Z // 2] = rng.integers(0, 200, size=(Z // 2, Y, X)).astype(dtype)  # noise
+        arr[Z // 2 :] = (np.arange(Y * X).reshape(Y, X) // 37 % 50).astype(dtype)  # smooth
+        whole = f"{server}/{ds}/c/{{}}/0/0,{X}/0,{Y}/0,{Z}/"
+        assert requests.put(whole.format("npy"), data=npy_bytes(arr)).status_code == 201
+        for (x0, x1, y0, y1, z0, z1) in [(0, X, 0, Y, 0, Z), (3, X - 5, 1, Y - 2, 1, Z)]:
+            url = f"{server}/{ds}/c/blosc/0/{x0},{x1}/{y0},{y1}/{z0},{z1}/"
+            r = requests.get(url)
+            assert r.status_code == 200, r.text
+            assert int(r.headers["Content-Length"]) == len(r.content)
+            got = np.frombuffer(blosc.decompress(r.content), dtype).reshape(z1 - z0, y1 - y0, x1 - x0)
+            np.testing.assert_array_equal(got, arr[z0:z1, y0:y1, x0:x1], f"{dtype} {url}")
+            assert got.nbytes > 8 << 20
+            if (x0, z0) == (0, 0):  # the smooth half compresses
+                assert len(r.content) < 0.8 * got.nbytes
+
+
 def test_blosc_put_from_python(server):
     ds = make(server, dtype="uint8")
     arr = (np.arange(40 * 50 * 60, dtype=np.uint32) * 2654435761 >> 24).astype(np.uint8).reshape(40, 50, 60)

@@ -65,13 +65,34 @@ impl Blosc {
 
     /// Compress `src` into a new frame (single-threaded; callers parallelise over chunks).
     pub fn compress(&self, src: &[u8]) -> Result<Vec<u8>, BloscError> {
+        self.compress_with(src, 0, src.len() + OVERHEAD)
+    }
+
+    /// Compress one part of a frame that [`join_parts`] assembles: every
+    /// part but the last holds a multiple of [`PART_BYTES`], and the last
+    /// at least `PART_BYTES` (or the whole input, then it is the frame).
+    /// Parts compress on any threads, in any order, as their bytes arrive.
+    pub fn compress_part(&self, src: &[u8]) -> Result<Vec<u8>, BloscError> {
+        // Room for every block stored as it is (each split with its 4-byte
+        // length), so c-blosc never falls back to one memcpy'd frame, whose
+        // layout has no blocks to join.
+        let blocks = src.len() / MIN_PART_BLOCK + 2;
+        let cap = src.len() + OVERHEAD + 4 * blocks * (1 + self.typesize) + 64;
+        self.compress_with(src, PART_BLOCK, cap)
+    }
+
+    fn compress_with(
+        &self,
+        src: &[u8],
+        blocksize: usize,
+        cap: usize,
+    ) -> Result<Vec<u8>, BloscError> {
         if src.len() > MAX_BUFFER {
             return Err(BloscError::TooLarge {
                 len: src.len(),
                 max: MAX_BUFFER,
             });
         }
-        let cap = src.len() + OVERHEAD;
         let mut dst: Vec<u8> = Vec::with_capacity(cap);
         // SAFETY: `src` is valid for `src.len()` bytes; `dst` has `cap` bytes of
         // capacity, which c-blosc never exceeds (it is told `cap`); the name is
@@ -86,7 +107,7 @@ impl Blosc {
                 dst.as_mut_ptr().cast::<c_void>(),
                 cap,
                 self.compressor.c_name().as_ptr().cast(),
-                0,
+                blocksize,
                 1,
             )
         };
@@ -106,6 +127,138 @@ impl Blosc {
         }
         Ok(dst)
     }
+}
+
+/// Bytes in each part of a frame compressed in parts. The parts are told
+/// blocks of `PART_BLOCK`; c-blosc makes that 256 KiB × typesize (at most
+/// 1 MiB) for splitting codecs and keeps it otherwise, and every such block
+/// size divides 4 MiB, so the parts' blocks line up in the joined frame.
+pub const PART_BYTES: usize = 4 << 20;
+const PART_BLOCK: usize = 256 << 10;
+/// The smallest block c-blosc makes of a forced `PART_BLOCK`.
+const MIN_PART_BLOCK: usize = 64 << 10;
+const MEMCPYED: u8 = blosc_src::BLOSC_MEMCPYED as u8;
+
+/// A c-blosc v1 frame joined from parts: `head` (the header and the offsets
+/// of every block), then the blocks of each part, `part[start..]`, in order.
+/// Sent as it is, the parts' blocks are never copied.
+#[derive(Debug)]
+pub struct Joined {
+    /// The frame's header and block offsets.
+    pub head: Vec<u8>,
+    /// Each part and where its blocks start in it.
+    pub parts: Vec<(Vec<u8>, usize)>,
+}
+
+impl Joined {
+    /// Length of the frame.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.head.len() + self.parts.iter().map(|(p, s)| p.len() - s).sum::<usize>()
+    }
+
+    /// Whether the frame is empty (never: a frame has a header).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The frame in one buffer.
+    #[must_use]
+    pub fn into_vec(self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend_from_slice(&self.head);
+        for (p, start) in &self.parts {
+            out.extend_from_slice(&p[*start..]);
+        }
+        out
+    }
+}
+
+/// One c-blosc v1 frame from parts made by [`Blosc::compress_part`], in
+/// order. A c-blosc v1 frame puts the offsets of its blocks before the
+/// blocks, so it cannot be sent before its last block is compressed; built
+/// from parts, it never needs its input whole: each part is compressed as
+/// soon as its bytes exist, and the parts' blocks go behind one header with
+/// one offset table.
+pub fn join_parts(mut parts: Vec<Vec<u8>>) -> Result<Joined, BloscError> {
+    if parts.len() == 1 {
+        return Ok(Joined {
+            head: parts.pop().unwrap_or_default(),
+            parts: Vec::new(),
+        });
+    }
+    let word = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let bad = |part, reason| BloscError::BadPart { part, reason };
+    let Some(first) = parts.first() else {
+        return Err(bad(0, "there are no parts"));
+    };
+    if first.len() < HEADER {
+        return Err(bad(0, "shorter than a header"));
+    }
+    let (head, blocksize) = (&first[..4], word(first, 8) as usize);
+    let (mut nbytes, mut nblocks, mut data) = (0usize, 0usize, 0usize);
+    let mut layout = Vec::with_capacity(parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() < HEADER || word(p, 12) as usize != p.len() {
+            return Err(bad(i, "not one whole frame"));
+        }
+        if &p[..4] != head || word(p, 8) as usize != blocksize || blocksize == 0 {
+            return Err(bad(i, "its header differs from the first part's"));
+        }
+        if p[2] & MEMCPYED != 0 {
+            return Err(bad(i, "stored without blocks (memcpy'd)"));
+        }
+        let n = word(p, 4) as usize;
+        if i + 1 < parts.len() && !n.is_multiple_of(blocksize) {
+            return Err(bad(i, "not a whole number of blocks"));
+        }
+        let blocks = n.div_ceil(blocksize);
+        let start = HEADER + 4 * blocks;
+        if p.len() < start {
+            return Err(bad(i, "shorter than its block offsets"));
+        }
+        layout.push((blocks, start));
+        nbytes += n;
+        nblocks += blocks;
+        data += p.len() - start;
+    }
+    if nbytes > MAX_BUFFER {
+        return Err(BloscError::TooLarge {
+            len: nbytes,
+            max: MAX_BUFFER,
+        });
+    }
+    let offsets = HEADER + 4 * nblocks;
+    let total = offsets + data;
+    let total32 = u32::try_from(total).map_err(|_| BloscError::TooLarge {
+        len: total,
+        max: MAX_BUFFER,
+    })?;
+    let mut out = Vec::with_capacity(offsets);
+    out.extend_from_slice(head);
+    out.extend_from_slice(&(nbytes as u32).to_le_bytes());
+    out.extend_from_slice(&(blocksize as u32).to_le_bytes());
+    out.extend_from_slice(&total32.to_le_bytes());
+    let mut at = offsets;
+    for (i, (p, &(blocks, start))) in parts.iter().zip(&layout).enumerate() {
+        for k in 0..blocks {
+            let b = word(p, HEADER + 4 * k) as usize;
+            if b < start || b >= p.len() {
+                return Err(bad(i, "a block offset outside the part"));
+            }
+            out.extend_from_slice(&((b - start + at) as u32).to_le_bytes());
+        }
+        at += p.len() - start;
+    }
+    Ok(Joined {
+        head: out,
+        parts: parts
+            .into_iter()
+            .zip(layout)
+            .map(|(p, (_, start))| (p, start))
+            .collect(),
+    })
 }
 
 /// The decompressed size a frame declares, after checking that the frame is
@@ -175,6 +328,76 @@ pub fn decompress(src: &[u8], max: usize) -> Result<Vec<u8>, BloscError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Compress `data` in parts as a cutout response does (parts of
+    /// `PART_BYTES`, the last one longer) and join them.
+    fn in_parts(codec: &Blosc, data: &[u8]) -> Vec<u8> {
+        let mut parts = Vec::new();
+        let mut rest = data;
+        while rest.len() >= 2 * PART_BYTES {
+            let (part, tail) = rest.split_at(PART_BYTES);
+            parts.push(codec.compress_part(part).unwrap());
+            rest = tail;
+        }
+        parts.push(codec.compress_part(rest).unwrap());
+        let joined = join_parts(parts).unwrap();
+        let len = joined.len();
+        let frame = joined.into_vec();
+        assert_eq!(frame.len(), len);
+        frame
+    }
+
+    #[test]
+    fn frames_joined_from_parts_decode_to_the_input() {
+        let noise: Vec<u8> = (0..9 * PART_BYTES as u64 + 1000)
+            .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8)
+            .collect();
+        let smooth = sample(noise.len());
+        for c in [Compressor::Lz4, Compressor::Zstd] {
+            for ts in [1, 2, 4, 8] {
+                let codec = Blosc::new(c, 5, ts).unwrap();
+                // Several lengths: whole blocks, a short tail, under one part.
+                for len in [
+                    8 * PART_BYTES,
+                    5 * PART_BYTES + 8 * 13,
+                    2 * PART_BYTES - 8,
+                    4096,
+                ] {
+                    for data in [&noise[..len], &smooth[..len]] {
+                        let z = in_parts(&codec, data);
+                        assert_eq!(
+                            decompressed_len(&z).unwrap(),
+                            len,
+                            "{c:?} ts {ts} len {len}"
+                        );
+                        assert_eq!(
+                            decompress(&z, usize::MAX).unwrap(),
+                            data,
+                            "{c:?} ts {ts} len {len}"
+                        );
+                    }
+                }
+            }
+        }
+        // Compressible data stays compressed in the joined frame.
+        let z = in_parts(&Blosc::lz4(1).unwrap(), &smooth[..8 * PART_BYTES]);
+        assert!(z.len() < 8 * PART_BYTES / 2, "{}", z.len());
+    }
+
+    #[test]
+    fn parts_that_do_not_line_up_are_refused() {
+        let codec = Blosc::lz4(1).unwrap();
+        let a = codec.compress_part(&sample(PART_BYTES + 100)).unwrap();
+        let b = codec.compress_part(&sample(PART_BYTES)).unwrap();
+        let e = join_parts(vec![a, b.clone()]).unwrap_err();
+        assert!(e.to_string().contains("part 0"), "{e}");
+        let other = Blosc::lz4(8)
+            .unwrap()
+            .compress_part(&sample(PART_BYTES))
+            .unwrap();
+        let e = join_parts(vec![b, other]).unwrap_err();
+        assert!(e.to_string().contains("part 1"), "{e}");
+    }
 
     fn sample(n: usize) -> Vec<u8> {
         (0..n).map(|i| ((i * 7) ^ (i >> 5)) as u8).collect()

@@ -36,6 +36,14 @@ pub enum BloscError {
         /// Given typesize.
         typesize: usize,
     },
+    /// Frame parts that cannot be joined into one frame (a bug of the caller).
+    #[error("Blosc frame part {part} cannot be joined: {reason}")]
+    BadPart {
+        /// Index of the part.
+        part: usize,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// Input over the c-blosc v1 frame limit.
     #[error("{len} bytes exceed the Blosc frame limit of {max} bytes; request a smaller box")]
     TooLarge {

@@ -1,10 +1,10 @@
 //! Wire encodings of cutouts: npy, raw and Blosc, both directions. Request
 //! bodies are checked against the box before anything is stored.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use futures::stream::{self, BoxStream};
-use neurocube_core::blosc::{self, Blosc};
+use futures::stream::{self, BoxStream, FuturesOrdered};
+use neurocube_core::blosc::{self, Blosc, PART_BYTES};
 use neurocube_core::npy;
 
 use crate::error::{Result, ServiceError};
@@ -62,8 +62,10 @@ pub struct Encoded {
     pub body: BoxStream<'static, Result<Bytes>>,
 }
 
-/// Encode a cutout stream. npy and raw stream slab by slab; Blosc needs the
-/// whole array for its single frame.
+/// Encode a cutout stream. npy and raw stream slab by slab. Blosc is one
+/// c-blosc v1 frame, whose block offsets come before its blocks, so it goes
+/// out once its last block is compressed; but it is compressed in parts of
+/// 4 MiB as the slabs arrive, on every core, and never holds the raw box.
 pub async fn encode(enc: Encoding, s: CutoutStream) -> Result<Encoded> {
     match enc {
         Encoding::Raw => Ok(Encoded {
@@ -79,26 +81,84 @@ pub async fn encode(enc: Encoding, s: CutoutStream) -> Result<Encoded> {
             })
         }
         Encoding::Blosc => {
-            let elem = s.dtype.size();
-            let mut raw = Vec::with_capacity(s.len as usize);
-            let mut body = s.body;
-            while let Some(slab) = body.next().await {
-                raw.extend_from_slice(&slab?);
-            }
-            let z = tokio::task::spawn_blocking(move || {
-                Blosc::lz4(elem).and_then(|c| c.compress(&raw))
-            })
-            .await?
-            .map_err(|e| ServiceError::Internal {
-                during: "compressing a Blosc response",
-                reason: e.to_string(),
-            })?;
-            let z = Bytes::from(z);
+            let codec = Blosc::lz4(s.dtype.size()).map_err(compress_error)?;
+            let parts = compress_in_parts(codec, s.body).await?;
+            let frame = blosc::join_parts(parts).map_err(compress_error)?;
+            let len = frame.len() as u64;
+            let head = Bytes::from(frame.head);
+            let blocks = frame
+                .parts
+                .into_iter()
+                .map(|(part, start)| Bytes::from(part).slice(start..));
             Ok(Encoded {
-                len: z.len() as u64,
-                body: stream::once(async { Ok(z) }).boxed(),
+                len,
+                body: stream::iter(std::iter::once(head).chain(blocks).map(Ok)).boxed(),
             })
         }
+    }
+}
+
+fn compress_error(e: neurocube_core::error::BloscError) -> ServiceError {
+    ServiceError::Internal {
+        during: "compressing a Blosc response",
+        reason: e.to_string(),
+    }
+}
+
+/// Parts being compressed at once: both cores busy, and a bounded amount
+/// of the box in memory (raw parts in flight plus the compressed ones).
+const PARTS_IN_FLIGHT: usize = 3;
+
+/// Raw bytes a Blosc response holds besides its slabs: the parts in flight
+/// and up to two parts pending.
+pub const BLOSC_PARTS_HELD: u64 = ((PARTS_IN_FLIGHT + 2) * PART_BYTES) as u64;
+
+/// The slabs of `body` as Blosc frame parts (`Blosc::compress_part`), in
+/// order. A task of its own reads the next slab while the parts of the
+/// last one compress.
+async fn compress_in_parts(
+    codec: Blosc,
+    mut body: BoxStream<'static, Result<Bytes>>,
+) -> Result<Vec<Vec<u8>>> {
+    let (tx, mut slabs) = tokio::sync::mpsc::channel(1);
+    let reader = tokio::spawn(async move {
+        while let Some(slab) = body.next().await {
+            let failed = slab.is_err();
+            if tx.send(slab).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let _stop_reading = AbortOnDrop(reader);
+    let spawn = |part: Bytes| tokio::task::spawn_blocking(move || codec.compress_part(&part));
+    let mut pending = BytesMut::new();
+    let mut running = FuturesOrdered::new();
+    let mut parts = Vec::new();
+    while let Some(slab) = slabs.recv().await {
+        pending.extend_from_slice(&slab?);
+        // The last part takes at least PART_BYTES, so parts line up.
+        while pending.len() >= 2 * PART_BYTES {
+            running.push_back(spawn(pending.split_to(PART_BYTES).freeze()));
+            while running.len() >= PARTS_IN_FLIGHT {
+                if let Some(done) = running.next().await {
+                    parts.push(done?.map_err(compress_error)?);
+                }
+            }
+        }
+    }
+    running.push_back(spawn(pending.freeze()));
+    while let Some(done) = running.next().await {
+        parts.push(done?.map_err(compress_error)?);
+    }
+    Ok(parts)
+}
+
+/// Stops a task when its owner is dropped (a response abandoned half way).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -95,7 +95,8 @@ impl Services {
             .await
     }
 
-    /// Read a cutout (npy and raw stream slab by slab; Blosc is assembled).
+    /// Read a cutout (npy and raw stream slab by slab; Blosc is compressed
+    /// in parts as the slabs arrive and sent once whole).
     pub async fn read_cutout(
         &self,
         ctx: &RequestContext,
@@ -105,7 +106,11 @@ impl Services {
         let t = self.target(b).await?;
         let len = t.bytes();
         let reserve = match enc {
-            Encoding::Blosc => len.saturating_mul(2),
+            // The compressed frame (at most the box), and the slabs and
+            // parts on their way to it.
+            Encoding::Blosc => len.saturating_add(
+                len.min((SLABS_HELD + 2) * t.slab_bytes() + encoding::BLOSC_PARTS_HELD),
+            ),
             Encoding::Npy | Encoding::Raw => len.min(SLABS_HELD * t.slab_bytes()),
         };
         let permit = self.admission.admit(reserve)?;
