@@ -84,7 +84,7 @@ impl Volumes {
         })
         .await?
         .map_err(|e| match e {
-            // The one rendering failure a request causes: a JPEG over 65535 px.
+            // The one rendering failure a request causes: a JPEG over 65,500 px.
             neurocube_core::error::RenderError::TooLarge { .. } => ServiceError::InvalidBox {
                 reason: e.to_string(),
             },
