@@ -10,18 +10,16 @@ python3 benches/bulk/whole_volume.py [--bin target/release/neurocube] [--rounds 
 import argparse
 import io
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 import requests
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from server import neurocube  # noqa: E402
 from emdata import em_like, white_noise  # noqa: E402
 
 p = argparse.ArgumentParser()
@@ -31,14 +29,7 @@ p.add_argument("--noise", action="store_true")
 a = p.parse_args()
 
 X, Y, Z = 2048, 2048, 128
-work = tempfile.mkdtemp(prefix="nc-bulk-bench-")
-server = subprocess.Popen(
-    [a.bin, "serve", "--port", "0", "--data-dir", f"{work}/data"],
-    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    env={**os.environ, "NEUROCUBE__LOG__LEVEL": "warn", "NEUROCUBE__JOBS__AUTO_DOWNSAMPLE": "false"},
-)
-try:
-    base = re.search(r"(http://\S+)", server.stdout.readline()).group(1)
+with neurocube(a.bin, "nc-bulk-bench-") as (base, work):
     assert requests.put(f"{base}/v1/datasets/bulk", json={"voxel_size": [4, 4, 40], "extent": [X, Y, Z]}).status_code == 201
     r = requests.put(f"{base}/v1/datasets/bulk/channels/em", json={"type": "image", "dtype": "uint8", "chunk_size": [128, 128, 16]})
     assert r.status_code == 201, r.text
@@ -73,7 +64,3 @@ try:
         m = statistics.median(ts)
         print(f"| {f} | {sizes[f] / 2**20:.0f} | {m:.3f} | {X * Y * Z / m / 1e6:.0f} | {npy / m:.2f} |")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-finally:
-    server.terminate()
-    server.wait()
-    shutil.rmtree(work, ignore_errors=True)

@@ -14,12 +14,8 @@ neurocube sends), so the rows compare transport, not codecs.
 import argparse
 import io
 import os
-import re
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -28,6 +24,7 @@ import tensorstore as ts
 from cloudvolume import CloudVolume
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from server import neurocube  # noqa: E402
 from emdata import em_like  # noqa: E402
 
 p = argparse.ArgumentParser()
@@ -48,14 +45,7 @@ def median_secs(fn):
     return statistics.median(times)
 
 
-work = tempfile.mkdtemp(prefix="nc-precomputed-bench-")
-server = subprocess.Popen(
-    [a.bin, "serve", "--port", "0", "--data-dir", f"{work}/data"],
-    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    env={**os.environ, "NEUROCUBE__LOG__LEVEL": "warn", "NEUROCUBE__JOBS__AUTO_DOWNSAMPLE": "false"},
-)
-try:
-    base = re.search(r"(http://\S+)", server.stdout.readline()).group(1)
+with neurocube(a.bin, "nc-precomputed-bench-") as (base, work):
     vol = em_like((Z, Y, X))
     r = requests.put(f"{base}/v1/datasets/b", json={"voxel_size": [4, 4, 40], "extent": [X, Y, Z], "levels": 1})
     assert r.status_code == 201, r.text
@@ -101,7 +91,3 @@ try:
     print(f"{'read':<38} {'neurocube HTTP':>16} {'local files':>14} {'ratio':>7} {'goal':>6}")
     for name, h, f, goal in rows:
         print(f"{name:<38} {mb / h:>10.0f} MB/s {mb / f:>8.0f} MB/s {f / h:>7.2f} {goal:>6.1f}")
-finally:
-    server.terminate()
-    server.wait(timeout=30)
-    shutil.rmtree(work, ignore_errors=True)
