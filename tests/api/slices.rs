@@ -186,3 +186,110 @@ async fn bad_slice_options() {
     )
     .await;
 }
+
+/// The grey values of an xy slice of `d/c` (64×64) at `z`.
+async fn xy(app: &crate::helpers::TestApp, z: u64) -> Vec<u8> {
+    let r = app.get(&format!("/d/c/xy/0/0,64/0,64/{z}/")).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    decode_png(&r.bytes().await.unwrap()).1
+}
+
+/// Slices read through the tiles' decoded-chunk cache when they fit a
+/// quarter of it, else straight from the store: both show every write,
+/// full-chunk and partial, at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_show_every_write_whether_cached_or_read_from_the_store() {
+    for chunk_cache_bytes in [512 << 20, 4096] {
+        let app =
+            crate::helpers::spawn_with(|s| s.tiles.chunk_cache_bytes = chunk_cache_bytes).await;
+        app.dataset("d", [64, 64, 8], 1).await;
+        app.channel("d", "c", "image", "uint8", [16, 16, 4]).await;
+        let mut data = pattern(64 * 64 * 8, 3);
+        app.put("/d/c/raw/0/0,64/0,64/0,8/", data.clone()).await;
+        let plane = |data: &[u8], z: usize| data[z * 4096..(z + 1) * 4096].to_vec();
+        assert_eq!(
+            xy(&app, 2).await,
+            plane(&data, 2),
+            "cache {chunk_cache_bytes}"
+        );
+        assert_eq!(xy(&app, 5).await, plane(&data, 5));
+        // A partial write (read-patch-CAS of the chunks it crosses), then a
+        // write replacing whole chunks.
+        let r = app
+            .put("/d/c/raw/0/8,40/8,40/1,3/", vec![7u8; 32 * 32 * 2])
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        for z in 1..3 {
+            for y in 8..40 {
+                data[z * 4096 + y * 64 + 8..z * 4096 + y * 64 + 40].fill(7);
+            }
+        }
+        assert_eq!(
+            xy(&app, 2).await,
+            plane(&data, 2),
+            "cache {chunk_cache_bytes}"
+        );
+        let r = app
+            .put("/d/c/raw/0/0,64/0,64/4,8/", vec![9u8; 64 * 64 * 4])
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        assert!(xy(&app, 5).await.iter().all(|&v| v == 9));
+        // A tile of the same slab agrees with the slice.
+        let r = app.get("/v1/tiles/d/c/xy/256/0/2/0/0.png").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let (i, px) = decode_png(&r.bytes().await.unwrap());
+        assert_eq!((i.width, i.height), (64, 64));
+        assert_eq!(px, plane(&data, 2));
+    }
+}
+
+/// Label writes wait in memory for the flusher; a slice shows them at
+/// once (the decoded-chunk cache does not), and the same after the flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segmentation_slice_shows_label_writes_before_and_after_their_flush() {
+    let app = crate::helpers::spawn_with(|s| s.objects.flush_interval_ms = 600_000).await;
+    app.dataset("o", [64, 64, 8], 1).await;
+    app.channel("o", "anno", "segmentation", "uint64", [32, 32, 8])
+        .await;
+    let r = app
+        .put_json(
+            "/v1/datasets/o/tables/syn",
+            &serde_json::json!({"schema": "ramon_synapse", "voxel_resolution": [4, 4, 40], "segmentation": "anno"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let slice = || async {
+        let r = app.get("/o/anno/xy/0/0,64/0,64/3/").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        decode_png(&r.bytes().await.unwrap()).1
+    };
+    assert!(slice().await.iter().all(|&v| v == 0), "nothing painted yet");
+    let voxels: Vec<[u64; 3]> = (30..34)
+        .flat_map(|y| (30..34).map(move |x| [x, y, 3]))
+        .collect();
+    let r = app
+        .post_json(
+            "/v1/datasets/o/tables/syn/objects",
+            &serde_json::json!({"voxels": voxels}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<serde_json::Value>().await.unwrap()["ids"][0]
+        .as_u64()
+        .unwrap();
+    let check = |px: Vec<u8>| {
+        for y in 0..64usize {
+            for x in 0..64usize {
+                let want = if (30..34).contains(&x) && (30..34).contains(&y) {
+                    label_color(id)
+                } else {
+                    [0, 0, 0, 0]
+                };
+                assert_eq!(px[(y * 64 + x) * 4..][..4], want, "pixel ({x}, {y})");
+            }
+        }
+    };
+    check(slice().await);
+    assert!(app.services.objects.flush_once(false).await.unwrap());
+    check(slice().await);
+}

@@ -135,6 +135,98 @@ async fn two_instances_painting_the_same_chunks_lose_nothing() {
     drop_keyspace(&node, &ks).await;
 }
 
+/// Slices and tiles share a cache of decoded chunks, which a server's own
+/// writes clear at once. Another server's writes reach it when the cached
+/// chunks expire: `tiles.max_age_secs` (30 s on Cassandra by default, 1 s
+/// here). Before that the second server still shows the old voxels, and
+/// after it the new ones, in slices and tiles alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_instances_writes_show_in_slices_and_tiles_after_max_age() {
+    let Some(node) = node() else { return };
+    let ks = format!("nc_age_{}", uuid::Uuid::new_v4().simple());
+    let uri = format!("cassandra://{node}/{ks}");
+    let instance = |name: &str| {
+        let mut s = settings(&uri);
+        s.objects.log_name = name.into();
+        s.tiles.max_age_secs = Some(1);
+        s
+    };
+    let (a, ha) = serve(instance("a")).await;
+    let (b, hb) = serve(instance("b")).await;
+    let client = reqwest::Client::new();
+    for (path, body) in [
+        (
+            "/v1/datasets/age",
+            serde_json::json!({"voxel_size": [4, 4, 40], "extent": [64, 64, 8], "levels": 1}),
+        ),
+        (
+            "/v1/datasets/age/channels/img",
+            serde_json::json!({"type": "image", "dtype": "uint8", "chunk_size": [32, 32, 8]}),
+        ),
+    ] {
+        let r = client
+            .put(format!("{a}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let write = |v: u8| {
+        let (client, a) = (client.clone(), a.clone());
+        async move {
+            let r = client
+                .put(format!("{a}/age/img/raw/0/0,64/0,64/0,8/"))
+                .body(vec![v; 64 * 64 * 8])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }
+    };
+    // Every pixel of b's slice and tile at z 3: one value, or None if mixed.
+    let seen = || {
+        let (client, b) = (client.clone(), b.clone());
+        async move {
+            let mut values = Vec::new();
+            for path in [
+                "/age/img/xy/0/0,64/0,64/3/",
+                "/v1/tiles/age/img/xy/256/0/3/0/0.png",
+            ] {
+                let r = client.get(format!("{b}{path}")).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::OK);
+                let (_, px) = helpers::decode_png(&r.bytes().await.unwrap());
+                values.push(px[0]);
+                if px.iter().any(|&p| p != px[0]) {
+                    return None;
+                }
+            }
+            (values[0] == values[1]).then_some(values[0])
+        }
+    };
+    write(10).await;
+    // b caches the chunks and the tile now; they expire a second later.
+    let cached = Instant::now();
+    assert_eq!(seen().await, Some(10));
+    write(20).await;
+    let mut last = seen().await;
+    if cached.elapsed() < Duration::from_millis(900) {
+        assert_eq!(last, Some(10), "b serves its cached chunks within max_age");
+    }
+    while last != Some(20) && cached.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        last = seen().await;
+    }
+    assert_eq!(last, Some(20), "b never saw a's write");
+    assert!(
+        cached.elapsed() >= Duration::from_millis(950),
+        "b's cache expired before max_age"
+    );
+    drop(ha.stop(false));
+    drop(hb.stop(false));
+    drop_keyspace(&node, &ks).await;
+}
+
 /// Two servers on one keyspace, each with its own label log, create
 /// annotation objects whose voxels interleave in the same chunks (even x
 /// columns through one, odd through the other), flushing every 100 ms.

@@ -11,7 +11,12 @@
 //! 1024×1024×64 volume, 128×128×16 chunks):
 //! - write: the whole volume as one Blosc PUT (64 MiB decoded)
 //! - read: the whole volume as one npy GET
-//! - slices: 512×512 xy PNG at random positions, 2 concurrent clients
+//! - slices, warm: 512×512 xy PNG at random positions, 2 concurrent
+//!   clients, on the server that wrote and read the volume
+//! - slices, cold: the same on a server just started on the store (empty
+//!   tile and decoded-chunk caches, empty engine block cache)
+//! - tiles, cold: a fresh server again; two clients walk z 0..64 in turn,
+//!   each frame the four 512×512 PNG tiles of the 1024×1024 plane
 //!
 //! Each figure is the median of `--reps` repetitions; the ratio is
 //! Cassandra / embedded (time ratio: above 1 means Cassandra is slower).
@@ -45,6 +50,89 @@ struct Figures {
     write_s: f64,
     read_s: f64,
     slices_per_s: f64,
+    cold_slices_per_s: f64,
+    cold_frames_per_s: f64,
+}
+
+/// A server on the store, and its task.
+struct Running {
+    url: String,
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(uri: &str, data_dir: &std::path::Path) -> Running {
+    let mut s = Settings::defaults();
+    s.server.host = "127.0.0.1".into();
+    s.server.port = 0;
+    s.server.workers = 2;
+    s.store.uri = uri.into();
+    s.store.data_dir = data_dir.to_path_buf();
+    s.jobs.workers = 0;
+    let app = Application::build(s).await.expect("server starts");
+    let (url, handle) = (app.url(), app.handle());
+    let task = tokio::spawn(app.run_until_stopped());
+    Running { url, handle, task }
+}
+
+async fn stop(r: Running) {
+    r.handle.stop(true).await;
+    let _ = r.task.await;
+}
+
+/// 2 clients × `SLICES_PER_REP / 2` random 512×512 xy PNG slices; slices/s.
+async fn random_slices(client: &reqwest::Client, url: &str, seed: &Arc<AtomicU64>) -> f64 {
+    let t = Instant::now();
+    let workers = (0..2).map(|_| {
+        let (client, url, seed) = (client.clone(), url.to_string(), seed.clone());
+        async move {
+            for _ in 0..SLICES_PER_REP / 2 {
+                let n = seed
+                    .fetch_add(0x9E37_79B9, Ordering::Relaxed)
+                    .wrapping_mul(2_654_435_761);
+                let (x, y, z) = (n % 512, (n >> 12) % 512, (n >> 24) % 64);
+                let r = client
+                    .get(format!(
+                        "{url}/bench/em/xy/0/{x},{}/{y},{}/{z}/",
+                        x + 512,
+                        y + 512
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+                r.bytes().await.unwrap();
+            }
+        }
+    });
+    futures::future::join_all(workers).await;
+    SLICES_PER_REP as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Two clients walk z 0..64 in turn (client k takes z ≡ k mod 2), each
+/// frame the four 512×512 tiles of the plane; frames/s.
+async fn tile_walk(client: &reqwest::Client, url: &str) -> f64 {
+    let t = Instant::now();
+    let workers = (0..2u64).map(|k| {
+        let (client, url) = (client.clone(), url.to_string());
+        async move {
+            for z in (k..EXTENT[2]).step_by(2) {
+                for (row, col) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let r = client
+                        .get(format!(
+                            "{url}/v1/tiles/bench/em/xy/512/0/{z}/{row}/{col}.png"
+                        ))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success());
+                    r.bytes().await.unwrap();
+                }
+            }
+        }
+    });
+    futures::future::join_all(workers).await;
+    EXTENT[2] as f64 / t.elapsed().as_secs_f64()
 }
 
 async fn run(
@@ -55,17 +143,8 @@ async fn run(
     raw: &[u8],
     reps: usize,
 ) -> Figures {
-    let mut s = Settings::defaults();
-    s.server.host = "127.0.0.1".into();
-    s.server.port = 0;
-    s.server.workers = 2;
-    s.store.uri = uri.into();
-    s.store.data_dir = data_dir.to_path_buf();
-    s.jobs.workers = 0;
-    let app = Application::build(s).await.expect("server starts");
-    let url = app.url();
-    let handle = app.handle();
-    tokio::spawn(app.run_until_stopped());
+    let server = start(uri, data_dir).await;
+    let url = server.url.clone();
     let client = reqwest::Client::new();
     let r = client
         .put(format!("{url}/v1/datasets/bench"))
@@ -110,40 +189,27 @@ async fn run(
             );
         }
     }
-    let mut rates = Vec::new();
     let seed = Arc::new(AtomicU64::new(12345));
+    let mut rates = Vec::new();
     for _ in 0..reps {
-        let t = Instant::now();
-        let workers = (0..2).map(|_| {
-            let (client, url, seed) = (client.clone(), url.clone(), seed.clone());
-            async move {
-                for _ in 0..SLICES_PER_REP / 2 {
-                    let n = seed
-                        .fetch_add(0x9E37_79B9, Ordering::Relaxed)
-                        .wrapping_mul(2_654_435_761);
-                    let (x, y, z) = (n % 512, (n >> 12) % 512, (n >> 24) % 64);
-                    let r = client
-                        .get(format!(
-                            "{url}/bench/em/xy/0/{x},{}/{y},{}/{z}/",
-                            x + 512,
-                            y + 512
-                        ))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert!(r.status().is_success());
-                    r.bytes().await.unwrap();
-                }
-            }
-        });
-        futures::future::join_all(workers).await;
-        rates.push(SLICES_PER_REP as f64 / t.elapsed().as_secs_f64());
+        rates.push(random_slices(&client, &url, &seed).await);
     }
-    handle.stop(true).await;
+    stop(server).await;
+    let (mut cold, mut frames) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let server = start(uri, data_dir).await;
+        cold.push(random_slices(&client, &server.url, &seed).await);
+        stop(server).await;
+        let server = start(uri, data_dir).await;
+        frames.push(tile_walk(&client, &server.url).await);
+        stop(server).await;
+    }
     Figures {
         write_s: median(writes),
         read_s: median(reads),
         slices_per_s: median(rates),
+        cold_slices_per_s: median(cold),
+        cold_frames_per_s: median(frames),
     }
 }
 
@@ -201,11 +267,25 @@ async fn main() {
         cas.read_s / emb.read_s,
     );
     row(
-        "512x512 xy PNG slices (2 clients)",
+        "512x512 xy PNG slices, warm",
         emb.slices_per_s,
         cas.slices_per_s,
         "/s",
         emb.slices_per_s / cas.slices_per_s,
+    );
+    row(
+        "512x512 xy PNG slices, cold",
+        emb.cold_slices_per_s,
+        cas.cold_slices_per_s,
+        "/s",
+        emb.cold_slices_per_s / cas.cold_slices_per_s,
+    );
+    row(
+        "1024x1024 frames of tiles, z walk, cold",
+        emb.cold_frames_per_s,
+        cas.cold_frames_per_s,
+        "/s",
+        emb.cold_frames_per_s / cas.cold_frames_per_s,
     );
     println!("(ratios are time ratios: Cassandra's time / embedded's time)");
 }

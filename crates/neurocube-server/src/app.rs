@@ -134,6 +134,20 @@ pub fn auth_config(s: &Settings) -> Result<neurocube_service::auth::AuthConfig, 
     })
 }
 
+/// Default lifetime of cached tiles and decoded chunks on a shared store.
+const SHARED_STORE_MAX_AGE: Duration = Duration::from_secs(30);
+
+/// How long tiles and decoded chunks may be served from memory: on a
+/// Cassandra store other servers may write, so by default for 30 s.
+fn tile_max_age(s: &Settings) -> Option<Duration> {
+    match s.tiles.max_age_secs {
+        Some(0) => None,
+        Some(n) => Some(Duration::from_secs(n)),
+        None if s.store.uri.starts_with("cassandra://") => Some(SHARED_STORE_MAX_AGE),
+        None => None,
+    }
+}
+
 /// The service settings from the server settings.
 pub fn service_config(s: &Settings) -> Result<ServiceConfig, StartError> {
     Ok(ServiceConfig {
@@ -149,6 +163,7 @@ pub fn service_config(s: &Settings) -> Result<ServiceConfig, StartError> {
             prefetch: s.tiles.prefetch,
             prefetch_queue: s.tiles.prefetch_queue,
             prefetch_workers: s.tiles.prefetch_workers,
+            max_age: tile_max_age(s),
         },
         jobs: neurocube_service::jobs::JobsConfig {
             workers: s.jobs.workers,
@@ -459,5 +474,27 @@ impl Application {
             }
         }
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_tiles_expire_by_default_only_on_a_shared_store() {
+        let mut s = Settings::defaults();
+        assert_eq!(
+            tile_max_age(&s),
+            None,
+            "embedded: one server owns the store"
+        );
+        s.store.uri = "cassandra://127.0.0.1/ks".into();
+        assert_eq!(tile_max_age(&s), Some(Duration::from_secs(30)));
+        s.tiles.max_age_secs = Some(0);
+        assert_eq!(tile_max_age(&s), None, "0: forever");
+        s.store.uri = "embedded".into();
+        s.tiles.max_age_secs = Some(5);
+        assert_eq!(tile_max_age(&s), Some(Duration::from_secs(5)));
     }
 }

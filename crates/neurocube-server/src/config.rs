@@ -174,6 +174,10 @@ pub struct TileSettings {
     pub prefetch_queue: usize,
     /// Background prefetch threads.
     pub prefetch_workers: usize,
+    /// Seconds a tile or decoded chunk is served from memory: unset means
+    /// never expire on the embedded store (one server owns it) and 30 s on
+    /// Cassandra (other servers' writes are seen within it); 0 never.
+    pub max_age_secs: Option<u64>,
 }
 
 /// Background jobs.

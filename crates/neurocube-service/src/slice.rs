@@ -5,7 +5,7 @@ use neurocube_core::meta::ChannelType;
 use neurocube_core::render::{self, ImageFormat, Shading, Slice};
 
 use crate::error::{Result, ServiceError};
-use crate::volume::{Target, Volumes};
+use crate::volume::Target;
 
 /// The plane of a slice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,49 +50,55 @@ fn image_size(plane: Plane, t: &Target) -> (u64, u64) {
     }
 }
 
-impl Volumes {
-    /// Render a slice (the target's box is one voxel thick across `plane`).
-    pub async fn slice(&self, plane: Plane, t: Target, opts: RenderOptions) -> Result<Bytes> {
-        let (w, h) = image_size(plane, &t);
-        let (width, height) = match (u32::try_from(w), u32::try_from(h)) {
-            (Ok(w), Ok(h)) => (w, h),
-            _ => {
-                return Err(ServiceError::InvalidBox {
-                    reason: format!("a {w}x{h} image is too large"),
-                });
-            }
-        };
-        let dtype = t.dtype();
-        let shading = match t.rc.channel.meta.kind {
-            ChannelType::Segmentation => Shading::Pseudocolor,
-            ChannelType::Image => Shading::Gray {
-                window: opts.window,
-            },
-        };
-        let data = self.read_all(t).await?;
-        let img = tokio::task::spawn_blocking(move || {
-            render::render(
-                &Slice {
-                    data: &data,
-                    dtype,
-                    width,
-                    height,
-                },
-                shading,
-                opts.format,
-            )
-        })
-        .await?
-        .map_err(|e| match e {
-            // The one rendering failure a request causes: a JPEG over 65,500 px.
-            neurocube_core::error::RenderError::TooLarge { .. } => ServiceError::InvalidBox {
-                reason: e.to_string(),
-            },
-            other => ServiceError::Internal {
-                during: "encoding a slice",
-                reason: other.to_string(),
-            },
-        })?;
-        Ok(Bytes::from(img))
+/// The image's width and height, or the error of a slice too large to draw.
+pub(crate) fn image_dims(plane: Plane, t: &Target) -> Result<(u32, u32)> {
+    let (w, h) = image_size(plane, t);
+    match (u32::try_from(w), u32::try_from(h)) {
+        (Ok(w), Ok(h)) => Ok((w, h)),
+        _ => Err(ServiceError::InvalidBox {
+            reason: format!("a {w}x{h} image is too large"),
+        }),
     }
+}
+
+/// Render the voxels of a one-voxel-thick box (C order, as `image_dims`
+/// accepted it) as an image.
+pub(crate) async fn render_slice(
+    plane: Plane,
+    t: &Target,
+    data: Vec<u8>,
+    opts: RenderOptions,
+) -> Result<Bytes> {
+    let (width, height) = image_dims(plane, t)?;
+    let dtype = t.dtype();
+    let shading = match t.rc.channel.meta.kind {
+        ChannelType::Segmentation => Shading::Pseudocolor,
+        ChannelType::Image => Shading::Gray {
+            window: opts.window,
+        },
+    };
+    let img = tokio::task::spawn_blocking(move || {
+        render::render(
+            &Slice {
+                data: &data,
+                dtype,
+                width,
+                height,
+            },
+            shading,
+            opts.format,
+        )
+    })
+    .await?
+    .map_err(|e| match e {
+        // The one rendering failure a request causes: a JPEG over 65,500 px.
+        neurocube_core::error::RenderError::TooLarge { .. } => ServiceError::InvalidBox {
+            reason: e.to_string(),
+        },
+        other => ServiceError::Internal {
+            during: "encoding a slice",
+            reason: other.to_string(),
+        },
+    })?;
+    Ok(Bytes::from(img))
 }

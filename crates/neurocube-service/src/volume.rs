@@ -165,7 +165,7 @@ impl Target {
         keys::chunk(self.rc.channel.uid, self.level.level, idx)
     }
 
-    fn chunk_bytes(&self) -> usize {
+    pub(crate) fn chunk_bytes(&self) -> usize {
         self.grid().chunk_voxels() * self.dtype().size()
     }
 }
@@ -392,6 +392,15 @@ impl Volumes {
             .cutout_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(out)
+    }
+
+    /// Whether label writes under the target's box still wait for the
+    /// flusher (the store and the decoded-chunk cache do not show them yet).
+    pub(crate) fn has_pending(&self, t: &Target) -> bool {
+        let idxs = t.grid().chunks_in(&t.bbox);
+        self.labels
+            .overlay(t.rc.channel.uid, t.level.level, &idxs)
+            .is_some_and(|v| v.iter().any(|p| !p.is_empty()))
     }
 
     /// Read and decode one chunk of a target's channel and level (`None`:

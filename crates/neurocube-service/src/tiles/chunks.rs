@@ -32,7 +32,12 @@ pub(crate) struct ChunkCache {
 }
 
 impl ChunkCache {
-    pub(crate) fn new(bytes: u64, metrics: TileMetrics, epoch: Arc<Epochs>) -> Self {
+    pub(crate) fn new(
+        bytes: u64,
+        max_age: Option<std::time::Duration>,
+        metrics: TileMetrics,
+        epoch: Arc<Epochs>,
+    ) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(bytes)
             .weigher(|_k: &ChunkKey, v: &ChunkEntry| {
@@ -41,8 +46,12 @@ impl ChunkCache {
                     .as_ref()
                     .map_or(64, |d| u32::try_from(d.len()).unwrap_or(u32::MAX))
             })
-            .support_invalidation_closures()
-            .build();
+            .support_invalidation_closures();
+        let cache = match max_age {
+            Some(age) => cache.time_to_live(age),
+            None => cache,
+        }
+        .build();
         Self {
             cache,
             metrics,

@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     /// Woken when a demand rendering ends (prefetch waits for a free core).
     demand_done: Notify,
     busy_limit: usize,
+    /// Byte budget of the decoded-chunk cache.
+    chunk_budget: u64,
     /// Last slice and direction per tile column, to predict the next slab.
     motion: moka::sync::Cache<ViewKey, (u64, i8)>,
     pub(crate) queue: Option<prefetch::Queue>,
@@ -189,12 +191,17 @@ impl TileCache {
                     wasted.inc();
                 }
             })
-            .support_invalidation_closures()
-            .build();
+            .support_invalidation_closures();
+        let tiles = match config.max_age {
+            Some(age) => tiles.time_to_live(age),
+            None => tiles,
+        }
+        .build();
         let epoch = Arc::new(Epochs::new());
         let inner = Arc::new(Inner {
             chunks: chunks::ChunkCache::new(
                 config.chunk_cache_bytes,
+                config.max_age,
                 metrics.clone(),
                 epoch.clone(),
             ),
@@ -206,6 +213,7 @@ impl TileCache {
             demand: AtomicUsize::new(0),
             demand_done: Notify::new(),
             busy_limit: std::thread::available_parallelism().map_or(2, usize::from),
+            chunk_budget: config.chunk_cache_bytes,
             motion: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_idle(std::time::Duration::from_secs(30))
@@ -281,6 +289,40 @@ impl TileCache {
             .chunk_bytes
             .set(i64::try_from(inner.chunks.weighted_size()).unwrap_or(i64::MAX));
         Ok(tile)
+    }
+
+    /// The voxels of a target's box (C order), assembled from the
+    /// decoded-chunk cache that the tiles use, so slices and tiles of one
+    /// slab decode its chunks once between them. Epoch-checked like a tile:
+    /// a box that a write changed meanwhile is assembled again.
+    pub(crate) async fn voxels(&self, t: &Target) -> Result<Vec<u8>> {
+        let inner = &self.inner;
+        let (uid, level) = (t.rc.channel.uid, t.level.level);
+        for _ in 0..3 {
+            let epoch = inner.epoch.get(uid, level);
+            let chunks = match inner.chunks_of(t).await {
+                Ok(c) => c,
+                Err(InitError::Stale) => continue,
+                Err(InitError::Failed(e)) => return Err(e),
+            };
+            let (bbox, elem) = (t.bbox, t.dtype().size());
+            let buf = tokio::task::spawn_blocking(move || assemble(&chunks, &bbox, elem)).await?;
+            if inner.epoch.get(uid, level) == epoch {
+                return Ok(buf);
+            }
+        }
+        Err(ServiceError::Contended {
+            what: "the slice's voxels".into(),
+            attempts: 3,
+        })
+    }
+
+    /// Whether a box's chunks fit the decoded-chunk cache comfortably (a
+    /// quarter of it), so reading them through it does not evict the
+    /// working set of the viewers.
+    pub(crate) fn fits(&self, t: &Target) -> bool {
+        let n = t.rc.channel.meta.grid().chunks_in(&t.bbox).len() as u64;
+        n.saturating_mul(t.chunk_bytes() as u64) <= self.inner.chunk_budget / 4
     }
 
     /// One decoded chunk of a target's channel and level, through the
@@ -415,12 +457,7 @@ impl Inner {
         if prefetched {
             self.metrics.prefetch_issued.inc();
         }
-        let grid = t.rc.channel.meta.grid();
-        let idxs = grid.chunks_in(&t.bbox);
-        let chunks = futures::future::try_join_all(
-            idxs.iter().map(|&i| self.chunks.get(&self.volumes, &t, i)),
-        )
-        .await?;
+        let chunks = self.chunks_of(&t).await?;
         let (u, v, _) = axes(plane);
         let shape = t.bbox.shape();
         let (width, height) = (shape[u] as u32, shape[v] as u32);
@@ -432,13 +469,7 @@ impl Inner {
         let bbox = t.bbox;
         let image = format.image();
         let bytes = tokio::task::spawn_blocking(move || {
-            let elem = dtype.size();
-            let mut buf = vec![0u8; bbox.voxels() as usize * elem];
-            for c in &chunks {
-                if let (Some(d), Some(region)) = (&c.data, c.bbox.overlap(&bbox)) {
-                    copy_region(d, &c.bbox, &mut buf, &bbox, &region, elem);
-                }
-            }
+            let buf = assemble(&chunks, &bbox, dtype.size());
             render::render(
                 &Slice {
                     data: &buf,
@@ -469,6 +500,17 @@ impl Inner {
             bbox,
             prefetched: AtomicBool::new(prefetched),
         }))
+    }
+
+    /// The decoded chunks under a target's box, read at once through the
+    /// cache.
+    async fn chunks_of(
+        &self,
+        t: &Target,
+    ) -> std::result::Result<Vec<chunks::ChunkEntry>, InitError> {
+        let idxs = t.rc.channel.meta.grid().chunks_in(&t.bbox);
+        futures::future::try_join_all(idxs.iter().map(|&i| self.chunks.get(&self.volumes, t, i)))
+            .await
     }
 
     /// Queue the tiles likely to be asked for after `key`.
@@ -556,6 +598,17 @@ impl Inner {
             tracing::debug!(error = %e, "prefetching a tile failed");
         }
     }
+}
+
+/// Copy the decoded chunks' parts inside `bbox` into a new zeroed buffer.
+fn assemble(chunks: &[chunks::ChunkEntry], bbox: &Box3, elem: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; bbox.voxels() as usize * elem];
+    for c in chunks {
+        if let (Some(d), Some(region)) = (&c.data, c.bbox.overlap(bbox)) {
+            copy_region(d, &c.bbox, &mut buf, bbox, &region, elem);
+        }
+    }
+    buf
 }
 
 #[cfg(test)]

@@ -33,6 +33,10 @@ pub struct TileConfig {
     pub prefetch_queue: usize,
     /// Background prefetch threads.
     pub prefetch_workers: usize,
+    /// How long a tile or decoded chunk may be served from memory (`None`:
+    /// until a write of this server drops it). Set when several servers
+    /// share one store: another server's writes are then seen within it.
+    pub max_age: Option<std::time::Duration>,
 }
 
 impl Default for TileConfig {
@@ -43,6 +47,7 @@ impl Default for TileConfig {
             prefetch: true,
             prefetch_queue: 64,
             prefetch_workers: 1,
+            max_age: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use crate::encoding::{self, Encoded, Encoding};
 use crate::error::{Result, ServiceError};
 use crate::jobs::{JobRecord, TaskRecord, TaskSpec};
 use crate::pyramid::LevelStatus;
-use crate::slice::{Plane, RenderOptions};
+use crate::slice::{self, Plane, RenderOptions};
 use crate::tiles::{Tile, TileRequest};
 use crate::volume::{CutoutStream, Target, WriteSummary};
 use crate::{Services, volume};
@@ -243,9 +243,19 @@ impl Services {
         opts: RenderOptions,
     ) -> Result<SliceResponse> {
         let t = self.target(b).await?;
+        slice::image_dims(plane, &t)?;
         let _permit = self.admission.admit(t.bytes())?;
         let stale = self.pyramid.is_stale(&t).await?;
-        let image = self.volumes.slice(plane, t, opts).await?;
+        // Slices that fit share the tiles' decoded chunks (a slab's chunks
+        // are read and decoded once for all its slices and tiles); larger
+        // ones, and boxes under label writes the flusher has not stored yet
+        // (which the cache does not show), are read from the store.
+        let data = if self.tiles.fits(&t) && !self.volumes.has_pending(&t) {
+            self.tiles.voxels(&t).await?
+        } else {
+            self.volumes.read_all(t.clone()).await?
+        };
+        let image = slice::render_slice(plane, &t, data, opts).await?;
         Ok(SliceResponse { image, stale })
     }
 

@@ -195,8 +195,9 @@ impl CassandraStore {
         .await?;
         for t in Table::ALL {
             ddl(format!(
-                "CREATE TABLE IF NOT EXISTS {ks}.{} (p blob, s blob, v blob, PRIMARY KEY (p, s))",
-                t.name()
+                "CREATE TABLE IF NOT EXISTS {ks}.{} (p blob, s blob, v blob, PRIMARY KEY (p, s)){}",
+                t.name(),
+                table_options(t)
             ))
             .await?;
         }
@@ -269,6 +270,16 @@ impl CassandraStore {
 
     fn concurrency(&self) -> usize {
         self.inner.opts.max_concurrency.max(1)
+    }
+}
+
+/// Options of a table at creation. Chunks are Blosc frames already, so
+/// Cassandra's own LZ4 (on by default) would only cost CPU on every read
+/// and write: store-compare measured it (BENCHMARKS.md, issue 15).
+fn table_options(t: Table) -> &'static str {
+    match t {
+        Table::Chunks => " WITH compression = {'enabled': 'false'}",
+        _ => "",
     }
 }
 
