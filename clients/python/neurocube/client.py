@@ -40,9 +40,24 @@ class Client(VolumeMixin, TablesMixin, ObjectsMixin):
         self.retries = max(0, int(retries))
         self.timeout = timeout
         self._local = threading.local()
+        self._pool_lock = threading.Lock()
+        self._workers_pool = None
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
+
+    def close(self) -> None:
+        """Stop the worker threads (their connections close with them)."""
+        with self._pool_lock:
+            pool, self._workers_pool = self._workers_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
     # -- transport ---------------------------------------------------------
 

@@ -180,11 +180,20 @@ class VolumeMixin:
                 bar.update(n)
                 results.append(n)
             return results
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for n in pool.map(fn, parts):
-                bar.update(n)
-                results.append(n)
+        for n in self._pool().map(fn, parts):
+            bar.update(n)
+            results.append(n)
         return results
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """The client's worker threads, kept between calls: each keeps its
+        session, so its connection to the server stays open (a new pool per
+        call opened new connections every time)."""
+        with self._pool_lock:
+            if self._workers_pool is None:
+                self._workers_pool = ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix="neurocube")
+            return self._workers_pool
 
     def tile(self, ds: str, ch: str, level: int, slice_index: int, row: int, col: int, *,
              plane: str = "xy", size: int = 512, fmt: str = "png") -> np.ndarray:
@@ -215,6 +224,9 @@ def _blosc():
         return None
     if not _BLOSC_THREADS_SET:
         blosc.set_nthreads(1)
+        # python-blosc holds the GIL while it decodes unless told otherwise;
+        # released, one worker decodes while the others read their sockets.
+        blosc.set_releasegil(True)
         _BLOSC_THREADS_SET = True
     return blosc
 

@@ -73,6 +73,30 @@ def test_upload_and_cutout_round_trip_exactly_in_parallel_blocks(volume):
     np.testing.assert_array_equal(inner, arr[1:26, 1:69, 3:184])
 
 
+def test_the_workers_and_their_connections_last_until_close(volume):
+    import threading
+
+    nc, ds = volume
+    arr = em_like((16, 128, 128), seed=2)
+    nc.upload(ds, "em", 0, arr, progress=False)
+
+    def workers():
+        return {t.ident for t in threading.enumerate() if t.name.startswith("neurocube")}
+
+    box = ((0, 128), (0, 128), (0, 16))
+    np.testing.assert_array_equal(nc.cutout(ds, "em", 0, box, block_bytes=4096), arr)
+    first = workers()
+    assert 1 <= len(first) <= 4
+    np.testing.assert_array_equal(nc.cutout(ds, "em", 0, box, block_bytes=4096, method="raw"), arr)
+    assert workers() == first, "the second cutout ran on the same worker threads"
+    nc.close()
+    assert not workers() & first
+    # A closed client starts new workers when it is used again.
+    with nc:
+        np.testing.assert_array_equal(nc.cutout(ds, "em", 0, box, block_bytes=4096), arr)
+    assert not workers()
+
+
 def test_an_interrupted_upload_resumes_from_its_journal(volume, tmp_path):
     nc, ds = volume
     first = em_like((16, 128, 128), seed=2)
