@@ -12,7 +12,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Python packages for the client tests"
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-# Our own client, installed as users install it (its tests import this copy).
+# Our own client, installed as users install it (its tests import this copy);
+# pip builds its compiled part (Rust, with maturin from PyPI and cargo).
 python3 -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./clients/python
 
 step "Java 17 and Maven for the test Cassandra node"
@@ -30,6 +31,11 @@ fi
 step "Rust: formatting and lints (cargo fmt --check, clippy -D warnings)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Rust: the Python client's compiled part (clients/python): formatting, lints, unit tests"
+cargo fmt --manifest-path clients/python/Cargo.toml -- --check
+cargo clippy --manifest-path clients/python/Cargo.toml --all-targets --features python --locked -- -D warnings
+cargo test --manifest-path clients/python/Cargo.toml --locked
 
 step "Rust: build"
 cargo build --workspace --all-targets --locked

@@ -19,6 +19,28 @@ from .volume import VolumeMixin
 RETRIED = (429, 502, 503, 504)
 
 
+def _back_off(retry_after: Optional[str], attempt: int) -> None:
+    """Wait as the server's ``Retry-After`` says, or exponentially."""
+    try:
+        delay = float(retry_after) if retry_after else 0.2 * 2 ** attempt
+    except ValueError:
+        delay = 0.2 * 2 ** attempt
+    time.sleep(min(delay, 30.0))
+
+
+def _native_transport(url: str, timeout: float):
+    """The compiled transport for chunk-stream cutouts, or None when it is
+    not built (a source checkout used without installing) or the URL is
+    not plain http."""
+    if not url.startswith("http://"):
+        return None
+    try:
+        from . import _native
+    except ImportError:
+        return None
+    return _native.Transport(url, float(timeout))
+
+
 class Client(VolumeMixin, TablesMixin, ObjectsMixin):
     """A neurocube server.
 
@@ -30,10 +52,13 @@ class Client(VolumeMixin, TablesMixin, ObjectsMixin):
         retries: how often a 429/502/503/504 is retried (honouring
             ``Retry-After``) before it is raised.
         timeout: seconds to wait for each answer.
+        native: decode chunk-stream cutouts with the compiled part
+            (``neurocube._native``) when it is built and the URL is plain
+            http; False keeps every request in Python.
     """
 
     def __init__(self, url: str, token: Optional[str] = None, *, workers: int = 4,
-                 retries: int = 5, timeout: float = 300.0):
+                 retries: int = 5, timeout: float = 300.0, native: bool = True):
         self.url = url.rstrip("/")
         self.token = token
         self.workers = max(1, int(workers))
@@ -42,6 +67,8 @@ class Client(VolumeMixin, TablesMixin, ObjectsMixin):
         self._local = threading.local()
         self._pool_lock = threading.Lock()
         self._workers_pool = None
+        # Its own keep-alive connections, shared by the worker threads.
+        self._transport = _native_transport(self.url, timeout) if native else None
 
     def __repr__(self) -> str:
         return f"Client({self.url!r})"
@@ -86,12 +113,7 @@ class Client(VolumeMixin, TablesMixin, ObjectsMixin):
             r = self._session().request(method, url, params=params, data=body, headers=hdrs,
                                         timeout=self.timeout, stream=stream)
             if r.status_code in RETRIED and attempt < self.retries:
-                wait = r.headers.get("Retry-After")
-                try:
-                    delay = float(wait) if wait else 0.2 * 2 ** attempt
-                except ValueError:
-                    delay = 0.2 * 2 ** attempt
-                time.sleep(min(delay, 30.0))
+                _back_off(r.headers.get("Retry-After"), attempt)
                 continue
             if r.status_code >= 400:
                 raise errors.from_response(r)

@@ -3,6 +3,8 @@ carrying the server's JSON error (`code`, `error`, `message` and the fields
 it names)."""
 from __future__ import annotations
 
+import json
+from http import HTTPStatus
 from typing import Any, Dict, Optional
 
 
@@ -81,16 +83,31 @@ _BY_STATUS = {
 }
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
 def from_response(r) -> NeurocubeError:
     """The exception for a failed `requests` response."""
+    return from_status(r.status_code, r.content, r.url, r.reason)
+
+
+def from_status(status: int, content: bytes, url: str = "",
+                reason: Optional[str] = None) -> NeurocubeError:
+    """The exception for a failed answer: its status and its body (the
+    server's JSON error, or text)."""
     try:
-        body = r.json()
+        body = json.loads(content)
     except ValueError:
         body = {}
     if not isinstance(body, dict):
         body = {}
-    message = body.get("message") or r.text[:500] or r.reason
-    cls = _BY_STATUS.get(r.status_code)
+    text = content[:500].decode("utf-8", "replace")
+    message = body.get("message") or text or reason or _phrase(status)
+    cls = _BY_STATUS.get(status)
     if cls is None:
-        cls = ServerError if r.status_code >= 500 else NeurocubeError
-    return cls(r.status_code, message, body.get("code"), body.get("error"), body, r.url)
+        cls = ServerError if status >= 500 else NeurocubeError
+    return cls(status, message, body.get("code"), body.get("error"), body, url)

@@ -1,6 +1,7 @@
 """The real neurocube binary on a free loopback port with a temporary data
 directory (NEUROCUBE_BIN, default target/debug/neurocube from the
 repository root)."""
+import contextlib
 import os
 import re
 import subprocess
@@ -10,13 +11,17 @@ import pytest
 import requests
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    binary = os.environ.get("NEUROCUBE_BIN", "target/debug/neurocube")
-    data = tmp_path_factory.mktemp("data")
+def binary():
+    return os.environ.get("NEUROCUBE_BIN", "target/debug/neurocube")
+
+
+@contextlib.contextmanager
+def serving(data, env=None):
+    """`neurocube serve` on `data` with extra environment `env`; its URL."""
     proc = subprocess.Popen(
-        [binary, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data)],
+        [binary(), "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, **(env or {})},
     )
     try:
         m = re.search(r"listening on (http://\S+)", proc.stdout.readline())
@@ -36,3 +41,9 @@ def server(tmp_path_factory):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("data")) as url:
+        yield url

@@ -73,6 +73,67 @@ def test_upload_and_cutout_round_trip_exactly_in_parallel_blocks(volume):
     np.testing.assert_array_equal(inner, arr[1:26, 1:69, 3:184])
 
 
+def test_the_compiled_and_the_python_decoder_give_the_same_voxels(server):
+    # The installed package has its compiled part; Client(native=False)
+    # decodes the same chunk streams with python-blosc.
+    native, python = Client(server, workers=3), Client(server, workers=3, native=False)
+    assert native._transport is not None and python._transport is None
+    ds = "nv" + uuid.uuid4().hex[:8]
+    native.create_dataset(ds, [4, 4, 40], [200, 150, 30])
+    for dtype in ("uint16", "uint64"):
+        native.create_channel(ds, dtype, dtype, kind="segmentation", chunk_size=[32, 32, 8])
+        rng = np.random.default_rng(7)
+        arr = rng.integers(0, np.iinfo(dtype).max, (19, 90, 130), dtype=dtype)
+        native.upload(ds, dtype, 0, arr, offset=(40, 20, 5), progress=False)
+        # Unaligned, across the written part's edges (never-written chunks are zeros).
+        box = ((13, 187), (9, 131), (1, 29))
+        want = np.zeros((28, 122, 174), dtype)
+        want[4:23, 11:101, 27:157] = arr
+        for nc in (native, python):
+            got = nc.cutout(ds, dtype, 0, box, method="chunks", block_bytes=32 * 32 * 8 * 8 * 2)
+            assert got.dtype == np.dtype(dtype) and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+    # The server's refusal comes back typed, with its message, on both paths.
+    for nc in (native, python):
+        with pytest.raises(BadRequest) as e:
+            nc.cutout(ds, "uint16", 0, ((0, 8), (0, 8), (0, 31)), method="chunks")
+        assert e.value.status == 400, e.value.message
+        assert "outside" in e.value.message or "extent" in e.value.message, e.value.message
+        assert "/uint16/chunks/0/0,8/0,8/" in e.value.url and e.value.url.endswith(",31/")
+    native.close()
+    python.close()
+
+
+def test_the_compiled_transport_sends_the_token(tmp_path):
+    import re
+    import subprocess
+
+    from conftest import binary, serving
+
+    from neurocube import Unauthorized
+
+    made = subprocess.run([binary(), "token", "create", "--user", "boss", "--admin",
+                           "--data-dir", str(tmp_path)], capture_output=True, text=True, check=True)
+    token = re.search(r"nct_[0-9a-f]{64}", made.stdout + made.stderr).group(0)
+    with serving(tmp_path, {"NEUROCUBE__AUTH__MODE": "tokens"}) as url:
+        nc = Client(url, token=token)
+        assert nc._transport is not None
+        nc.create_dataset("tk", [4, 4, 40], [64, 64, 8])
+        nc.create_channel("tk", "em", "uint8", chunk_size=[32, 32, 8])
+        arr = em_like((8, 64, 64), seed=9)
+        nc.upload("tk", "em", 0, arr, progress=False)
+        np.testing.assert_array_equal(nc.cutout("tk", "em", 0, ((0, 64), (0, 64), (0, 8)), method="chunks"), arr)
+        # The same stream with a token the server does not know, and with
+        # none (the dataset is not public: anonymous callers do not see it).
+        for bad, error in (("nct_" + "0" * 64, Unauthorized), (None, NotFound)):
+            other = Client(url, token=bad)
+            with pytest.raises(error) as e:
+                other._chunks_into("/tk/em/chunks/0/0,64/0,64/0,8/", np.zeros((8, 64, 64), np.uint8),
+                                   (0, 0, 0), ((0, 64), (0, 64), (0, 8)), (32, 32, 8))
+            assert e.value.message, e.value
+        nc.close()
+
+
 def test_the_workers_and_their_connections_last_until_close(volume):
     import threading
 
