@@ -30,6 +30,7 @@ import tensorstore as ts
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from emdata import em_like  # noqa: E402
+from server import settle  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--bin", default="target/release/neurocube")
@@ -121,6 +122,9 @@ if not a.skip_cutouts:
             "create": True, "delete_existing": True,
         }).result()
         store.write(vol).result()
+        # Reads start once the server is idle: the store flushes and
+        # compacts the upload in the background for a while.
+        print(f"\nthe server settled in {settle(proc.pid):.0f} s after the upload")
         boxes = {
             "1024x1024x64 aligned": ((1024, 2048), (1024, 2048), (0, 64)),
             "1024x1024x64 unaligned": ((1000, 2024), (1100, 2124), (0, 64)),
