@@ -9,6 +9,7 @@ import time
 from typing import Any, Dict, Iterable, Optional
 
 import requests
+from urllib3.util.retry import Retry
 
 from . import errors
 from .objects import ObjectsMixin
@@ -92,6 +93,16 @@ class Client(VolumeMixin, TablesMixin, ObjectsMixin):
         s = getattr(self._local, "session", None)
         if s is None:
             s = requests.Session()
+            # A kept connection the server closes as it is reused (its idle
+            # timeout is 5 s) fails with "Remote end closed connection":
+            # idempotent requests are sent again once, on a new connection.
+            # POSTs never are (the server may have acted on them).
+            retry = Retry(total=2, connect=1, read=1, status=0, redirect=0,
+                          allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+                          raise_on_status=False)
+            adapter = requests.adapters.HTTPAdapter(max_retries=retry)
+            s.mount("http://", adapter)
+            s.mount("https://", adapter)
             if self.token:
                 s.headers["Authorization"] = f"Bearer {self.token}"
             self._local.session = s

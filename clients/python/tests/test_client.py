@@ -134,6 +134,48 @@ def test_the_compiled_transport_sends_the_token(tmp_path):
         nc.close()
 
 
+def test_a_kept_connection_closed_by_the_server_is_replaced_once():
+    # A server that closes its first connection when the second request
+    # comes on it (as a server's idle timeout does, racing the client):
+    # the GET is sent again on a new connection; a POST is not.
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    connections = []
+
+    def serve():
+        for plan in ([ok, None], [ok], [ok, None], [ok]):
+            conn, _ = listener.accept()
+            connections.append(conn)
+            for answer in plan:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                if answer is None:
+                    conn.close()
+                    break
+                conn.sendall(answer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    url = "http://127.0.0.1:%d" % listener.getsockname()[1]
+    nc = Client(url, retries=0)
+    assert nc.get_json("/a") == {} and nc.get_json("/b") == {}
+    assert len(connections) == 2, "the second GET went again on a new connection"
+    # The same for a POST: it is not sent twice.
+    nc._local = threading.local()
+    assert nc.request("POST", "/c", json_body={}).json() == {}
+    with pytest.raises(requests.ConnectionError):
+        nc.request("POST", "/d", json_body={})
+    assert nc.get_json("/e") == {}
+    t.join(5)
+    listener.close()
+
+
 def test_the_workers_and_their_connections_last_until_close(volume):
     import threading
 
