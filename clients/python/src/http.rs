@@ -60,7 +60,12 @@ impl Pool {
     /// operation waiting at most `timeout`.
     pub fn new(url: &str, timeout: Duration) -> io::Result<Self> {
         let (host, _) = split_url(url)?;
-        let host = if host.contains(':') {
+        // A port follows the last ':' that is outside an IPv6 literal's brackets.
+        let has_port = host
+            .rsplit_once(']')
+            .map_or(host, |(_, rest)| rest)
+            .contains(':');
+        let host = if has_port {
             host.to_owned()
         } else {
             format!("{host}:80")
@@ -465,6 +470,14 @@ mod tests {
         assert!(e.to_string().contains("malformed chunk size"), "{e}");
         server.join().unwrap();
         assert!(Pool::new("https://example.org/", Duration::from_secs(1)).is_err());
+        for (url, host) in [
+            ("http://a.example", "a.example:80"),
+            ("http://a.example:8080/x", "a.example:8080"),
+            ("http://[::1]/x", "[::1]:80"),
+            ("http://[::1]:9/", "[::1]:9"),
+        ] {
+            assert_eq!(Pool::new(url, Duration::from_secs(1)).unwrap().host, host);
+        }
         let e = pool
             .get(&url, &[("X".into(), "a\r\nY: b".into())])
             .err()
