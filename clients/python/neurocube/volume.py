@@ -32,27 +32,35 @@ def _box(box: Sequence[Sequence[int]]) -> Box:
     return ((x0, x1), (y0, y1), (z0, z1))
 
 
+def _split(n: int, k: int) -> List[int]:
+    """`n` chunks cut into `k` runs as equal as they go: the runs' starts,
+    then `n`."""
+    return [i * n // k for i in range(k)] + [n]
+
+
 def blocks(box: Box, chunk: Sequence[int], itemsize: int,
            target_bytes: int = 32 << 20) -> List[Box]:
-    """The box cut by a grid of blocks: each block a whole number of chunks
-    (grown in x, then y, then z up to about `target_bytes`), so every
-    request reads or writes whole stored chunks but at the box's edges."""
-    size = [int(c) for c in chunk]
-    extent = [b - a for a, b in box]
+    """The box cut by a grid of blocks of whole chunks (but at the box's
+    edges), so every request reads or writes whole stored chunks. The box's
+    chunks are shared out evenly: about one block per `target_bytes` of
+    them, cut along z first, then y, then x, so blocks stay whole planes
+    (contiguous in the answer) where they can and are of about one size
+    (an unaligned box does not leave thin blocks at its edges)."""
+    c = [int(v) for v in chunk]
+    first = [lo // s for (lo, _), s in zip(box, c)]
+    n = [-(-hi // s) - f for (_, hi), s, f in zip(box, c, first)]
+    chunk_bytes = c[0] * c[1] * c[2] * itemsize
+    want = max(1, round(n[0] * n[1] * n[2] * chunk_bytes / max(1, target_bytes)))
+    k = [1, 1, 1]
+    for axis in (2, 1, 0):
+        k[axis] = max(1, min(n[axis], -(-want // (k[0] * k[1] * k[2]))))
+    cuts = []
     for axis in range(3):
-        while (size[axis] * 2 <= max(extent[axis], size[axis])
-               and size[0] * size[1] * size[2] * itemsize * 2 <= target_bytes):
-            size[axis] *= 2
-    out = []
-    starts = [range((a // s) * s, b, s) for (a, b), s in zip(box, size)]
-    for z in starts[2]:
-        for y in starts[1]:
-            for x in starts[0]:
-                out.append(tuple(
-                    (max(a, o), min(b, o + s))
-                    for (a, b), o, s in zip(box, (x, y, z), size)
-                ))
-    return out
+        lo, hi = box[axis]
+        edges = [(first[axis] + i) * c[axis] for i in _split(n[axis], k[axis])]
+        edges[0], edges[-1] = lo, hi
+        cuts.append(list(zip(edges[:-1], edges[1:])))
+    return [(x, y, z) for z in cuts[2] for y in cuts[1] for x in cuts[0]]
 
 
 def _url(ds: str, ch: str, fmt: str, level: int, b: Box) -> str:

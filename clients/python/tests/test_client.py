@@ -50,6 +50,18 @@ def test_blocks_cover_the_box_once_on_the_chunk_grid():
         for a, lo, c in ((x0, 10, 64), (y0, 5, 64), (z0, 3, 8)):
             assert a == lo or a % c == 0
     assert (seen == 1).all()
+    # The box's 5x4x5 chunks are shared out evenly (z first, then y, then
+    # x): none of the blocks is a thin sliver at an unaligned edge.
+    def chunks(p, c=(64, 64, 8)):
+        return int(np.prod([-(-hi // s) - lo // s for (lo, hi), s in zip(p, c)]))
+    counts = [chunks(p) for p in parts]
+    assert sum(counts) == 5 * 4 * 5 and len(parts) == 40
+    assert sorted(set(counts)) == [2, 3], counts
+    # An unaligned 9x9x4-chunk box in blocks of about 27 chunks: 12 of them,
+    # 27 chunks each (cut in z, then y), whole rows of the box.
+    parts = blocks(((1000, 2024), (1100, 2124), (0, 64)), (128, 128, 16), 1, 27 << 18)
+    assert len(parts) == 12 and {chunks(p, (128, 128, 16)) for p in parts} == {27}
+    assert all(p[0] == (1000, 2024) for p in parts)
 
 
 def test_upload_and_cutout_round_trip_exactly_in_parallel_blocks(volume):
