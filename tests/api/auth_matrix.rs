@@ -78,7 +78,7 @@ fn rule(method: &str, path: &str) -> Option<Rule> {
         ("POST", "/v1/datasets/{ds}/versions" | "/v1/datasets/{ds}/channels/{ch}/downsample") => {
             Write
         }
-        ("DELETE", "/v1/datasets/{ds}") => Admin,
+        ("DELETE" | "PATCH", "/v1/datasets/{ds}") => Admin,
         (
             "PUT" | "DELETE",
             "/v1/datasets/{ds}/channels/{ch}" | "/v1/datasets/{ds}/tables/{table}",

@@ -47,7 +47,7 @@ async fn post_rows(app: &TestApp, table: &str, rows: Value) {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 }
 
-async fn create_table(app: &TestApp, name: &str, spec: Value) {
+pub(crate) async fn create_table(app: &TestApp, name: &str, spec: Value) {
     let r = app
         .put_json(&format!("/v1/datasets/a/tables/{name}"), &spec)
         .await;

@@ -84,6 +84,8 @@ async fn downsample(gib: f64, workers: usize) {
         levels: 5,
         scaling: Scaling::Anisotropic,
         description: String::new(),
+        synapse_table: None,
+        soma_table: None,
     };
     s.catalog.create_dataset(ds.clone()).await.unwrap();
     s.catalog

@@ -193,6 +193,16 @@ class Client(VolumeMixin, TablesMixin, ObjectsMixin):
                 "offset": list(offset), "description": description}
         return self.request("PUT", f"/v1/datasets/{ds}", json_body=body).json()
 
+    def update_dataset(self, ds: str, **fields: Any) -> Dict[str, Any]:
+        """Change what may change after creation: ``description``, and CAVE's
+        datastack tables ``synapse_table`` and ``soma_table`` (existing tables
+        of the synapse, and the nucleus or point, schema; None clears one,
+        and it is found by schema again). Returns the dataset."""
+        unknown = set(fields) - {"description", "synapse_table", "soma_table"}
+        if unknown:
+            raise ValueError(f"update_dataset changes description, synapse_table and soma_table, not {sorted(unknown)}")
+        return self.request("PATCH", f"/v1/datasets/{ds}", json_body=fields).json()
+
     def create_channel(self, ds: str, ch: str, dtype: str, *, kind: str = "image",
                        chunk_size: Iterable[int] = (128, 128, 16)) -> Dict[str, Any]:
         """Create a channel: `kind` is image or segmentation."""

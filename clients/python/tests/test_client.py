@@ -315,6 +315,17 @@ def test_tables_from_a_dataframe_and_cave_style_queries(annotated):
     assert e.value.body.get("row") == 1 and "pre_pt_position" in e.value.message
     assert nc.count(ds, "syn") == 3000, "nothing of a refused batch is written"
 
+    # The dataset names its synapse table for CAVE clients and the defaults.
+    d = nc.update_dataset(ds, synapse_table="syn", description="3,000 synapses")
+    assert (d["synapse_table"], d["description"]) == ("syn", "3,000 synapses")
+    assert nc.dataset(ds)["synapse_table"] == "syn"
+    with pytest.raises(BadRequest) as e:
+        nc.update_dataset(ds, soma_table="syn")
+    assert e.value.error == "invalid_field" and "synapse schema" in e.value.message
+    assert "synapse_table" not in nc.update_dataset(ds, synapse_table=None)
+    with pytest.raises(ValueError, match="not \\['extent'\\]"):
+        nc.update_dataset(ds, extent=[1, 1, 1])
+
 
 def test_graphs_as_dataframes_and_networkx(annotated):
     nc, ds, df = annotated

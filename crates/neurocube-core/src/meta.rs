@@ -43,6 +43,15 @@ pub struct Dataset {
     /// Free text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    /// CAVE's datastack setting: the annotation table of synapses that
+    /// CAVE clients and the graph use by default. Unset, the dataset's
+    /// table of the `synapse` schema is found by schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synapse_table: Option<String>,
+    /// CAVE's datastack setting: the table of somas (a `nucleus` or `point`
+    /// table). Unset, the first `nucleus` table by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soma_table: Option<String>,
 }
 
 fn one() -> u8 {
@@ -327,6 +336,8 @@ mod tests {
             levels: 6,
             scaling: Scaling::Anisotropic,
             description: String::new(),
+            synapse_table: None,
+            soma_table: None,
         }
     }
 

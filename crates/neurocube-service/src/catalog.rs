@@ -115,6 +115,43 @@ impl Catalog {
         }
     }
 
+    /// Change a dataset record with `edit` (compare-and-set on the stored
+    /// record, so concurrent edits never undo each other); returns the
+    /// record as stored. Other servers see it within their cache's 5 s.
+    pub async fn update_dataset(
+        &self,
+        name: &DatasetName,
+        edit: impl Fn(&mut Dataset),
+    ) -> Result<Dataset> {
+        let key = keys::dataset(name);
+        for _ in 0..16 {
+            let stored = self
+                .store
+                .get_many(Table::Meta, std::slice::from_ref(&key))
+                .await?
+                .remove(0)
+                .ok_or_else(|| ServiceError::UnknownDataset {
+                    name: name.to_string(),
+                })?;
+            let mut ds: Dataset = serde_json::from_slice(&stored)
+                .map_err(|e| ServiceError::corrupt_json("dataset", name.as_str(), &e))?;
+            edit(&mut ds);
+            ds.validate()?;
+            if self
+                .store
+                .compare_and_set(Table::Meta, key.clone(), Some(stored), Some(json(&ds)))
+                .await?
+            {
+                self.datasets.invalidate(name.as_str());
+                return Ok(ds);
+            }
+        }
+        Err(ServiceError::Internal {
+            during: "updating a dataset record",
+            reason: "it changed under every one of 16 attempts".into(),
+        })
+    }
+
     /// A dataset by name (cached for a few seconds, like channels).
     pub async fn dataset(&self, name: &DatasetName) -> Result<Arc<Dataset>> {
         if let Some(hit) = self.datasets.get(name.as_str()) {

@@ -44,8 +44,8 @@ pub mod volume;
 pub use context::{Access, RequestContext};
 pub use error::{Result, ServiceError};
 pub use usecases::{
-    CaveAnswer, ChunksResponse, CutoutResponse, IdList, ObjectView, SliceResponse, SynapseQuery,
-    TableView, VolumeBox, VoxelsBody, WhoAmI,
+    CaveAnswer, ChunksResponse, CutoutResponse, DatasetPatch, IdList, ObjectView, SliceResponse,
+    SynapseQuery, TableView, VolumeBox, VoxelsBody, WhoAmI,
 };
 
 /// Settings of the service layer.

@@ -38,6 +38,8 @@ fn services(dtype: DType) -> (tokio::runtime::Runtime, Services) {
             levels: 1,
             scaling: Scaling::Anisotropic,
             description: String::new(),
+            synapse_table: None,
+            soma_table: None,
         };
         s.catalog.create_dataset(ds).await.unwrap();
         let ch = Channel {

@@ -131,6 +131,8 @@ impl Sink {
                     levels,
                     scaling: Scaling::Anisotropic,
                     description: format!("ingested from {}", a.source.display()),
+                    synapse_table: None,
+                    soma_table: None,
                 };
                 match self {
                     Sink::Local(s) => {

@@ -136,6 +136,59 @@ impl Endpoint for PutDataset {
     }
 }
 
+/// Body of `PATCH /v1/datasets/{ds}`: the fields that may change. A table
+/// setting given as `null` is cleared.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetPatchBody {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    synapse_table: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    soma_table: Option<Option<String>>,
+}
+
+/// A field that is present, `null` or not: absent fields stay `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// `PATCH /v1/datasets/{ds}`: the description and CAVE's datastack
+/// settings (`synapse_table`, `soma_table`); the geometry never changes.
+pub struct PatchDataset(DatasetName);
+
+impl Endpoint for PatchDataset {
+    fn parse(req: &HttpRequest) -> ApiResult<Self> {
+        Ok(Self(dataset(req)?))
+    }
+
+    fn access(&self) -> Access {
+        Access::Admin(self.0.clone())
+    }
+
+    async fn handle(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+        req: &HttpRequest,
+        body: web::Payload,
+    ) -> ApiResult<HttpResponse> {
+        let b: DatasetPatchBody = json_body(req, body, META_LIMIT, "dataset change").await?;
+        let patch = neurocube_service::DatasetPatch {
+            description: b.description,
+            synapse_table: b.synapse_table,
+            soma_table: b.soma_table,
+        };
+        let d = state.services.update_dataset(ctx, &self.0, patch).await?;
+        Ok(HttpResponse::Ok().json(view(d)))
+    }
+}
+
 /// Query of `DELETE /v1/datasets/{ds}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

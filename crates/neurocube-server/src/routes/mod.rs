@@ -104,6 +104,11 @@ pub fn table() -> Vec<Route> {
             "/v1/datasets/{ds}",
             "create a dataset (JSON: voxel_size, extent, offset, levels, scaling)",
         ),
+        route::<meta::PatchDataset>(
+            M::PATCH,
+            "/v1/datasets/{ds}",
+            "change a dataset's description and CAVE's datastack tables (JSON: description, synapse_table, soma_table; null clears a table)",
+        ),
         route::<meta::DeleteDataset>(
             M::DELETE,
             "/v1/datasets/{ds}",

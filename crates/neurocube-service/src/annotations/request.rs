@@ -187,8 +187,15 @@ pub fn synapse_filters(
     f
 }
 
-/// The table of a `synapse` schema to use when none is named: the only one.
+/// The table of a `synapse` schema to use when none is named: the one the
+/// dataset names as its `synapse_table` (while it exists), else the only one.
 pub async fn synapse_table(ann: &Annotations, ds: &DatasetName) -> Result<TableName> {
+    if let Some(name) = &ann.catalog.dataset(ds).await?.synapse_table
+        && let Ok(t) = TableName::parse(name)
+        && ann.table(ds, &t).await.is_ok()
+    {
+        return Ok(t);
+    }
     let synapse: Vec<TableRecord> = ann
         .tables(ds)
         .await?

@@ -132,6 +132,8 @@ pub fn dataset(extent: [u64; 3]) -> Dataset {
         scaling: Scaling::Anisotropic,
         description: "synthetic EM-like volume with a matching segmentation (neurocube demo)"
             .into(),
+        synapse_table: None,
+        soma_table: None,
     }
 }
 

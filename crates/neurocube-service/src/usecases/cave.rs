@@ -4,7 +4,7 @@
 //! a live query makes.
 
 use neurocube_core::annotation::Schema;
-use neurocube_core::meta::ChannelType;
+use neurocube_core::meta::{ChannelType, Dataset};
 use neurocube_core::{DatasetName, TableName};
 use serde_json::{Map, Value as J, json};
 
@@ -23,6 +23,23 @@ pub enum CaveAnswer {
     Count(u64, [f64; 3]),
 }
 
+/// What `PATCH /v1/datasets/{ds}` changes. A field left `None` stays as
+/// it is; a table setting `Some(None)` is cleared (found by schema again).
+#[derive(Debug, Default)]
+pub struct DatasetPatch {
+    /// Free text.
+    pub description: Option<String>,
+    /// CAVE's `synapse_table`: a table of the `synapse` schema.
+    pub synapse_table: Option<Option<String>>,
+    /// CAVE's `soma_table`: a table of the `nucleus` or `point` schema.
+    pub soma_table: Option<Option<String>>,
+}
+
+/// The schemas a datastack's synapse table may have.
+const SYNAPSE_SCHEMAS: &[&str] = &["synapse"];
+/// The schemas a datastack's soma table may have.
+const SOMA_SCHEMAS: &[&str] = &["nucleus", "point"];
+
 fn schema_name(ds: &DatasetName, t: &TableRecord) -> String {
     if t.spec.schema == "custom" {
         format!("{ds}__{}", t.name)
@@ -32,6 +49,128 @@ fn schema_name(ds: &DatasetName, t: &TableRecord) -> String {
 }
 
 impl Services {
+    /// Checks that `name` is a table of `ds` with one of `schemas`.
+    async fn check_table_setting(
+        &self,
+        ds: &DatasetName,
+        field: &'static str,
+        name: &str,
+        schemas: &[&str],
+    ) -> Result<()> {
+        let t = TableName::parse(name).map_err(|e| ServiceError::field(field, e.to_string()))?;
+        let table = self.annotations.table(ds, &t).await?;
+        let schema = &table.record.spec.schema;
+        if schemas.contains(&schema.as_str()) {
+            Ok(())
+        } else {
+            Err(ServiceError::field(
+                field,
+                format!(
+                    "table '{name}' has the {schema} schema; {field} names a table of the {} schema",
+                    schemas.join(" or ")
+                ),
+            ))
+        }
+    }
+
+    /// Checks the table settings a dataset record names against the
+    /// dataset's tables.
+    async fn check_table_settings(
+        &self,
+        ds: &DatasetName,
+        synapse: Option<&str>,
+        soma: Option<&str>,
+    ) -> Result<()> {
+        if let Some(t) = synapse {
+            self.check_table_setting(ds, "synapse_table", t, SYNAPSE_SCHEMAS)
+                .await?;
+        }
+        if let Some(t) = soma {
+            self.check_table_setting(ds, "soma_table", t, SOMA_SCHEMAS)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `PATCH /v1/datasets/{ds}`: change a dataset's description and its
+    /// datastack settings (the tables named must exist, of the right
+    /// schema). Returns the dataset as stored.
+    pub async fn update_dataset(
+        &self,
+        _ctx: &RequestContext,
+        ds: &DatasetName,
+        patch: DatasetPatch,
+    ) -> Result<Dataset> {
+        self.catalog.dataset(ds).await?;
+        self.check_table_settings(
+            ds,
+            patch.synapse_table.as_ref().and_then(Option::as_deref),
+            patch.soma_table.as_ref().and_then(Option::as_deref),
+        )
+        .await?;
+        self.catalog
+            .update_dataset(ds, |d| {
+                if let Some(text) = &patch.description {
+                    d.description.clone_from(text);
+                }
+                if let Some(t) = &patch.synapse_table {
+                    d.synapse_table.clone_from(t);
+                }
+                if let Some(t) = &patch.soma_table {
+                    d.soma_table.clone_from(t);
+                }
+            })
+            .await
+    }
+
+    /// A creation that names datastack tables: only an identical re-creation
+    /// of an existing dataset can (a new dataset has no tables yet).
+    pub(super) async fn check_created_settings(&self, ds: &Dataset) -> Result<()> {
+        if ds.synapse_table.is_none() && ds.soma_table.is_none() {
+            return Ok(());
+        }
+        let name =
+            DatasetName::parse(&ds.name).map_err(|e| ServiceError::field("name", e.to_string()))?;
+        match self.catalog.dataset(&name).await {
+            Ok(_) => {
+                self.check_table_settings(
+                    &name,
+                    ds.synapse_table.as_deref(),
+                    ds.soma_table.as_deref(),
+                )
+                .await
+            }
+            Err(ServiceError::UnknownDataset { .. }) => Err(ServiceError::field(
+                if ds.synapse_table.is_some() {
+                    "synapse_table"
+                } else {
+                    "soma_table"
+                },
+                format!(
+                    "a new dataset has no tables yet: create the dataset, then its tables, then name them with PATCH /v1/datasets/{name}"
+                ),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The datastack's synapse (or soma) table: the one the dataset names
+    /// if it still exists, else found among the tables of `schemas`.
+    async fn cave_setting(
+        &self,
+        ds: &DatasetName,
+        set: Option<&str>,
+        schemas: &[&str],
+    ) -> Result<Option<String>> {
+        if let Some(name) = set
+            && let Ok(t) = TableName::parse(name)
+            && self.annotations.table(ds, &t).await.is_ok()
+        {
+            return Ok(Some(name.to_owned()));
+        }
+        self.cave_table_of(ds, schemas).await
+    }
+
     /// The table of a schema to name as the datastack's synapse (or soma)
     /// table: the only one, else the first by name.
     async fn cave_table_of(&self, ds: &DatasetName, schemas: &[&str]) -> Result<Option<String>> {
@@ -82,8 +221,8 @@ impl Services {
             "local_server": local,
             "segmentation_source": format!("graphene://{local}/segmentation/table/{ds}"),
             "flat_segmentation_source": first(ChannelType::Segmentation),
-            "synapse_table": self.cave_table_of(ds, &["synapse"]).await?,
-            "soma_table": self.cave_table_of(ds, &["nucleus", "nucleus_detection"]).await?,
+            "synapse_table": self.cave_setting(ds, d.synapse_table.as_deref(), SYNAPSE_SCHEMAS).await?,
+            "soma_table": self.cave_setting(ds, d.soma_table.as_deref(), &["nucleus", "nucleus_detection"]).await?,
             "analysis_database": null,
             "viewer_site": format!("{local}/viewer/?dataset={ds}"),
             "viewer_resolution_x": d.voxel_size[0],

@@ -33,7 +33,7 @@ mod objects;
 pub use auth::WhoAmI;
 
 pub use annotations::{IdList, SynapseQuery, TableView};
-pub use cave::CaveAnswer;
+pub use cave::{CaveAnswer, DatasetPatch};
 pub use objects::{ObjectView, VoxelsBody};
 
 /// A chunk stream (`GET .../chunks/...`).
@@ -288,6 +288,7 @@ impl Services {
     pub async fn create_dataset(&self, ctx: &RequestContext, ds: Dataset) -> Result<Created> {
         let name =
             DatasetName::parse(&ds.name).map_err(|e| ServiceError::field("name", e.to_string()))?;
+        self.check_created_settings(&ds).await?;
         let created = self.catalog.create_dataset(ds).await?;
         if created == Created::New {
             self.auth.dataset_created(ctx, &name).await?;
