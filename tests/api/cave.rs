@@ -733,15 +733,27 @@ async fn datastack_tables_are_named_with_patch() {
     assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
     assert_eq!(datastack(&app).await, (json!("syn"), json!("nuclei")));
 
-    // A creation naming tables: an identical re-creation is fine, a new
-    // dataset has no tables to name yet.
+    // Re-creating the dataset (as `neurocube demo` and ingest do on every
+    // run) changes nothing, whatever description and tables it carries;
+    // a new dataset has no tables to name yet.
     let (_, d) = patch(&app, json!({"soma_table": "nuclei"})).await;
     let mut again = d.clone();
     again.as_object_mut().unwrap().remove("level_info");
+    for (k, v) in [
+        ("description", json!("first words")),
+        ("soma_table", Value::Null),
+    ] {
+        again[k] = v;
+    }
     let r = app.put_json("/v1/datasets/a", &again).await;
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(r.status(), 200);
+    let stored: Value = r.json().await.unwrap();
+    assert_eq!(stored["description"], "MICrONS-like", "{stored}");
+    assert_eq!(stored["soma_table"], "nuclei", "{stored}");
+    assert_eq!(datastack(&app).await, (json!("syn"), json!("nuclei")));
     let mut fresh = again.clone();
     fresh["name"] = json!("b");
+    fresh["soma_table"] = json!("nuclei");
     let r = app.put_json("/v1/datasets/b", &fresh).await;
     assert_error(r, 400, "invalid_request", "PATCH /v1/datasets/b").await;
 }

@@ -112,6 +112,19 @@ impl MetaError {
 pub const MAX_LEVELS: u8 = 20;
 
 impl Dataset {
+    /// Whether `other` describes the same voxel space: name and geometry
+    /// (what never changes after creation; the description and the
+    /// datastack tables may).
+    #[must_use]
+    pub fn same_geometry(&self, other: &Dataset) -> bool {
+        self.name == other.name
+            && self.voxel_size == other.voxel_size
+            && self.extent == other.extent
+            && self.offset == other.offset
+            && self.levels == other.levels
+            && self.scaling == other.scaling
+    }
+
     /// Check the metadata; the error names the field and the fix.
     pub fn validate(&self) -> Result<(), MetaError> {
         validate_name(&self.name, "dataset").map_err(|e| MetaError::new("name", e.to_string()))?;

@@ -94,7 +94,10 @@ impl Catalog {
         }
     }
 
-    /// Create a dataset; identical re-creation is a no-op, a different one a conflict.
+    /// Create a dataset. Re-creating it with the same geometry is a no-op
+    /// that changes nothing (the description and the datastack tables
+    /// change with [`Catalog::update_dataset`]); another geometry is a
+    /// conflict.
     pub async fn create_dataset(&self, ds: Dataset) -> Result<Created> {
         ds.validate()?;
         let key = keys::dataset(&ds.name);
@@ -108,7 +111,7 @@ impl Catalog {
         let name =
             DatasetName::parse(&ds.name).map_err(|e| ServiceError::field("name", e.to_string()))?;
         let existing = self.dataset(&name).await?;
-        if *existing == ds {
+        if existing.same_geometry(&ds) {
             Ok(Created::Unchanged)
         } else {
             Err(ServiceError::DatasetExists { name: ds.name })

@@ -132,6 +132,10 @@ impl Endpoint for PutDataset {
         check_name(&d.name, &self.0, "dataset")?;
         d.name = self.0.to_string();
         let c = state.services.create_dataset(ctx, d.clone()).await?;
+        // A re-creation changes nothing: answer with what is stored.
+        if c == Created::Unchanged {
+            d = (*state.services.get_dataset(ctx, &self.0).await?).clone();
+        }
         Ok(created(c).json(view(d)))
     }
 }

@@ -241,7 +241,7 @@ pub enum ServiceError {
     },
     /// A dataset of that name exists with other metadata (409).
     #[error(
-        "dataset '{name}' already exists with different metadata; DELETE /v1/datasets/{name} first (this deletes its data) or use another name"
+        "dataset '{name}' already exists with different metadata (its geometry: voxel_size, extent, offset, levels, scaling); DELETE /v1/datasets/{name} first (this deletes its data) or use another name"
     )]
     DatasetExists {
         /// The name.

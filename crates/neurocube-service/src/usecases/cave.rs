@@ -123,8 +123,9 @@ impl Services {
             .await
     }
 
-    /// A creation that names datastack tables: only an identical re-creation
-    /// of an existing dataset can (a new dataset has no tables yet).
+    /// A creation that names datastack tables: a new dataset has no tables
+    /// yet (a re-creation of an existing one changes nothing, these
+    /// included).
     pub(super) async fn check_created_settings(&self, ds: &Dataset) -> Result<()> {
         if ds.synapse_table.is_none() && ds.soma_table.is_none() {
             return Ok(());
@@ -132,14 +133,7 @@ impl Services {
         let name =
             DatasetName::parse(&ds.name).map_err(|e| ServiceError::field("name", e.to_string()))?;
         match self.catalog.dataset(&name).await {
-            Ok(_) => {
-                self.check_table_settings(
-                    &name,
-                    ds.synapse_table.as_deref(),
-                    ds.soma_table.as_deref(),
-                )
-                .await
-            }
+            Ok(_) => Ok(()),
             Err(ServiceError::UnknownDataset { .. }) => Err(ServiceError::field(
                 if ds.synapse_table.is_some() {
                     "synapse_table"
