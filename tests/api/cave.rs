@@ -9,12 +9,12 @@ use arrow_array::{Array, BooleanArray, Float64Array, Int64Array, RecordBatch, St
 use serde_json::{Value, json};
 
 use crate::annotations::setup;
-use crate::graph::{create_table, graph_app, inside};
+use crate::graph::{graph_app, inside};
 use crate::helpers::{TestApp, assert_error};
 
 const M: &str = "/materialize/api/v3/datastack/a";
 
-async fn get_json(app: &TestApp, path: &str) -> Value {
+pub(crate) async fn get_json(app: &TestApp, path: &str) -> Value {
     let r = app.get(path).await;
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
@@ -622,138 +622,4 @@ async fn bad_cave_requests_get_messages_caveclient_shows() {
         )
         .await;
     assert_error(r, 400, "invalid_request", "reserved").await;
-}
-
-/// The datastack's synapse and soma tables, as caveclient reads them.
-async fn datastack(app: &TestApp) -> (Value, Value) {
-    let info = get_json(app, "/info/api/v2/datastack/full/a").await;
-    (info["synapse_table"].clone(), info["soma_table"].clone())
-}
-
-/// `PATCH` a dataset; the status and the JSON answer.
-async fn patch(app: &TestApp, body: Value) -> (u16, Value) {
-    let r = app
-        .client
-        .patch(format!("{}/v1/datasets/a", app.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn datastack_tables_are_named_with_patch() {
-    let app = graph_app(setup().await).await;
-    create_table(
-        &app,
-        "syn2",
-        json!({"schema": "synapse", "voxel_resolution": [4, 4, 40]}),
-    )
-    .await;
-    create_table(
-        &app,
-        "somas",
-        json!({"schema": "point", "voxel_resolution": [4, 4, 40]}),
-    )
-    .await;
-    // Found by schema while unset: two synapse tables, the first by name.
-    assert_eq!(datastack(&app).await, (json!("syn"), json!("nuclei")));
-
-    let (status, d) = patch(
-        &app,
-        json!({"synapse_table": "syn2", "soma_table": "somas", "description": "MICrONS-like"}),
-    )
-    .await;
-    assert_eq!(status, 200, "{d}");
-    assert_eq!(d["synapse_table"], "syn2");
-    assert_eq!(d["soma_table"], "somas");
-    assert_eq!(d["description"], "MICrONS-like");
-    assert_eq!(d["extent"], json!([256, 256, 32]), "the geometry stays");
-    assert_eq!(datastack(&app).await, (json!("syn2"), json!("somas")));
-    let got = get_json(&app, "/v1/datasets/a").await;
-    assert_eq!(
-        (&got["synapse_table"], &got["soma_table"]),
-        (&json!("syn2"), &json!("somas"))
-    );
-
-    // Refused, and nothing changes.
-    for (body, status, error, says) in [
-        (
-            json!({"synapse_table": "nosuch"}),
-            404,
-            "unknown_table",
-            "nosuch",
-        ),
-        (
-            json!({"synapse_table": "nuclei"}),
-            400,
-            "invalid_field",
-            "has the nucleus schema",
-        ),
-        (
-            json!({"soma_table": "syn"}),
-            400,
-            "invalid_field",
-            "nucleus or point",
-        ),
-        (
-            json!({"soma_table": "Not A Name!"}),
-            400,
-            "invalid_field",
-            "is invalid",
-        ),
-        (
-            json!({"extent": [1, 1, 1]}),
-            400,
-            "malformed",
-            "unknown field `extent`",
-        ),
-        (
-            json!({"synapse_table": 7}),
-            400,
-            "malformed",
-            "expected a string",
-        ),
-    ] {
-        let (got, v) = patch(&app, body.clone()).await;
-        assert_eq!(got, status, "{body}: {v}");
-        assert_eq!(v["error"], error, "{body}: {v}");
-        assert!(v["message"].as_str().unwrap().contains(says), "{body}: {v}");
-    }
-    assert_eq!(datastack(&app).await, (json!("syn2"), json!("somas")));
-
-    // null clears a setting: found by schema again.
-    let (status, d) = patch(&app, json!({"synapse_table": null})).await;
-    assert_eq!(status, 200, "{d}");
-    assert!(d.get("synapse_table").is_none(), "{d}");
-    assert_eq!(datastack(&app).await, (json!("syn"), json!("somas")));
-    // A named table deleted later: found by schema again.
-    let r = app.delete("/v1/datasets/a/tables/somas").await;
-    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap());
-    assert_eq!(datastack(&app).await, (json!("syn"), json!("nuclei")));
-
-    // Re-creating the dataset (as `neurocube demo` and ingest do on every
-    // run) changes nothing, whatever description and tables it carries;
-    // a new dataset has no tables to name yet.
-    let (_, d) = patch(&app, json!({"soma_table": "nuclei"})).await;
-    let mut again = d.clone();
-    again.as_object_mut().unwrap().remove("level_info");
-    for (k, v) in [
-        ("description", json!("first words")),
-        ("soma_table", Value::Null),
-    ] {
-        again[k] = v;
-    }
-    let r = app.put_json("/v1/datasets/a", &again).await;
-    assert_eq!(r.status(), 200);
-    let stored: Value = r.json().await.unwrap();
-    assert_eq!(stored["description"], "MICrONS-like", "{stored}");
-    assert_eq!(stored["soma_table"], "nuclei", "{stored}");
-    assert_eq!(datastack(&app).await, (json!("syn"), json!("nuclei")));
-    let mut fresh = again.clone();
-    fresh["name"] = json!("b");
-    fresh["soma_table"] = json!("nuclei");
-    let r = app.put_json("/v1/datasets/b", &fresh).await;
-    assert_error(r, 400, "invalid_request", "PATCH /v1/datasets/b").await;
 }

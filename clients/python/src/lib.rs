@@ -28,6 +28,9 @@ pub const VERSION: u32 = 1;
 pub const END: u32 = u32::MAX;
 /// The largest JSON header accepted (the server's is about 150 bytes).
 const MAX_HEADER: usize = 1 << 20;
+/// The largest decoded chunk accepted: c-blosc frames hold at most 2 GiB,
+/// and the server's chunks are far smaller.
+const MAX_CHUNK: u64 = 1 << 31;
 /// c-blosc's frame header.
 const BLOSC_HEADER: usize = 16;
 
@@ -95,7 +98,8 @@ impl Target<'_> {
         let extent = [nx as u64, ny as u64, nz as u64];
         for a in 0..3 {
             let [lo, hi] = self.bbox[a];
-            if lo >= hi || lo < self.origin[a] || hi > self.origin[a] + extent[a] {
+            let end = self.origin[a].checked_add(extent[a]);
+            if lo >= hi || lo < self.origin[a] || end.is_none_or(|end| hi > end) {
                 return Err(format(format!(
                     "the block {:?} is not inside the array at {:?} of {:?} voxels",
                     self.bbox, self.origin, extent
@@ -105,7 +109,23 @@ impl Target<'_> {
                 return Err(format("a chunk size is 0"));
             }
         }
-        Ok(())
+        self.chunk_bytes().map(|_| ())
+    }
+
+    /// The bytes of one decoded chunk, refused past [`MAX_CHUNK`] (the
+    /// scratch buffer is allocated before any frame arrives).
+    fn chunk_bytes(&self) -> Result<usize, StreamError> {
+        let n = self
+            .chunk
+            .iter()
+            .try_fold(self.itemsize as u64, |n, &c| n.checked_mul(c));
+        match n {
+            Some(n) if n <= MAX_CHUNK => Ok(n as usize),
+            _ => Err(format(format!(
+                "a chunk of {:?} voxels of {} bytes is larger than {MAX_CHUNK} bytes",
+                self.chunk, self.itemsize
+            ))),
+        }
     }
 
     /// Copies the part of a decoded chunk at grid index `g` that lies
@@ -205,7 +225,7 @@ pub fn decode_stream<R: Read>(r: &mut R, t: &mut Target<'_>) -> Result<u64, Stre
     }
     // The JSON description: the request already says what the stream holds.
     io::copy(&mut r.by_ref().take(n as u64), &mut io::sink())?;
-    let chunk_bytes = t.chunk.iter().product::<u64>() as usize * t.itemsize;
+    let chunk_bytes = t.chunk_bytes()?;
     let mut scratch = vec![0u8; chunk_bytes];
     let mut frame = Vec::new();
     let mut records = 0u64;
@@ -568,6 +588,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("is not inside the array"), "{e}");
+        let mut t = target(&mut out);
+        t.chunk = [1 << 40, 1 << 40, 1 << 40];
+        let e = decode_stream(&mut &b""[..], &mut t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is larger than 2147483648 bytes"), "{e}");
         let mut short = vec![0u8; 63];
         let e = decode_stream(&mut &b""[..], &mut target(&mut short))
             .unwrap_err()

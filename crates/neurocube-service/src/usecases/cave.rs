@@ -1,5 +1,6 @@
-//! CAVE's protocol use cases (`crate::cave` has the wire shapes): the
-//! datastack info, the schema service, the materialization engine's
+//! CAVE's protocol use cases (`crate::cave` has the wire shapes): a
+//! dataset's datastack settings (`PATCH /v1/datasets/{ds}`), the datastack
+//! info, the schema service, the materialization engine's
 //! versions, table metadata, counts and queries, and the chunkedgraph calls
 //! a live query makes.
 
@@ -73,25 +74,6 @@ impl Services {
         }
     }
 
-    /// Checks the table settings a dataset record names against the
-    /// dataset's tables.
-    async fn check_table_settings(
-        &self,
-        ds: &DatasetName,
-        synapse: Option<&str>,
-        soma: Option<&str>,
-    ) -> Result<()> {
-        if let Some(t) = synapse {
-            self.check_table_setting(ds, "synapse_table", t, SYNAPSE_SCHEMAS)
-                .await?;
-        }
-        if let Some(t) = soma {
-            self.check_table_setting(ds, "soma_table", t, SOMA_SCHEMAS)
-                .await?;
-        }
-        Ok(())
-    }
-
     /// `PATCH /v1/datasets/{ds}`: change a dataset's description and its
     /// datastack settings (the tables named must exist, of the right
     /// schema). Returns the dataset as stored.
@@ -101,13 +83,14 @@ impl Services {
         ds: &DatasetName,
         patch: DatasetPatch,
     ) -> Result<Dataset> {
-        self.catalog.dataset(ds).await?;
-        self.check_table_settings(
-            ds,
-            patch.synapse_table.as_ref().and_then(Option::as_deref),
-            patch.soma_table.as_ref().and_then(Option::as_deref),
-        )
-        .await?;
+        if let Some(Some(t)) = &patch.synapse_table {
+            self.check_table_setting(ds, "synapse_table", t, SYNAPSE_SCHEMAS)
+                .await?;
+        }
+        if let Some(Some(t)) = &patch.soma_table {
+            self.check_table_setting(ds, "soma_table", t, SOMA_SCHEMAS)
+                .await?;
+        }
         self.catalog
             .update_dataset(ds, |d| {
                 if let Some(text) = &patch.description {
