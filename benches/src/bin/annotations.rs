@@ -4,7 +4,8 @@
 //!
 //! ```sh
 //! cargo build --release -p neurocube-server -p neurocube-benches
-//! target/release/annotations --rows 10000000 [--backend embedded,cassandra] [--no-peer] [--work DIR]
+//! target/release/annotations --rows 10000000 [--backend embedded,cassandra] [--no-peer] [--work DIR] [--keep]
+//! target/release/annotations --rows 10000000 --queries-on DIR   # reads only, on a kept run's data
 //! ```
 //!
 //! The table: `--rows` synapses among the ~116,000 neurons of a virtual
@@ -140,57 +141,12 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
 
     settle(label, pid).await;
 
-    // synapse_query by one post root id.
-    let mut lat = Vec::new();
-    let mut rows_back = 0usize;
-    for (i, id) in data.probes.iter().enumerate() {
-        let t = Instant::now();
-        let r = client
-            .post(format!("{base}/v1/datasets/b/synapse_query"))
-            .json(&json!({"post_ids": [id], "version": version}))
-            .send()
-            .await
-            .unwrap();
-        let body = r.bytes().await.unwrap();
-        if i >= 50 {
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        rows_back += body.iter().filter(|b| **b == b'\n').count();
-    }
-    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-    eprintln!(
-        "[{label}] synapse_query by one post root id: p50 {p50:.3} ms, p99 {p99:.3} ms ({:.0} rows each on average)",
-        rows_back as f64 / data.probes.len() as f64
-    );
-
-    // Seed 000's proofread subgraph.
-    let query = json!({"version": version, "filter_in_dict": {"pre_pt_root_id": data.proofread, "post_pt_root_id": data.proofread}, "desired_resolution": [1, 1, 1], "split_positions": true});
+    let q = query_figures(&client, &base, data, version, label).await;
     if flag("--keep") {
         let path = dir.join("subgraph-query.json");
-        std::fs::write(&path, query.to_string()).unwrap();
+        std::fs::write(&path, subgraph_query(data, version).to_string()).unwrap();
         eprintln!("subgraph query body in {}", path.display());
     }
-    let mut times = Vec::new();
-    let mut induced = 0;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let r = client
-            .post(format!(
-                "{base}/v1/datasets/b/tables/syn/query?format=arrow"
-            ))
-            .json(&query)
-            .send()
-            .await
-            .unwrap();
-        let body = r.bytes().await.unwrap();
-        times.push(t.elapsed().as_secs_f64());
-        let reader =
-            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
-                .unwrap();
-        induced = reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
-    }
-    let subgraph = median(times);
-    eprintln!("[{label}] proofread subgraph: {induced} rows in {subgraph:.3} s (median of 5)");
 
     let graph =
         neurocube_benches::graphbench::neurocube(&client, &base, pid, version, data, label, work)
@@ -286,10 +242,12 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
         "rows": data.rows.len(),
         "upload_rows_per_s": upload,
         "materialize_s": mat_secs,
-        "synapse_query_p50_ms": p50,
-        "synapse_query_p99_ms": p99,
-        "subgraph_rows": induced,
-        "subgraph_s": subgraph,
+        "synapse_query_p50_ms": q.p50,
+        "synapse_query_p99_ms": q.p99,
+        "synapse_query_arrow_p50_ms": q.arrow_p50,
+        "synapse_query_arrow_p99_ms": q.arrow_p99,
+        "subgraph_rows": q.induced,
+        "subgraph_s": q.subgraph,
         "full_query_s": full_secs,
         "full_query_peak_rss_mib": peak,
         "full_query_rss_before_mib": before,
@@ -478,12 +436,126 @@ async fn bench_postgres(data: &Data, work: &Path) -> Value {
     })
 }
 
+/// seed 000's query: every synapse among the proofread neurons.
+fn subgraph_query(data: &Data, version: u64) -> Value {
+    json!({"version": version, "filter_in_dict": {"pre_pt_root_id": data.proofread, "post_pt_root_id": data.proofread}, "desired_resolution": [1, 1, 1], "split_positions": true})
+}
+
+/// The read figures on a settled server: `synapse_query` by one post root
+/// id and the proofread subgraph.
+async fn query_figures(
+    client: &reqwest::Client,
+    base: &str,
+    data: &Data,
+    version: u64,
+    label: &str,
+) -> QueryFigures {
+    // synapse_query by one post root id, as JSON lines (the endpoint's
+    // default) and as Arrow (what caveclient asks for).
+    let mut figures = Vec::new();
+    for format in ["jsonl", "arrow"] {
+        let mut lat = Vec::new();
+        let mut rows_back = 0usize;
+        for (i, id) in data.probes.iter().enumerate() {
+            let t = Instant::now();
+            let r = client
+                .post(format!(
+                    "{base}/v1/datasets/b/synapse_query?format={format}"
+                ))
+                .json(&json!({"post_ids": [id], "version": version}))
+                .send()
+                .await
+                .unwrap();
+            let body = r.bytes().await.unwrap();
+            if i >= 50 {
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            rows_back += if format == "arrow" {
+                arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+                    .unwrap()
+                    .map(|b| b.unwrap().num_rows())
+                    .sum::<usize>()
+            } else {
+                body.iter().filter(|b| **b == b'\n').count()
+            };
+        }
+        let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+        eprintln!(
+            "[{label}] synapse_query by one post root id ({format}): p50 {p50:.3} ms, p99 {p99:.3} ms ({:.0} rows each on average)",
+            rows_back as f64 / data.probes.len() as f64
+        );
+        figures.push((p50, p99));
+    }
+    let [(p50, p99), (arrow_p50, arrow_p99)] = figures[..] else {
+        unreachable!("two formats")
+    };
+
+    // Seed 000's proofread subgraph.
+    let query = subgraph_query(data, version);
+    let mut times = Vec::new();
+    let mut induced = 0;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let r = client
+            .post(format!(
+                "{base}/v1/datasets/b/tables/syn/query?format=arrow"
+            ))
+            .json(&query)
+            .send()
+            .await
+            .unwrap();
+        let body = r.bytes().await.unwrap();
+        times.push(t.elapsed().as_secs_f64());
+        let reader =
+            arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body.to_vec()), None)
+                .unwrap();
+        induced = reader.map(|b| b.unwrap().num_rows()).sum::<usize>();
+    }
+    let subgraph = median(times);
+    eprintln!("[{label}] proofread subgraph: {induced} rows in {subgraph:.3} s (median of 5)");
+    QueryFigures {
+        p50,
+        p99,
+        arrow_p50,
+        arrow_p99,
+        induced,
+        subgraph,
+    }
+}
+
+/// What [`query_figures`] measures.
+struct QueryFigures {
+    /// `synapse_query` as JSON lines, ms.
+    p50: f64,
+    p99: f64,
+    /// The same as Arrow, ms.
+    arrow_p50: f64,
+    arrow_p99: f64,
+    /// The proofread subgraph: rows, median seconds.
+    induced: usize,
+    subgraph: f64,
+}
+
+/// `--queries-on DIR`: only the read figures, on the data an earlier
+/// `--keep` run left in DIR (its version 1), for measuring a change to the
+/// read path without uploading and materializing again.
+async fn queries_on(data: &Data, dir: &Path) {
+    let server = start_server(dir, None);
+    let client = reqwest::Client::new();
+    settle("embedded", server.child.id()).await;
+    query_figures(&client, &server.url, data, 1, "embedded").await;
+}
+
 #[tokio::main]
 async fn main() {
     let rows: u64 = arg("--rows").map_or(10_000_000, |r| r.parse().unwrap());
     let work = PathBuf::from(arg("--work").unwrap_or_else(|| "/tmp".into()));
     let backends = arg("--backend").unwrap_or_else(|| "embedded".into());
     let data = generate(rows);
+    if let Some(dir) = arg("--queries-on") {
+        queries_on(&data, Path::new(&dir)).await;
+        return;
+    }
     let mut out = Vec::new();
     for backend in backends.split(',') {
         match backend {
@@ -520,6 +592,8 @@ fn ratios(out: &[Value]) {
         ("materialize_s", false),
         ("synapse_query_p50_ms", false),
         ("synapse_query_p99_ms", false),
+        ("synapse_query_arrow_p50_ms", false),
+        ("synapse_query_arrow_p99_ms", false),
         ("subgraph_s", false),
         ("full_query_s", false),
     ];

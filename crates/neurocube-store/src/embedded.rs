@@ -6,7 +6,8 @@
 //! write is one atomic batch persisted to the journal before it returns
 //! (`fsync` by default, or a flush to the OS that survives a killed process
 //! but not a power cut). Engine calls are blocking and run on tokio's
-//! blocking pool, never on the async executor.
+//! blocking pool, but for small reads (see [`INLINE_KEYS`]), which run on
+//! the calling thread.
 
 use std::collections::HashMap;
 use std::ops::Bound;
@@ -19,7 +20,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, KvSeparationOptions, Pers
 
 use crate::striped::Stripes;
 use crate::{
-    Key, Page, PageToken, Partitions, SortRange, Store, StoreError, Table, decode_key, encode_key,
+    Key, Page, PageToken, Partitions, SortRange, Store, StoreError, Table, decode_key,
+    decode_key_shared, encode_key,
 };
 
 const BACKEND: &str = "embedded";
@@ -134,6 +136,17 @@ impl EmbeddedStore {
             })?
     }
 }
+
+/// Reads of at most this many keys, or pages of at most [`INLINE_ROWS`]
+/// rows, outside the chunks table run on the calling thread: such a read
+/// from the engine's block cache or the OS page cache takes less time than
+/// handing it to the blocking pool and back, two thread wake-ups (about
+/// 0.1 ms of a 0.6 ms `synapse_query`; see BENCHMARKS.md). Chunk values
+/// (large, read from blob files), long scans and every write (journal
+/// sync) go to the pool.
+pub const INLINE_KEYS: usize = 16;
+/// See [`INLINE_KEYS`].
+pub const INLINE_ROWS: usize = 2000;
 
 /// Listing partitions steps over this many keys of one partition before
 /// seeking past it.
@@ -252,13 +265,15 @@ impl Inner {
                 });
             }
             let (k, v) = item.into_inner().map_err(engine("scan"))?;
-            let key = decode_key(&k).ok_or_else(|| StoreError::Engine {
+            // The engine's slices are `Bytes`: the key's parts share them.
+            let k = Bytes::from(k);
+            let key = decode_key_shared(&k).ok_or_else(|| StoreError::Engine {
                 backend: BACKEND,
                 op: "decode a stored key",
                 source: "key without a partition prefix".into(),
             })?;
-            last = Some(Bytes::from(k));
             rows.push((key, Bytes::from(v)));
+            last = Some(k);
         }
         Ok(Page { rows, next: None })
     }
@@ -320,13 +335,17 @@ impl Store for EmbeddedStore {
             .iter()
             .map(|k| encode_key(&k.partition, &k.sort))
             .collect();
-        self.blocking(move |s| {
+        let inline = table != Table::Chunks && keys.len() <= INLINE_KEYS;
+        let read = move |s: &Inner| {
             let ks = s.ks(table);
             keys.iter()
                 .map(|k| Ok(ks.get(k).map_err(engine("read"))?.map(Bytes::from)))
                 .collect()
-        })
-        .await
+        };
+        if inline {
+            return read(&self.inner);
+        }
+        self.blocking(read).await
     }
 
     async fn delete_many(&self, table: Table, keys: &[Key]) -> Result<(), StoreError> {
@@ -366,6 +385,9 @@ impl Store for EmbeddedStore {
             Some(e) => Bound::Excluded(encode_key(partition, e)),
             None => prefix_end(&prefix),
         };
+        if table != Table::Chunks && limit <= INLINE_ROWS {
+            return self.inner.page(table, lo, hi, limit);
+        }
         self.blocking(move |s| s.page(table, lo, hi, limit)).await
     }
 

@@ -338,6 +338,16 @@ pub fn decode_key(k: &[u8]) -> Option<Key> {
     ))
 }
 
+/// [`decode_key`] without copies: the parts are slices of `k`'s bytes.
+#[must_use]
+pub fn decode_key_shared(k: &Bytes) -> Option<Key> {
+    let len = u16::from_be_bytes([*k.first()?, *k.get(1)?]) as usize;
+    if k.len() < 2 + len {
+        return None;
+    }
+    Some(Key::new(k.slice(2..2 + len), k.slice(2 + len..)))
+}
+
 /// Up to `limit` rows of one partition range, page by page (the default
 /// `scan_ranges`, and the Cassandra backend's).
 pub(crate) async fn scan_limited<S: Store + ?Sized>(

@@ -12,8 +12,9 @@ use crate::error::{Result, ServiceError};
 pub struct Cursor {
     /// Index of the key, id chunk or block.
     pub k: u64,
-    /// Last sort key returned at that position.
-    pub after: Vec<u8>,
+    /// Last sort key returned at that position (a slice of the row's key:
+    /// every row carries one, so it is not copied).
+    pub after: Bytes,
 }
 
 impl Cursor {
@@ -44,13 +45,16 @@ impl Cursor {
             .map(|i| u8::from_str_radix(&s[i..i + 2], 16))
             .collect::<std::result::Result<Vec<u8>, _>>()
             .map_err(|_| bad())?;
-        Ok(Self { k, after })
+        Ok(Self {
+            k,
+            after: Bytes::from(after),
+        })
     }
 
     pub(super) fn at(k: u64) -> Self {
         Self {
             k,
-            after: Vec::new(),
+            after: Bytes::new(),
         }
     }
 }
@@ -76,7 +80,7 @@ mod tests {
     fn tokens_round_trip_and_foreign_ones_are_refused() {
         let c = Cursor {
             k: 7,
-            after: vec![0, 1, 0xfe, 0xff],
+            after: Bytes::from_static(&[0, 1, 0xfe, 0xff]),
         };
         assert_eq!(c.token(), "000000000000000700 01feff".replace(' ', ""));
         assert_eq!(Cursor::parse(&c.token()).unwrap(), c);

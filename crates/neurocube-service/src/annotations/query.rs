@@ -342,20 +342,14 @@ impl State {
             let mut asked = RANGE_ROWS;
             loop {
                 let cut = rows.len() >= asked;
-                let last = rows.last().map(|(key, _)| key.sort.to_vec());
+                let last = rows.last().map(|(key, _)| key.sort.clone());
                 for (key, v) in rows {
                     // A run may span partners outside the set: skip them undecoded.
                     if !keys::morton_of(&key.sort).is_some_and(|q| partners.contains(&q)) {
                         continue;
                     }
                     let id = keys::row_id(&key.sort).unwrap_or(0);
-                    out.push((
-                        decode(&self.t, id, &v)?,
-                        Cursor {
-                            k,
-                            after: key.sort.to_vec(),
-                        },
-                    ));
+                    out.push((decode(&self.t, id, &v)?, Cursor { k, after: key.sort }));
                 }
                 let Some(after) = last.filter(|_| cut) else {
                     break;
@@ -368,7 +362,7 @@ impl State {
                 // A pair with many synapses: read on in this range alone,
                 // so the ranges after it are read once (in order, so a
                 // page token stays a position).
-                let mut start = after;
+                let mut start = after.to_vec();
                 start.push(0);
                 asked = budget - out.len();
                 rows = self
@@ -433,7 +427,7 @@ impl State {
         for (i, rows) in found.into_iter().enumerate() {
             let k = (k0 + i) as u64;
             let cut = rows.len() >= RANGE_ROWS;
-            let last = rows.last().map(|(key, _)| key.sort.to_vec());
+            let last = rows.last().map(|(key, _)| key.sort.clone());
             for (key, v) in rows {
                 if let Some(id) = keys::row_id(&key.sort) {
                     entries.push((k, id, key.sort, v));
@@ -471,17 +465,7 @@ impl State {
         Ok(entries
             .into_iter()
             .zip(rows)
-            .filter_map(|((k, _, sort, _), r)| {
-                r.map(|r| {
-                    (
-                        r,
-                        Cursor {
-                            k,
-                            after: sort.to_vec(),
-                        },
-                    )
-                })
-            })
+            .filter_map(|((k, _, after, _), r)| r.map(|r| (r, Cursor { k, after })))
             .collect())
     }
 
@@ -550,12 +534,11 @@ impl State {
         } else if let Some((_, sort, _)) = entries.last() {
             self.cursor = Cursor {
                 k,
-                after: sort.to_vec(),
+                after: sort.clone(),
             };
         }
-        let sorts: std::collections::HashMap<u64, Bytes> =
-            entries.iter().map(|(id, s, _)| (*id, s.clone())).collect();
-        let rows = match (&self.plan, &self.at) {
+        // One row (or none: absent, or not valid then) per entry, in order.
+        let rows: Vec<Option<Row>> = match (&self.plan, &self.at) {
             // Live index entries (and a version's spatial ones) only name
             // ids: read the rows.
             (Plan::Index { kind, .. }, At::Version(..)) if *kind == IndexKind::Cell => {
@@ -564,34 +547,38 @@ impl State {
                     .map(|(id, _, _)| keys::row(uid, version, *id))
                     .collect();
                 let got = self.ann.store.get_many(Table::Rows, &keys).await?;
+                entries
+                    .iter()
+                    .zip(got)
+                    .map(|((id, _, _), g)| g.map(|b| decode(&self.t, *id, &b)).transpose())
+                    .collect::<Result<_>>()?
+            }
+            (Plan::Index { .. }, At::Live(at, _)) => {
+                let keys: Vec<Key> = entries
+                    .iter()
+                    .map(|(id, _, _)| keys::row(uid, keys::LIVE, *id))
+                    .collect();
+                let got = self.ann.store.get_many(Table::Rows, &keys).await?;
                 let mut out = Vec::with_capacity(got.len());
                 for ((id, _, _), g) in entries.iter().zip(got) {
-                    if let Some(b) = g {
-                        out.push(decode(&self.t, *id, &b)?);
-                    }
+                    let r = g.map(|b| decode(&self.t, *id, &b)).transpose()?;
+                    out.push(r.filter(|r| r.valid_at(*at)));
                 }
                 out
             }
-            (Plan::Index { .. }, At::Live(at, _)) => {
-                let ids: Vec<u64> = entries.iter().map(|e| e.0).collect();
-                self.live_rows(&ids, *at).await?
-            }
             (_, At::Live(at, _)) => entries
                 .iter()
-                .map(|(id, _, b)| decode(&self.t, *id, b))
-                .filter(|r| r.as_ref().map_or(true, |r| r.valid_at(*at)))
-                .collect::<Result<Vec<_>>>()?,
+                .map(|(id, _, b)| Ok(Some(decode(&self.t, *id, b)?).filter(|r| r.valid_at(*at))))
+                .collect::<Result<_>>()?,
             (_, At::Version(..)) => entries
                 .iter()
-                .map(|(id, _, b)| decode(&self.t, *id, b))
-                .collect::<Result<Vec<_>>>()?,
+                .map(|(id, _, b)| decode(&self.t, *id, b).map(Some))
+                .collect::<Result<_>>()?,
         };
-        Ok(rows
+        Ok(entries
             .into_iter()
-            .map(|r| {
-                let after = sorts.get(&r.id).map_or_else(Vec::new, |s| s.to_vec());
-                (r, Cursor { k, after })
-            })
+            .zip(rows)
+            .filter_map(|((_, after, _), r)| r.map(|r| (r, Cursor { k, after })))
             .collect())
     }
 }

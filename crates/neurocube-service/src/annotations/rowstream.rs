@@ -1,6 +1,6 @@
 //! The row stream of a query: offset, limit and encoding into the body.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 
 use super::{Cursor, Encoder, Record};
@@ -54,7 +54,7 @@ pub(super) fn encode_stream(
         if s.done {
             return Ok(None);
         }
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         if !s.started {
             s.started = true;
             out.extend_from_slice(&s.enc.header()?);
@@ -73,7 +73,13 @@ pub(super) fn encode_stream(
                 s.left -= batch.len() as u64;
                 let recs: Vec<Record> = batch.into_iter().map(|(r, _)| r).collect();
                 for chunk in recs.chunks(BATCH) {
-                    out.extend_from_slice(&s.enc.batch(chunk)?);
+                    // The first part whole (no copy when it is the only one).
+                    let part = s.enc.batch(chunk)?;
+                    if out.is_empty() {
+                        out = BytesMut::from(part);
+                    } else {
+                        out.extend_from_slice(&part);
+                    }
                     s.wrote_batch = true;
                 }
             }
@@ -86,7 +92,7 @@ pub(super) fn encode_stream(
                 s.done = true;
             }
         }
-        Ok(Some((Bytes::from(out), s)))
+        Ok(Some((out.freeze(), s)))
     })
     .boxed()
 }

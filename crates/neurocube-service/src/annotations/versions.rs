@@ -88,12 +88,15 @@ fn encode(v: &VersionRecord) -> Result<Bytes> {
 impl Annotations {
     /// Every version of a dataset, oldest first (cached for a moment).
     pub async fn versions(&self, ds: &DatasetName) -> Result<Vec<VersionRecord>> {
+        Ok((*self.versions_shared(ds).await?).clone())
+    }
+
+    async fn versions_shared(&self, ds: &DatasetName) -> Result<Arc<Vec<VersionRecord>>> {
         if let Some(hit) = self.versions_cache.get(ds.as_str()) {
-            return Ok((*hit).clone());
+            return Ok(hit);
         }
-        let all = self.versions_uncached(ds).await?;
-        self.versions_cache
-            .insert(ds.to_string(), Arc::new(all.clone()));
+        let all = Arc::new(self.versions_uncached(ds).await?);
+        self.versions_cache.insert(ds.to_string(), all.clone());
         Ok(all)
     }
 
@@ -117,12 +120,16 @@ impl Annotations {
     }
 
     /// One version: from the cached list when it is available there (an
-    /// available version never changes but for its expiry), else read.
+    /// available version never changes but for its expiry, and a change
+    /// made here drops the list), else read. Every query names a version,
+    /// so the list is read (and cached) on a miss rather than the one
+    /// record: a run of queries then reads none.
     pub async fn version(&self, ds: &DatasetName, v: u32) -> Result<VersionRecord> {
-        if let Some(hit) = self.versions_cache.get(ds.as_str())
-            && let Some(rec) = hit
-                .iter()
-                .find(|r| r.version == v && r.status == VersionStatus::Available)
+        if let Some(rec) = self
+            .versions_shared(ds)
+            .await?
+            .iter()
+            .find(|r| r.version == v && r.status == VersionStatus::Available)
         {
             return Ok(rec.clone());
         }
@@ -173,11 +180,12 @@ impl Annotations {
     pub async fn latest_version(&self, ds: &DatasetName) -> Result<Option<VersionRecord>> {
         let now = now_ms() as i64;
         Ok(self
-            .versions(ds)
+            .versions_shared(ds)
             .await?
-            .into_iter()
+            .iter()
             .rev()
-            .find(|v| v.valid_at(now)))
+            .find(|v| v.valid_at(now))
+            .cloned())
     }
 
     /// Start materializing a version of every table of a dataset at
