@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo build --release -p neurocube-server -p neurocube-benches
 //! target/release/annotations --rows 10000000 [--backend embedded,cassandra] [--no-peer] [--work DIR] [--keep]
-//! target/release/annotations --rows 10000000 --queries-on DIR   # reads only, on a kept run's data
+//! target/release/annotations --rows 10000000 --queries-on DIR [--version N]   # reads only, on a kept run's data
 //! ```
 //!
 //! The table: `--rows` synapses among the ~116,000 neurons of a virtual
@@ -536,14 +536,16 @@ struct QueryFigures {
     subgraph: f64,
 }
 
-/// `--queries-on DIR`: only the read figures, on the data an earlier
-/// `--keep` run left in DIR (its version 1), for measuring a change to the
+/// `--queries-on DIR [--version N]`: only the read figures, on the data an
+/// earlier `--keep` run left in DIR (its version 1 by default), for
+/// measuring a change to the
 /// read path without uploading and materializing again.
 async fn queries_on(data: &Data, dir: &Path) {
     let server = start_server(dir, None);
     let client = reqwest::Client::new();
     settle("embedded", server.child.id()).await;
-    query_figures(&client, &server.url, data, 1, "embedded").await;
+    let version = arg("--version").map_or(1, |v| v.parse().unwrap());
+    query_figures(&client, &server.url, data, version, "embedded").await;
 }
 
 #[tokio::main]

@@ -318,6 +318,9 @@ pub enum IndexKind {
     /// A version's edges: by pre root id, then post root id (sort key:
     /// post ‖ task), holding the synapse count and summed size.
     Edge,
+    /// A version's edges condensed per pre root id: one row (empty sort
+    /// key) listing every partner (see `annotations::edges`).
+    EdgeList,
 }
 
 /// Partition of the index entries of one key (a root id, a cell) of a
@@ -332,6 +335,7 @@ pub fn index_partition(uid: u64, version: u32, column: u16, kind: IndexKind, key
         IndexKind::Root => b'r',
         IndexKind::Cell => b'c',
         IndexKind::Edge => b'e',
+        IndexKind::EdgeList => b'l',
     });
     p.extend_from_slice(&key.to_be_bytes());
     p

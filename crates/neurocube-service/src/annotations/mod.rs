@@ -26,6 +26,7 @@ use crate::tiles::TileCache;
 use neurocube_store::Store;
 
 mod cursor;
+pub(crate) mod edges;
 mod output;
 mod pairs;
 pub mod query;

@@ -18,6 +18,7 @@ use neurocube_store::{Key, SortRange, Table};
 
 use super::Annotations;
 use super::cursor::{Cursor, after_range};
+use super::edges::read_edges;
 use super::output::Record;
 use super::pairs::pair_runs;
 use super::tables::ResolvedTable;
@@ -87,7 +88,7 @@ impl Plan {
                 match kind {
                     IndexKind::Root => "root-id",
                     IndexKind::Cell => "spatial",
-                    IndexKind::Edge => "edge",
+                    IndexKind::Edge | IndexKind::EdgeList => "edge",
                 },
                 t.schema.columns[*column].name,
                 keys.len()
@@ -251,7 +252,7 @@ impl State {
     }
 
     /// The rows of a batch of pre root ids' pairs with the partner set: one
-    /// store call for their edges, one for the pairs' index ranges.
+    /// store call for their edge lists, one for the pairs' index ranges.
     async fn pairs(&mut self, column: usize) -> Result<Vec<(Row, Cursor)>> {
         let Plan::Pairs {
             partners,
@@ -265,33 +266,11 @@ impl State {
         let uid = self.t.uid();
         let k0 = self.cursor.k as usize;
         let batch: Vec<u64> = pres[k0..(k0 + KEY_BATCH).min(pres.len())].to_vec();
-        let edge_ranges = batch
-            .iter()
-            .map(|p| {
-                (
-                    Bytes::from(keys::index_partition(
-                        uid,
-                        version,
-                        column as u16,
-                        IndexKind::Edge,
-                        *p,
-                    )),
-                    SortRange::all(),
-                )
-            })
-            .collect();
-        let edges = self
-            .ann
-            .store
-            .scan_ranges(Table::RowIndex, edge_ranges, usize::MAX)
-            .await?;
+        let edges = read_edges(&self.ann.store, uid, version, column, &batch).await?;
         let mut ranges = Vec::new();
         let mut owners = Vec::new();
         for (i, (p, e)) in batch.iter().zip(edges).enumerate() {
-            let edges = e.iter().filter_map(|(key, v)| {
-                let n = v.get(..8)?.try_into().ok().map(u64::from_le_bytes)?;
-                Some((keys::morton_of(&key.sort)?, n))
-            });
+            let edges = e.iter().map(|e| (e.post, e.count));
             let partition = Bytes::from(keys::index_partition(
                 uid,
                 version,

@@ -2,9 +2,11 @@
 //! frozen copy of every annotation table of a dataset, with root ids looked
 //! up in the bound segmentation when the version is made, and the indexes
 //! queries need (rows by root id of each bound point, and by spatial cell
-//! of the first point, both holding the whole row). Made by a
-//! `materialize` job, one task per run of row blocks, with progress;
-//! later writes to the tables or the segmentation never touch it.
+//! of the first point, both holding the whole row; for synapse tables the
+//! edges between root ids, see `edges`). Made by a `materialize` job: one
+//! task per run of row blocks, then one per synapse table condensing its
+//! edges, with progress; later writes to the tables or the segmentation
+//! never touch it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -343,11 +345,33 @@ impl Annotations {
     }
 
     async fn plan_materialize(&self, job: &JobRecord, phase: u32) -> Result<Option<Vec<TaskSpec>>> {
-        if phase > 0 {
-            return Ok(None);
-        }
         let (ds, v) = params(job)?;
         let rec = self.version(&ds, v).await?;
+        if phase == 1 {
+            // Once every block is copied: condense the edges of each
+            // synapse table (two bound points) into edge lists.
+            let mut specs = Vec::new();
+            for name in rec.tables.keys() {
+                let tname =
+                    neurocube_core::TableName::parse(name).map_err(|e| ServiceError::Corrupt {
+                        what: "version",
+                        key: format!("{ds}/{v}"),
+                        reason: format!("table name {name}: {e}"),
+                    })?;
+                let t = self.table(&ds, &tname).await?;
+                if t.schema.points.iter().filter(|p| p.bound).count() == 2 {
+                    specs.push(TaskSpec {
+                        name: format!("{name}/edges"),
+                        units: 1,
+                        spec: json!({"table": name, "edges": true}),
+                    });
+                }
+            }
+            return Ok((!specs.is_empty()).then_some(specs));
+        }
+        if phase > 1 {
+            return Ok(None);
+        }
         let mut specs = Vec::new();
         for (name, t) in &rec.tables {
             let mut b = 0;
@@ -376,6 +400,20 @@ impl Annotations {
             ),
         };
         let name = task.spec["table"].as_str().ok_or_else(bad)?;
+        if task.spec["edges"] == true {
+            let vt = rec.tables.get(name).ok_or_else(bad)?;
+            let tname = neurocube_core::TableName::parse(name).map_err(|_| bad())?;
+            let t = self.table(&ds, &tname).await?;
+            if t.uid() != vt.uid {
+                return Err(ServiceError::TableReplaced {
+                    dataset: ds.to_string(),
+                    table: name.to_string(),
+                    version: v,
+                });
+            }
+            self.condense_edges(&t, v).await?;
+            return Ok(1);
+        }
         let (from, to) = (
             task.spec["from"].as_u64().ok_or_else(bad)?,
             task.spec["to"].as_u64().ok_or_else(bad)?,

@@ -17,11 +17,11 @@ mod request;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::TryStreamExt;
 use neurocube_core::annotation::{Filter, Row, Value};
-use neurocube_store::{SortRange, Table};
+use neurocube_store::Table;
 
+use crate::annotations::edges::{edge_value, read_edges};
 use crate::annotations::{Annotations, At, ResolvedTable};
 use crate::error::{Result, ServiceError};
 use crate::keys::{self, IndexKind};
@@ -282,53 +282,19 @@ impl Annotations {
     ) -> Result<Vec<Edge>> {
         let mut out = Vec::new();
         for batch in pres.chunks(KEY_BATCH) {
-            let ranges = batch
-                .iter()
-                .map(|p| {
-                    (
-                        Bytes::from(keys::index_partition(
-                            t.uid(),
-                            version,
-                            pre_col as u16,
-                            IndexKind::Edge,
-                            *p,
-                        )),
-                        SortRange::all(),
-                    )
-                })
-                .collect();
-            let got = self
-                .store()
-                .scan_ranges(Table::RowIndex, ranges, usize::MAX)
-                .await?;
-            for (pre, entries) in batch.iter().zip(got) {
-                // Sort keys are post ‖ block: a post's blocks are adjacent.
-                let mut last: Option<Edge> = None;
-                for (key, v) in entries {
-                    let Some(post) = keys::morton_of(&key.sort) else {
-                        continue;
-                    };
-                    if keep.is_some_and(|k| !k.contains(&post)) {
-                        continue;
-                    }
-                    let (n, size) = edge_value(&v);
-                    match &mut last {
-                        Some(e) if e.post == post => {
-                            e.syn_count += n;
-                            e.size_sum += size;
-                        }
-                        _ => {
-                            out.extend(last.take());
-                            last = Some(Edge {
-                                pre: *pre,
-                                post,
-                                syn_count: n,
-                                size_sum: size,
-                            });
-                        }
-                    }
-                }
-                out.extend(last);
+            let got = read_edges(self.store(), t.uid(), version, pre_col, batch).await?;
+            for (pre, edges) in batch.iter().zip(got) {
+                out.extend(
+                    edges
+                        .into_iter()
+                        .filter(|e| keep.is_none_or(|k| k.contains(&e.post)))
+                        .map(|e| Edge {
+                            pre: *pre,
+                            post: e.post,
+                            syn_count: e.count,
+                            size_sum: e.size,
+                        }),
+                );
             }
         }
         Ok(out)
@@ -380,19 +346,6 @@ impl Annotations {
             }
         }
     }
-}
-
-/// Count and summed size of one edge-index entry.
-fn edge_value(v: &[u8]) -> (u64, f64) {
-    let n = v
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes);
-    let s = v
-        .get(8..16)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0.0, f64::from_le_bytes);
-    (n, s)
 }
 
 fn add_synapse(

@@ -153,14 +153,41 @@ impl Jobs {
         {
             return Ok(true); // someone else took it; look again
         }
-        let result = h.run(rec, &claimed).await;
-        let mut finished = claimed.clone();
+        // The lease is renewed while the task runs (a third of it at a
+        // time), so a long task is not taken over by another worker.
+        let run = h.run(rec, &claimed);
+        tokio::pin!(run);
+        let (mut held, mut new) = (claimed.clone(), new);
+        let result = loop {
+            tokio::select! {
+                r = &mut run => break r,
+                () = tokio::time::sleep(lease / 3) => {
+                    let mut renewed = held.clone();
+                    renewed.lease_until_ms = now_ms() + lease.as_millis() as u64;
+                    let bytes = to_bytes(&renewed);
+                    if self
+                        .store
+                        .compare_and_set(Table::Jobs, key.clone(), Some(new.clone()), Some(bytes.clone()))
+                        .await?
+                    {
+                        (held, new) = (renewed, bytes);
+                    }
+                }
+            }
+        };
+        let mut finished = held;
         match result {
             Ok(units) => {
                 finished.state = TaskState::Done;
-                self.store
+                // Counted by whoever holds the task (after a lost lease,
+                // the worker that took it over).
+                if !self
+                    .store
                     .compare_and_set(Table::Jobs, key, Some(new), Some(to_bytes(&finished)))
-                    .await?;
+                    .await?
+                {
+                    return Ok(true);
+                }
                 self.update(id, |r| {
                     r.done += units;
                     r.total = r.total.max(r.done);
@@ -273,7 +300,7 @@ impl Worker for JobWorker {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{TaskRecord, TaskSpec};
+    use super::super::{JobsConfig, TaskRecord, TaskSpec};
     use super::*;
     use futures::future::BoxFuture;
     use neurocube_store::Store;
@@ -285,6 +312,8 @@ mod tests {
     struct Counting {
         ran: Mutex<Vec<String>>,
         fail_once: Mutex<bool>,
+        /// How long each task takes.
+        takes: std::time::Duration,
     }
 
     impl JobHandler for Counting {
@@ -312,6 +341,7 @@ mod tests {
             task: &'a TaskRecord,
         ) -> BoxFuture<'a, Result<u64>> {
             Box::pin(async move {
+                tokio::time::sleep(self.takes).await;
                 let mut f = self.fail_once.lock().unwrap();
                 if *f && task.name == "t1" && task.phase == 1 {
                     *f = false;
@@ -339,6 +369,7 @@ mod tests {
         let h = Arc::new(Counting {
             ran: Mutex::default(),
             fail_once: Mutex::new(true),
+            takes: std::time::Duration::ZERO,
         });
         jobs.register("count", h.clone());
         let (j, new) = jobs
@@ -390,6 +421,7 @@ mod tests {
         let h = Arc::new(Counting {
             ran: Mutex::default(),
             fail_once: Mutex::new(false),
+            takes: std::time::Duration::ZERO,
         });
         jobs.register("count", h.clone());
         let (j, _) = jobs
@@ -424,5 +456,49 @@ mod tests {
         assert_eq!(*h.ran.lock().unwrap(), vec!["0/t0", "0/t2"]);
         let r = jobs.get(&j.id).await.unwrap();
         assert_eq!((r.phase, r.done, r.state), (0, 20, JobState::Running));
+    }
+
+    #[tokio::test]
+    async fn a_task_longer_than_the_lease_keeps_it_and_runs_once() {
+        use std::time::Duration;
+        let jobs = Arc::new(Jobs::new(Arc::new(MemoryStore::default())));
+        jobs.configure(JobsConfig {
+            workers: 0,
+            lease: Duration::from_millis(150),
+            pause: Duration::ZERO,
+        });
+        let h = Arc::new(Counting {
+            ran: Mutex::default(),
+            fail_once: Mutex::new(false),
+            takes: Duration::from_millis(400),
+        });
+        jobs.register("count", h.clone());
+        let (j, _) = jobs
+            .create("count", Value::Null, 60, "things", None, false)
+            .await
+            .unwrap();
+        // Two workers at once (two servers' workers): without renewal the
+        // idle one would take over each task after 150 ms and run it again.
+        let worker = |name: &'static str| {
+            let (jobs, id) = (jobs.clone(), j.id.clone());
+            async move {
+                while !jobs.get(&id).await.unwrap().state.is_final() {
+                    if !jobs.work_once(name, None).await.unwrap() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        };
+        // Taken over again and again, the job would never end.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(worker("a"), worker("b"))
+        })
+        .await
+        .expect("the job ends: no task is taken over while it runs");
+        let mut ran = h.ran.lock().unwrap().clone();
+        ran.sort();
+        assert_eq!(ran, vec!["0/t0", "0/t1", "0/t2", "1/t0", "1/t1", "1/t2"]);
+        let done = jobs.get(&j.id).await.unwrap();
+        assert_eq!((done.state, done.done), (JobState::Done, 60));
     }
 }
