@@ -159,6 +159,43 @@ pub(crate) async fn read_edges(
     Ok(out)
 }
 
+/// Edge lists read per page of a whole-graph scan.
+const LIST_PAGE: usize = 1024;
+
+/// Every edge list of a version, pre root id by pre root id (`None`: the
+/// version has none, it was made before them).
+pub(crate) async fn all_edge_lists(
+    store: &Arc<dyn Store>,
+    uid: u64,
+    version: u32,
+    pre_col: usize,
+) -> Result<Option<Vec<(u64, Vec<PairEdge>)>>> {
+    let sample = keys::index_partition(uid, version, pre_col as u16, IndexKind::EdgeList, 0);
+    let prefix = &sample[..sample.len() - 8];
+    let mut out = Vec::new();
+    let mut page = None;
+    loop {
+        let p = store
+            .scan_prefix(Table::RowIndex, prefix, sample.len(), page, LIST_PAGE)
+            .await?;
+        for (key, v) in p.rows {
+            let Some(pre) = key
+                .partition
+                .get(prefix.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+            else {
+                continue;
+            };
+            out.push((pre, decode_list(&v, || format!("{uid}/{version}/{pre}"))?));
+        }
+        match p.next {
+            Some(n) => page = Some(n),
+            None => return Ok((!out.is_empty()).then_some(out)),
+        }
+    }
+}
+
 impl Annotations {
     /// Write a version's edge lists of a synapse table from its edge
     /// partitions (the materialization's last task; idempotent, so a task

@@ -21,7 +21,7 @@ use futures::TryStreamExt;
 use neurocube_core::annotation::{Filter, Row, Value};
 use neurocube_store::Table;
 
-use crate::annotations::edges::{edge_value, read_edges};
+use crate::annotations::edges::{all_edge_lists, edge_value, read_edges};
 use crate::annotations::{Annotations, At, ResolvedTable};
 use crate::error::{Result, ServiceError};
 use crate::keys::{self, IndexKind};
@@ -300,13 +300,27 @@ impl Annotations {
         Ok(out)
     }
 
-    /// Every edge of a version: its whole edge index, read in order.
+    /// Every edge of a version: its edge lists, else (a version made before
+    /// them) its whole edge index, read in order.
     async fn all_edges(
         &self,
         t: &ResolvedTable,
         version: u32,
         pre_col: usize,
     ) -> Result<Vec<Edge>> {
+        if let Some(lists) = all_edge_lists(self.store(), t.uid(), version, pre_col).await? {
+            return Ok(lists
+                .into_iter()
+                .flat_map(|(pre, edges)| {
+                    edges.into_iter().map(move |e| Edge {
+                        pre,
+                        post: e.post,
+                        syn_count: e.count,
+                        size_sum: e.size,
+                    })
+                })
+                .collect());
+        }
         let sample = keys::index_partition(t.uid(), version, pre_col as u16, IndexKind::Edge, 0);
         let prefix = &sample[..sample.len() - 8];
         let mut out: Vec<Edge> = Vec::new();
