@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use neurocube_store::{Key, SortRange, Store, Table};
+use neurocube_store::{Key, PageToken, SortRange, Store, Table};
 
 use super::Annotations;
 use super::tables::ResolvedTable;
@@ -41,7 +41,7 @@ pub(crate) struct PairEdge {
 }
 
 /// Count and summed size of one edge-index entry.
-pub(crate) fn edge_value(v: &[u8]) -> (u64, f64) {
+fn edge_value(v: &[u8]) -> (u64, f64) {
     let n = v
         .get(..8)
         .and_then(|b| b.try_into().ok())
@@ -196,6 +196,77 @@ pub(crate) async fn all_edge_lists(
     }
 }
 
+/// A version's edge index read in order, a page at a time, as one whole
+/// list per pre root id (summed over row blocks).
+pub(crate) struct EdgeIndexScan {
+    store: Arc<dyn Store>,
+    sample: Vec<u8>,
+    page: Option<PageToken>,
+    /// Entries read per page.
+    page_rows: usize,
+    /// The last pre of the page before (its partition may go on).
+    current: Option<(u64, Vec<PairEdge>)>,
+    done: bool,
+}
+
+impl EdgeIndexScan {
+    /// The edge index of `pre_col` in a version.
+    pub(crate) fn new(store: Arc<dyn Store>, uid: u64, version: u32, pre_col: usize) -> Self {
+        Self {
+            store,
+            sample: keys::index_partition(uid, version, pre_col as u16, IndexKind::Edge, 0),
+            page: None,
+            page_rows: CONDENSE_PAGE,
+            current: None,
+            done: false,
+        }
+    }
+
+    /// The next page's complete lists (`None` at the end).
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<(u64, Vec<PairEdge>)>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let prefix = &self.sample[..self.sample.len() - 8];
+        let p = self
+            .store
+            .scan_prefix(
+                Table::RowIndex,
+                prefix,
+                self.sample.len(),
+                self.page.take(),
+                self.page_rows,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for (key, v) in p.rows {
+            let pre = key
+                .partition
+                .get(prefix.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            let (Some(pre), Some(post)) = (pre, keys::morton_of(&key.sort)) else {
+                continue;
+            };
+            // A pre's partition is read whole before the next one's.
+            if self.current.as_ref().is_none_or(|(p, _)| *p != pre) {
+                out.extend(self.current.replace((pre, Vec::new())));
+            }
+            if let Some((_, list)) = self.current.as_mut() {
+                push_entry(list, post, &v);
+            }
+        }
+        match p.next {
+            Some(n) => self.page = Some(n),
+            None => {
+                self.done = true;
+                out.extend(self.current.take());
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
 impl Annotations {
     /// Write a version's edge lists of a synapse table from its edge
     /// partitions (the materialization's last task; idempotent, so a task
@@ -205,56 +276,19 @@ impl Annotations {
         let Some(pre_col) = t.schema.points.first().and_then(|p| p.ids.map(|(_, r)| r)) else {
             return Ok(0);
         };
-        let uid = t.uid();
-        let sample = keys::index_partition(uid, version, pre_col as u16, IndexKind::Edge, 0);
-        let prefix = &sample[..sample.len() - 8];
-        let mut current: Option<(u64, Vec<PairEdge>)> = None;
-        let mut batch: Vec<(Key, Bytes)> = Vec::new();
+        let mut scan = EdgeIndexScan::new(self.store.clone(), t.uid(), version, pre_col);
         let mut written = 0u64;
-        let mut page = None;
-        loop {
-            let p = self
-                .store
-                .scan_prefix(Table::RowIndex, prefix, sample.len(), page, CONDENSE_PAGE)
-                .await?;
-            for (key, v) in p.rows {
-                let pre = key
-                    .partition
-                    .get(prefix.len()..)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes);
-                let (Some(pre), Some(post)) = (pre, keys::morton_of(&key.sort)) else {
-                    continue;
-                };
-                // A pre's partition is read whole before the next one's
-                // (it may continue on the next page).
-                if current.as_ref().is_none_or(|(p, _)| *p != pre) {
-                    if let Some((p, list)) = current.take() {
-                        batch.push((list_key(uid, version, pre_col, p), encode_list(&list)));
-                    }
-                    current = Some((pre, Vec::new()));
-                }
-                if let Some((_, list)) = current.as_mut() {
-                    push_entry(list, post, &v);
-                }
+        while let Some(lists) = scan.next().await? {
+            for chunk in lists.chunks(WRITE_BATCH) {
+                let rows = chunk
+                    .iter()
+                    .map(|(pre, list)| {
+                        (list_key(t.uid(), version, pre_col, *pre), encode_list(list))
+                    })
+                    .collect();
+                self.store.put_many(Table::RowIndex, rows).await?;
+                written += chunk.len() as u64;
             }
-            if batch.len() >= WRITE_BATCH {
-                written += batch.len() as u64;
-                self.store
-                    .put_many(Table::RowIndex, std::mem::take(&mut batch))
-                    .await?;
-            }
-            match p.next {
-                Some(n) => page = Some(n),
-                None => break,
-            }
-        }
-        if let Some((p, list)) = current {
-            batch.push((list_key(uid, version, pre_col, p), encode_list(&list)));
-        }
-        written += batch.len() as u64;
-        if !batch.is_empty() {
-            self.store.put_many(Table::RowIndex, batch).await?;
         }
         Ok(written)
     }
@@ -300,7 +334,60 @@ mod tests {
 #[cfg(test)]
 mod read_tests {
     use super::*;
+    use neurocube_store::embedded::{EmbeddedOptions, EmbeddedStore};
     use neurocube_store::memory::MemoryStore;
+
+    /// An edge-index entry of `pre`: `n` synapses to `post` in `block`.
+    fn index_entry(
+        uid: u64,
+        version: u32,
+        col: usize,
+        pre: u64,
+        post: u64,
+        block: u64,
+        n: u64,
+    ) -> (Key, Bytes) {
+        let mut sort = post.to_be_bytes().to_vec();
+        sort.extend_from_slice(&block.to_be_bytes());
+        let mut v = n.to_le_bytes().to_vec();
+        v.extend_from_slice(&(n as f64 * 2.0).to_le_bytes());
+        (
+            Key::new(
+                keys::index_partition(uid, version, col as u16, IndexKind::Edge, pre),
+                sort,
+            ),
+            Bytes::from(v),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_edge_index_scan_sums_blocks_across_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&EmbeddedOptions::new(dir.path())).unwrap());
+        let (uid, version, col) = (7, 2, 1);
+        let rows = [(20, 5, 0, 1), (20, 5, 1, 2), (20, 8, 0, 4), (30, 1, 3, 1)]
+            .into_iter()
+            .map(|(pre, post, block, n)| index_entry(uid, version, col, pre, post, block, n))
+            .collect();
+        store.put_many(Table::RowIndex, rows).await.unwrap();
+        let e = |post: u64, n: u64| PairEdge {
+            post,
+            count: n,
+            size: n as f64 * 2.0,
+        };
+        // Two entries a page: pre 20's partition goes on to the next page.
+        let mut scan = EdgeIndexScan::new(store, uid, version, col);
+        scan.page_rows = 2;
+        let mut lists = Vec::new();
+        while let Some(page) = scan.next().await.unwrap() {
+            lists.extend(page);
+        }
+        assert_eq!(
+            lists,
+            vec![(20, vec![e(5, 3), e(8, 4)]), (30, vec![e(1, 1)])]
+        );
+    }
 
     #[tokio::test]
     async fn lists_are_read_and_pres_without_one_fall_back_to_the_edge_index() {
@@ -317,18 +404,8 @@ mod read_tests {
             list_key(uid, version, col, 10),
             encode_list(&[e(3, 1), e(4, 2)]),
         )];
-        for (post, block, n) in [(5u64, 0u64, 1u64), (5, 1, 2), (8, 0, 4)] {
-            let mut sort = post.to_be_bytes().to_vec();
-            sort.extend_from_slice(&block.to_be_bytes());
-            let mut v = n.to_le_bytes().to_vec();
-            v.extend_from_slice(&(n as f64 * 2.0).to_le_bytes());
-            rows.push((
-                Key::new(
-                    keys::index_partition(uid, version, col as u16, IndexKind::Edge, 20),
-                    sort,
-                ),
-                Bytes::from(v),
-            ));
+        for (post, block, n) in [(5, 0, 1), (5, 1, 2), (8, 0, 4)] {
+            rows.push(index_entry(uid, version, col, 20, post, block, n));
         }
         store.put_many(Table::RowIndex, rows).await.unwrap();
         let got = read_edges(&store, uid, version, col, &[30, 20, 10])

@@ -232,23 +232,21 @@ impl State {
         }
     }
 
-    /// Rows of the live table by id, valid at `t` (absent ones skipped).
-    async fn live_rows(&self, ids: &[u64], at: i64) -> Result<Vec<Row>> {
+    /// Rows of the live table by id, in order: each if present and valid at
+    /// `at`.
+    async fn live_rows(&self, ids: &[u64], at: i64) -> Result<Vec<Option<Row>>> {
         let keys: Vec<Key> = ids
             .iter()
             .map(|id| keys::row(self.t.uid(), keys::LIVE, *id))
             .collect();
         let got = self.ann.store.get_many(Table::Rows, &keys).await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, g) in ids.iter().zip(got) {
-            if let Some(b) = g {
-                let r = decode(&self.t, *id, &b)?;
-                if r.valid_at(at) {
-                    out.push(r);
-                }
-            }
-        }
-        Ok(out)
+        ids.iter()
+            .zip(got)
+            .map(|(id, g)| {
+                let r = g.map(|b| decode(&self.t, *id, &b)).transpose()?;
+                Ok(r.filter(|r| r.valid_at(at)))
+            })
+            .collect()
     }
 
     /// The rows of a batch of pre root ids' pairs with the partner set: one
@@ -472,7 +470,12 @@ impl State {
                 let chunk = &ids[start..(start + PAGE).min(ids.len())];
                 self.cursor = Cursor::at(k + 1);
                 let rows = match self.at {
-                    At::Live(at, _) => self.live_rows(chunk, at).await?,
+                    At::Live(at, _) => self
+                        .live_rows(chunk, at)
+                        .await?
+                        .into_iter()
+                        .flatten()
+                        .collect(),
                     At::Version(..) => {
                         let keys: Vec<Key> = chunk
                             .iter()
@@ -533,17 +536,8 @@ impl State {
                     .collect::<Result<_>>()?
             }
             (Plan::Index { .. }, At::Live(at, _)) => {
-                let keys: Vec<Key> = entries
-                    .iter()
-                    .map(|(id, _, _)| keys::row(uid, keys::LIVE, *id))
-                    .collect();
-                let got = self.ann.store.get_many(Table::Rows, &keys).await?;
-                let mut out = Vec::with_capacity(got.len());
-                for ((id, _, _), g) in entries.iter().zip(got) {
-                    let r = g.map(|b| decode(&self.t, *id, &b)).transpose()?;
-                    out.push(r.filter(|r| r.valid_at(*at)));
-                }
-                out
+                let ids: Vec<u64> = entries.iter().map(|e| e.0).collect();
+                self.live_rows(&ids, *at).await?
             }
             (_, At::Live(at, _)) => entries
                 .iter()

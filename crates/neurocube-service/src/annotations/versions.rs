@@ -400,24 +400,6 @@ impl Annotations {
             ),
         };
         let name = task.spec["table"].as_str().ok_or_else(bad)?;
-        if task.spec["edges"] == true {
-            let vt = rec.tables.get(name).ok_or_else(bad)?;
-            let tname = neurocube_core::TableName::parse(name).map_err(|_| bad())?;
-            let t = self.table(&ds, &tname).await?;
-            if t.uid() != vt.uid {
-                return Err(ServiceError::TableReplaced {
-                    dataset: ds.to_string(),
-                    table: name.to_string(),
-                    version: v,
-                });
-            }
-            self.condense_edges(&t, v).await?;
-            return Ok(1);
-        }
-        let (from, to) = (
-            task.spec["from"].as_u64().ok_or_else(bad)?,
-            task.spec["to"].as_u64().ok_or_else(bad)?,
-        );
         let vt = rec.tables.get(name).ok_or_else(bad)?;
         let tname = neurocube_core::TableName::parse(name).map_err(|_| bad())?;
         let t = self.table(&ds, &tname).await?;
@@ -428,6 +410,14 @@ impl Annotations {
                 version: v,
             });
         }
+        if task.spec["edges"] == true {
+            self.condense_edges(&t, v).await?;
+            return Ok(1);
+        }
+        let (from, to) = (
+            task.spec["from"].as_u64().ok_or_else(bad)?,
+            task.spec["to"].as_u64().ok_or_else(bad)?,
+        );
         let kept = self.materialize_blocks(&t, &rec, from..to).await?;
         self.store
             .put_many(

@@ -19,22 +19,18 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use neurocube_core::annotation::{Filter, Row, Value};
-use neurocube_store::Table;
 
-use crate::annotations::edges::{all_edge_lists, edge_value, read_edges};
+use crate::annotations::edges::{EdgeIndexScan, all_edge_lists, read_edges};
 use crate::annotations::{Annotations, At, ResolvedTable};
 use crate::error::{Result, ServiceError};
-use crate::keys::{self, IndexKind};
 
 pub use encode::{Bin, GraphFormat, GraphOutput, Stats, encode, stats};
 pub use request::GraphRequest;
 
 use nodes::NodeAttrs;
 
-/// Edge partitions read per store call.
+/// Pre root ids whose edges are read per store call.
 const KEY_BATCH: usize = 256;
-/// Edge-index entries read per store call for a whole-graph export.
-const SCAN_PAGE: usize = 65_536;
 
 /// One edge: synapses from `pre` onto `post`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -308,57 +304,28 @@ impl Annotations {
         version: u32,
         pre_col: usize,
     ) -> Result<Vec<Edge>> {
-        if let Some(lists) = all_edge_lists(self.store(), t.uid(), version, pre_col).await? {
-            return Ok(lists
-                .into_iter()
-                .flat_map(|(pre, edges)| {
-                    edges.into_iter().map(move |e| Edge {
-                        pre,
-                        post: e.post,
-                        syn_count: e.count,
-                        size_sum: e.size,
-                    })
-                })
-                .collect());
-        }
-        let sample = keys::index_partition(t.uid(), version, pre_col as u16, IndexKind::Edge, 0);
-        let prefix = &sample[..sample.len() - 8];
-        let mut out: Vec<Edge> = Vec::new();
-        let mut page = None;
-        loop {
-            let p = self
-                .store()
-                .scan_prefix(Table::RowIndex, prefix, sample.len(), page, SCAN_PAGE)
-                .await?;
-            for (key, v) in p.rows {
-                let pre = key
-                    .partition
-                    .get(prefix.len()..)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes);
-                let (Some(pre), Some(post)) = (pre, keys::morton_of(&key.sort)) else {
-                    continue;
-                };
-                let (n, size) = edge_value(&v);
-                // A pair's row blocks are adjacent (sort key post ‖ block).
-                match out.last_mut() {
-                    Some(e) if e.pre == pre && e.post == post => {
-                        e.syn_count += n;
-                        e.size_sum += size;
-                    }
-                    _ => out.push(Edge {
-                        pre,
-                        post,
-                        syn_count: n,
-                        size_sum: size,
-                    }),
+        let lists = match all_edge_lists(self.store(), t.uid(), version, pre_col).await? {
+            Some(lists) => lists,
+            None => {
+                let mut scan = EdgeIndexScan::new(self.store().clone(), t.uid(), version, pre_col);
+                let mut lists = Vec::new();
+                while let Some(page) = scan.next().await? {
+                    lists.extend(page);
                 }
+                lists
             }
-            match p.next {
-                Some(n) => page = Some(n),
-                None => return Ok(out),
-            }
-        }
+        };
+        Ok(lists
+            .into_iter()
+            .flat_map(|(pre, edges)| {
+                edges.into_iter().map(move |e| Edge {
+                    pre,
+                    post: e.post,
+                    syn_count: e.count,
+                    size_sum: e.size,
+                })
+            })
+            .collect())
     }
 }
 
