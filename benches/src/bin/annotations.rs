@@ -6,6 +6,7 @@
 //! cargo build --release -p neurocube-server -p neurocube-benches
 //! target/release/annotations --rows 10000000 [--backend embedded,cassandra] [--no-peer] [--work DIR] [--keep]
 //! target/release/annotations --rows 10000000 --queries-on DIR [--version N]   # reads only, on a kept run's data
+//! # --probe-log FILE: each synapse_query probe's rows and time, tab-separated
 //! ```
 //!
 //! The table: `--rows` synapses among the ~116,000 neurons of a virtual
@@ -22,8 +23,11 @@
 //!   (acknowledged rows/s); PostgreSQL: 64 connections, one INSERT per commit;
 //! - materializing a version (neurocube only);
 //! - (the server is left to finish its background compaction first)
-//! - `synapse_query` for one post root id, 1,000 ids in turn (p50, p99);
-//!   PostgreSQL: the same SELECT on the B-tree index;
+//! - `synapse_query` for one post root id, 1,000 ids in turn (p50, p99),
+//!   from a client on one thread (as curl, requests and caveclient are) and
+//!   again from the bench's shared multi-threaded runtime (whose thread
+//!   hand-offs add about 0.2 ms to a small answer here); PostgreSQL: the
+//!   same SELECT on the B-tree index, the same two ways;
 //! - seed 000's query (all synapses among the proofread neurons), median of 5;
 //! - the whole table as one Arrow query: time and the server's peak RSS;
 //! - the graph endpoint (see `neurocube_benches::graphbench`): the proofread
@@ -246,6 +250,10 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
         "synapse_query_p99_ms": q.p99,
         "synapse_query_arrow_p50_ms": q.arrow_p50,
         "synapse_query_arrow_p99_ms": q.arrow_p99,
+        "synapse_query_shared_rt_p50_ms": q.shared_p50,
+        "synapse_query_shared_rt_p99_ms": q.shared_p99,
+        "synapse_query_arrow_shared_rt_p50_ms": q.shared_arrow_p50,
+        "synapse_query_arrow_shared_rt_p99_ms": q.shared_arrow_p99,
         "subgraph_rows": q.induced,
         "subgraph_s": q.subgraph,
         "full_query_s": full_secs,
@@ -361,21 +369,33 @@ async fn bench_postgres(data: &Data, work: &Path) -> Value {
     eprintln!("[postgres] COPY with indexes, 4 clients: {load:.0} rows/s ({load_secs:.1} s)");
     c.batch_execute("ANALYZE synapses").await.unwrap();
 
-    let q = c
-        .prepare("SELECT id, created, superceded_id, valid, ST_X(pre_pt_position), ST_Y(pre_pt_position), ST_Z(pre_pt_position), pre_pt_supervoxel_id, pre_pt_root_id, ST_X(post_pt_position), ST_Y(post_pt_position), ST_Z(post_pt_position), post_pt_supervoxel_id, post_pt_root_id, ST_X(ctr_pt_position), ST_Y(ctr_pt_position), ST_Z(ctr_pt_position), size FROM synapses WHERE post_pt_root_id = $1 AND valid")
-        .await
-        .unwrap();
-    let mut lat = Vec::new();
-    for (i, id) in data.probes.iter().enumerate() {
-        let t = Instant::now();
-        let rows = c.query(&q, &[&(*id as i64)]).await.unwrap();
-        std::hint::black_box(rows.len());
-        if i >= 50 {
-            lat.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+    // The same two ways as neurocube's probes: a client on one thread (its
+    // connection driven on that thread), then the shared runtime.
+    let one = {
+        let (conn, probes) = (conn.clone(), data.probes.clone());
+        on_one_thread(move || async move {
+            let (c, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            // A first pass warms the caches, as on neurocube's side.
+            pg_probes(&c, &probes).await;
+            pg_probes(&c, &probes).await
+        })
+    };
+    let shared = pg_probes(&c, &data.probes).await;
+    let mut figures = Vec::new();
+    for (runtime, mut lat) in [
+        ("one-thread client", one),
+        ("client on the shared runtime", shared),
+    ] {
+        let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
+        eprintln!("[postgres] one post root id ({runtime}): p50 {p50:.3} ms, p99 {p99:.3} ms");
+        figures.push((p50, p99));
     }
-    let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
-    eprintln!("[postgres] one post root id: p50 {p50:.3} ms, p99 {p99:.3} ms");
+    let [(p50, p99), (shared_p50, shared_p99)] = figures[..] else {
+        unreachable!("two runs")
+    };
     let ids: Vec<i64> = data.proofread.iter().map(|x| *x as i64).collect();
     let sub = c
         .prepare("SELECT id, created, valid, ST_X(pre_pt_position), ST_Y(pre_pt_position), ST_Z(pre_pt_position), pre_pt_root_id, ST_X(post_pt_position), ST_Y(post_pt_position), ST_Z(post_pt_position), post_pt_root_id, size FROM synapses WHERE pre_pt_root_id = ANY($1) AND post_pt_root_id = ANY($1) AND valid")
@@ -429,11 +449,32 @@ async fn bench_postgres(data: &Data, work: &Path) -> Value {
         "upload_rows_per_s": load,
         "synapse_query_p50_ms": p50,
         "synapse_query_p99_ms": p99,
+        "synapse_query_shared_rt_p50_ms": shared_p50,
+        "synapse_query_shared_rt_p99_ms": shared_p99,
         "subgraph_rows": n,
         "subgraph_s": subgraph,
         "storm_rows_per_s": storm,
         "graph": graph,
     })
+}
+
+/// PostgreSQL's answer times (ms) to the probes' SELECT on the post root
+/// id's B-tree, after 50 to warm up.
+async fn pg_probes(c: &tokio_postgres::Client, probes: &[u64]) -> Vec<f64> {
+    let q = c
+        .prepare("SELECT id, created, superceded_id, valid, ST_X(pre_pt_position), ST_Y(pre_pt_position), ST_Z(pre_pt_position), pre_pt_supervoxel_id, pre_pt_root_id, ST_X(post_pt_position), ST_Y(post_pt_position), ST_Z(post_pt_position), post_pt_supervoxel_id, post_pt_root_id, ST_X(ctr_pt_position), ST_Y(ctr_pt_position), ST_Z(ctr_pt_position), size FROM synapses WHERE post_pt_root_id = $1 AND valid")
+        .await
+        .unwrap();
+    let mut lat = Vec::new();
+    for (i, id) in probes.iter().enumerate() {
+        let t = Instant::now();
+        let rows = c.query(&q, &[&(*id as i64)]).await.unwrap();
+        std::hint::black_box(rows.len());
+        if i >= 50 {
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    lat
 }
 
 /// seed 000's query: every synapse among the proofread neurons.
@@ -451,26 +492,32 @@ async fn query_figures(
     label: &str,
 ) -> QueryFigures {
     // synapse_query by one post root id, as JSON lines (the endpoint's
-    // default) and as Arrow (what caveclient asks for).
+    // default) and as Arrow (what caveclient asks for), each from a client
+    // on one thread (as curl, requests and caveclient are) and from the
+    // bench's shared multi-threaded runtime.
     let mut figures = Vec::new();
-    for format in ["jsonl", "arrow"] {
+    // `--probe-log FILE`: each probe's label, client, format, id, rows and ms.
+    let mut probe_log = arg("--probe-log").map(|p| std::fs::File::create(p).unwrap());
+    for (runtime, format) in [
+        // A first pass warms the caches (its figures are printed as "cold"
+        // and not kept): each figure after it is warm, whatever its order.
+        ("first pass (cold caches), one-thread client", "jsonl"),
+        ("one-thread client", "jsonl"),
+        ("one-thread client", "arrow"),
+        ("client on the shared runtime", "jsonl"),
+        ("client on the shared runtime", "arrow"),
+    ] {
+        let url = format!("{base}/v1/datasets/b/synapse_query?format={format}");
+        let probes = data.probes.clone();
+        let answers = if runtime.contains("shared") {
+            probe_synapse_query(client.clone(), url, probes, version).await
+        } else {
+            on_one_thread(move || probe_synapse_query(reqwest::Client::new(), url, probes, version))
+        };
         let mut lat = Vec::new();
-        let mut rows_back = 0usize;
-        for (i, id) in data.probes.iter().enumerate() {
-            let t = Instant::now();
-            let r = client
-                .post(format!(
-                    "{base}/v1/datasets/b/synapse_query?format={format}"
-                ))
-                .json(&json!({"post_ids": [id], "version": version}))
-                .send()
-                .await
-                .unwrap();
-            let body = r.bytes().await.unwrap();
-            if i >= 50 {
-                lat.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            rows_back += if format == "arrow" {
+        let mut sizes = Vec::new();
+        for (i, (id, body, ms)) in answers.into_iter().enumerate() {
+            let n = if format == "arrow" {
                 arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
                     .unwrap()
                     .map(|b| b.unwrap().num_rows())
@@ -478,16 +525,33 @@ async fn query_figures(
             } else {
                 body.iter().filter(|b| **b == b'\n').count()
             };
+            // The first 50 warm the connection and the caches.
+            if i >= 50 {
+                lat.push(ms);
+            }
+            sizes.push(n as f64);
+            if let Some(log) = &mut probe_log {
+                writeln!(log, "{label}\t{runtime}\t{format}\t{id}\t{n}\t{ms:.4}").unwrap();
+            }
         }
+        let mean = sizes.iter().sum::<f64>() / sizes.len() as f64;
         let (p50, p99) = (pct(&mut lat, 0.5), pct(&mut lat, 0.99));
         eprintln!(
-            "[{label}] synapse_query by one post root id ({format}): p50 {p50:.3} ms, p99 {p99:.3} ms ({:.0} rows each on average)",
-            rows_back as f64 / data.probes.len() as f64
+            "[{label}] synapse_query by one post root id ({format}, {runtime}): p50 {p50:.3} ms, p99 {p99:.3} ms (rows per answer: mean {mean:.0}, median {:.0}, p99 {:.0})",
+            pct(&mut sizes, 0.5),
+            pct(&mut sizes, 0.99)
         );
         figures.push((p50, p99));
     }
-    let [(p50, p99), (arrow_p50, arrow_p99)] = figures[..] else {
-        unreachable!("two formats")
+    let [
+        _cold,
+        (p50, p99),
+        (arrow_p50, arrow_p99),
+        (shared_p50, shared_p99),
+        (shared_arrow_p50, shared_arrow_p99),
+    ] = figures[..]
+    else {
+        unreachable!("five runs")
     };
 
     // Seed 000's proofread subgraph.
@@ -518,9 +582,58 @@ async fn query_figures(
         p99,
         arrow_p50,
         arrow_p99,
+        shared_p50,
+        shared_p99,
+        shared_arrow_p50,
+        shared_arrow_p99,
         induced,
         subgraph,
     }
+}
+
+/// Each probe's `synapse_query` answer: the id, the body and the time from
+/// sending to the last byte (ms).
+async fn probe_synapse_query(
+    client: reqwest::Client,
+    url: String,
+    probes: Vec<u64>,
+    version: u64,
+) -> Vec<(u64, bytes::Bytes, f64)> {
+    let mut out = Vec::with_capacity(probes.len());
+    for id in probes {
+        let t = Instant::now();
+        let r = client
+            .post(&url)
+            .json(&json!({"post_ids": [id], "version": version}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "synapse_query for {id}");
+        let body = r.bytes().await.unwrap();
+        out.push((id, body, t.elapsed().as_secs_f64() * 1e3));
+    }
+    out
+}
+
+/// Run a future to completion on a new thread with its own one-thread
+/// runtime: a client whose connection is driven on the thread that waits
+/// for it, as a synchronous client's is, so no request crosses threads in
+/// the client.
+fn on_one_thread<F, Fut>(f: F) -> Fut::Output
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future,
+    Fut::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+    .join()
+    .unwrap()
 }
 
 /// What [`query_figures`] measures.
@@ -531,6 +644,11 @@ struct QueryFigures {
     /// The same as Arrow, ms.
     arrow_p50: f64,
     arrow_p99: f64,
+    /// The same two from the bench's shared multi-threaded runtime, ms.
+    shared_p50: f64,
+    shared_p99: f64,
+    shared_arrow_p50: f64,
+    shared_arrow_p99: f64,
     /// The proofread subgraph: rows, median seconds.
     induced: usize,
     subgraph: f64,
@@ -596,6 +714,8 @@ fn ratios(out: &[Value]) {
         ("synapse_query_p99_ms", false),
         ("synapse_query_arrow_p50_ms", false),
         ("synapse_query_arrow_p99_ms", false),
+        ("synapse_query_shared_rt_p50_ms", false),
+        ("synapse_query_shared_rt_p99_ms", false),
         ("subgraph_s", false),
         ("full_query_s", false),
     ];
