@@ -460,13 +460,10 @@ impl Volumes {
         }
         let grid = t.grid();
         let all = grid.chunks_in(&t.bbox);
-        // Pending label writes under the box go to their chunks first, so
-        // this newer write is not overwritten by an older flush.
-        if self
-            .labels
-            .overlay(t.rc.channel.uid, t.level.level, &all)
-            .is_some()
-        {
+        // Pending label writes under the box go to their chunks first, and
+        // their log entries are retired, so this newer write is overwritten
+        // neither by an older flush nor by a replay after a crash.
+        if self.labels.unretired(t.rc.channel.uid, t.level.level, &all) {
             self.labels.flush_now(LABEL_FLUSH_WAIT).await?;
         }
         let partial_keys: Vec<Key> = all

@@ -9,7 +9,7 @@
 //! (`keys::label_log`). Sealing closes the epoch; once its chunks are
 //! stored, the epoch's log partition is dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -62,6 +62,10 @@ struct State {
     next_seq: u64,
     live: HashMap<ChunkRef, Vec<Patch>>,
     flushing: HashMap<ChunkRef, Vec<Patch>>,
+    /// Chunks the flush under way has stored, whose log entries are not
+    /// retired yet (the log's start has not moved past their epoch): a
+    /// crash now would replay them, so a cutout write over them waits.
+    retiring: HashSet<ChunkRef>,
     /// Chunks pending per (uid, level), live and flushing.
     channels: HashMap<(u64, u8), usize>,
     names: HashMap<u64, ChannelNames>,
@@ -130,11 +134,30 @@ impl PendingLabels {
         self.lock().bytes
     }
 
-    /// Chunks with pending patches.
+    /// Chunks with pending patches (or stored, with their log entries not
+    /// retired yet).
     #[must_use]
     pub fn chunks(&self) -> usize {
         let s = self.lock();
-        s.live.len() + s.flushing.len()
+        s.live.len() + s.flushing.len() + s.retiring.len()
+    }
+
+    /// Whether any of `idxs` has label writes whose log entries are not
+    /// retired: pending, being flushed, or stored by a flush that has not
+    /// moved the log's start yet. A cutout write over such a chunk first
+    /// waits for the flush ([`PendingLabels::flush_now`]): were it written
+    /// in between and the server killed, the replay of the log at the next
+    /// start would put the older labels back over it.
+    #[must_use]
+    pub fn unretired(&self, uid: u64, level: u8, idxs: &[ChunkIndex]) -> bool {
+        let s = self.lock();
+        if !s.channels.contains_key(&(uid, level)) && s.retiring.is_empty() {
+            return false;
+        }
+        idxs.iter().any(|i| {
+            let r = (uid, level, morton::encode(*i));
+            s.live.contains_key(&r) || s.flushing.contains_key(&r) || s.retiring.contains(&r)
+        })
     }
 
     /// The open epoch.
@@ -282,7 +305,7 @@ impl PendingLabels {
     /// writes have settled, [`PendingLabels::sealed`] lists what to store.
     pub fn seal(&self) -> Option<u64> {
         let mut s = self.lock();
-        if s.live.is_empty() && s.flushing.is_empty() {
+        if s.live.is_empty() && s.flushing.is_empty() && s.retiring.is_empty() {
             return None;
         }
         let live = std::mem::take(&mut s.live);
@@ -324,10 +347,12 @@ impl PendingLabels {
         }
     }
 
-    /// A sealed chunk is stored: forget its patches.
+    /// A sealed chunk is stored: forget its patches (reads find them in
+    /// the store), but remember the chunk until its epoch is retired.
     pub fn stored(&self, r: ChunkRef) {
         let mut s = self.lock();
         if let Some(v) = s.flushing.remove(&r) {
+            s.retiring.insert(r);
             let freed: usize = v.iter().map(patch_bytes).sum();
             s.bytes -= freed;
             if !s.live.contains_key(&r) {
@@ -336,10 +361,12 @@ impl PendingLabels {
         }
     }
 
-    /// Every chunk of a sealed epoch is stored (or was given up).
+    /// Every chunk of a sealed epoch is stored (or was given up), and the
+    /// log's start has moved past it.
     pub fn epoch_flushed(&self, epoch: u64) {
         let mut s = self.lock();
         s.flushing.clear();
+        s.retiring.clear();
         let live_uids: std::collections::HashSet<u64> = s.live.keys().map(|r| r.0).collect();
         s.names.retain(|uid, _| live_uids.contains(uid));
         s.bytes = s
@@ -361,7 +388,7 @@ impl PendingLabels {
     pub async fn flush_now(&self, timeout: Duration) -> Result<()> {
         let target = {
             let s = self.lock();
-            if s.live.is_empty() && s.flushing.is_empty() {
+            if s.live.is_empty() && s.flushing.is_empty() && s.retiring.is_empty() {
                 return Ok(());
             }
             if s.live.is_empty() {
@@ -443,9 +470,17 @@ mod tests {
         assert_eq!(sealed.chunks.len(), 1);
         assert_eq!(p.epoch(), e + 1);
         assert_eq!(p.overlay(9, 0, &[idx]).unwrap()[0].len(), 1);
+        assert!(p.unretired(9, 0, &[idx]));
         p.stored(sealed.chunks[0].0);
         assert!(p.overlay(9, 0, &[idx]).is_none());
+        // Stored, but until the log's start moves past the epoch a crash
+        // would replay it: cutout writes over it still wait.
+        assert!(p.unretired(9, 0, &[idx]));
+        assert!(!p.unretired(9, 0, &[[0, 0, 0]]));
+        assert!(!p.unretired(9, 1, &[idx]));
+        assert_eq!(p.chunks(), 1);
         p.epoch_flushed(sealed.epoch);
+        assert!(!p.unretired(9, 0, &[idx]));
         assert_eq!(p.bytes(), 0);
         assert!(p.seal().is_none());
     }
