@@ -534,3 +534,184 @@ async fn heavy_neurons(app: TestApp) {
         "pages in the same order"
     );
 }
+
+/// Partitions of `table` whose keys are `len` bytes long and start with
+/// `prefix`.
+async fn partitions(
+    app: &TestApp,
+    table: neurocube_store::Table,
+    prefix: &[u8],
+    len: usize,
+) -> usize {
+    let mut n = 0;
+    let mut page = None;
+    loop {
+        let p = app
+            .services
+            .store
+            .partitions(table, prefix, len, page, 1000)
+            .await
+            .unwrap();
+        n += p.keys.len();
+        page = p.next;
+        if page.is_none() {
+            return n;
+        }
+    }
+}
+
+/// A table version's stored partitions: (rows, index).
+async fn version_partitions(app: &TestApp, uid: u64, v: u32) -> (usize, usize) {
+    use neurocube_service::keys;
+    let prefix = keys::version_prefix(uid, v);
+    (
+        partitions(
+            app,
+            neurocube_store::Table::Rows,
+            &prefix,
+            keys::ROWS_PARTITION_LEN,
+        )
+        .await,
+        partitions(
+            app,
+            neurocube_store::Table::RowIndex,
+            &prefix,
+            keys::INDEX_PARTITION_LEN,
+        )
+        .await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_versions_and_deleted_tables_give_their_rows_back() {
+    use neurocube_core::{DatasetName, TableName};
+    use neurocube_service::keys;
+    use neurocube_store::Table;
+    let app = setup().await;
+    let mut rows = random_synapses(40, 8);
+    insert(&app, &mut rows).await;
+    let v1 = materialize(&app).await as u32;
+    let before = app
+        .query("/v1/datasets/a/tables/syn/query", &json!({"version": v1}))
+        .await;
+    assert_eq!(before.len(), 40);
+    // Version 2 expires 1.7 s after it is made.
+    let r = app
+        .post_json(
+            "/v1/datasets/a/versions",
+            &json!({"expires_in_days": 0.00002}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let v2 = r.json::<Value>().await.unwrap()["version"]
+        .as_u64()
+        .unwrap() as u32;
+    for _ in 0..200 {
+        let v: Value = app
+            .get(&format!("/v1/datasets/a/versions/{v2}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "available" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (ds, name) = (
+        DatasetName::parse("a").unwrap(),
+        TableName::parse("syn").unwrap(),
+    );
+    let uid = app
+        .services
+        .annotations
+        .table(&ds, &name)
+        .await
+        .unwrap()
+        .uid();
+    let (rows1, index1) = version_partitions(&app, uid, v1).await;
+    assert!(rows1 > 0 && index1 > 0);
+    assert_eq!(version_partitions(&app, uid, v2).await, (rows1, index1));
+    // Not expired yet: nothing to retire.
+    assert_eq!(app.services.annotations.retire_versions().await.unwrap(), 0);
+    tokio::time::sleep(std::time::Duration::from_millis(1900)).await;
+    assert_eq!(app.services.annotations.retire_versions().await.unwrap(), 1);
+    app.services.purger.purge_all().await.unwrap();
+    assert_eq!(
+        version_partitions(&app, uid, v2).await,
+        (0, 0),
+        "version 2's rows and indexes are gone"
+    );
+    assert_eq!(
+        version_partitions(&app, uid, v1).await,
+        (rows1, index1),
+        "version 1 is untouched"
+    );
+    assert_eq!(
+        app.services.annotations.retire_versions().await.unwrap(),
+        0,
+        "once"
+    );
+    // Version 2 is still listed, expired and purged, and refused by name;
+    // version 1 answers exactly as before.
+    let v: Value = app
+        .get(&format!("/v1/datasets/a/versions/{v2}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["valid"].clone(), v["purged"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_error(
+        app.post_json("/v1/datasets/a/tables/syn/query", &json!({"version": v2}))
+            .await,
+        410,
+        "gone",
+        "expired",
+    )
+    .await;
+    let after = app
+        .query("/v1/datasets/a/tables/syn/query", &json!({"version": v1}))
+        .await;
+    assert_eq!(after, before);
+
+    // A deleted table: every row of it goes (live, versions, indexes, its
+    // id counter); a table made again under the name starts empty.
+    let live = keys::version_prefix(uid, keys::LIVE);
+    assert!(partitions(&app, Table::Rows, &live, keys::ROWS_PARTITION_LEN).await > 0);
+    assert_eq!(app.delete("/v1/datasets/a/tables/syn").await.status(), 204);
+    app.services.purger.purge_all().await.unwrap();
+    let whole = uid.to_be_bytes();
+    assert_eq!(
+        partitions(&app, Table::Rows, &whole, keys::ROWS_PARTITION_LEN).await,
+        0
+    );
+    assert_eq!(
+        partitions(&app, Table::RowIndex, &whole, keys::INDEX_PARTITION_LEN).await,
+        0
+    );
+    let ids = app
+        .services
+        .store
+        .get_many(Table::Meta, &[keys::table_ids(uid)])
+        .await
+        .unwrap();
+    assert_eq!(ids, vec![None]);
+    assert_eq!(app.services.purger.pending().await.unwrap(), 0);
+    let r = app
+        .put_json(
+            "/v1/datasets/a/tables/syn",
+            &json!({"schema": "synapse", "voxel_resolution": [4, 4, 40], "segmentation": "seg"}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let c: Value = app
+        .get("/v1/datasets/a/tables/syn/count")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["count"], 0);
+}

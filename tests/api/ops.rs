@@ -70,6 +70,8 @@ async fn workers_are_reported_and_requests_carry_ids() {
         "auto-downsample",
         "tile-prefetch/0",
         "purge",
+        "version-retirer",
+        "label-flusher",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }

@@ -152,6 +152,41 @@ pub fn purge(uid: u64) -> Key {
     Key::new(PURGE.to_vec(), format!("{uid:016x}").into_bytes())
 }
 
+/// Rows to be purged: of deleted annotation tables and of retired versions.
+pub const PURGE_ROWS: &[u8] = b"purge-rows";
+
+/// Purge entry of the rows under a key prefix: a table's uid (the whole
+/// table: live rows, versions, indexes, object chunk lists), or its uid and
+/// a version (that version's copy and indexes).
+#[must_use]
+pub fn purge_rows(prefix: &[u8]) -> Key {
+    Key::new(PURGE_ROWS.to_vec(), prefix.to_vec())
+}
+
+/// The key prefix of a table version's rows and index entries.
+#[must_use]
+pub fn version_prefix(uid: u64, version: u32) -> Vec<u8> {
+    let mut p = uid.to_be_bytes().to_vec();
+    p.extend_from_slice(&version.to_be_bytes());
+    p
+}
+
+/// Length of a row partition key ([`rows_partition`]).
+pub const ROWS_PARTITION_LEN: usize = 20;
+
+/// Length of an index partition key ([`index_partition`]).
+pub const INDEX_PARTITION_LEN: usize = 23;
+
+/// The prefix of a table's object chunk list partitions, and their length
+/// ([`object_chunks_partition`]).
+#[must_use]
+pub fn object_chunks_prefix(uid: u64) -> (Vec<u8>, usize) {
+    let mut p = b"object-chunks/".to_vec();
+    p.extend_from_slice(&uid.to_be_bytes());
+    let len = p.len() + 8;
+    (p, len)
+}
+
 /// Job ids start with their creation time in ms; records are bucketed by
 /// it (2^31 ms, about 25 days, per partition).
 const JOB_BUCKET_BITS: u32 = 31;
@@ -421,8 +456,7 @@ pub fn label_log_start(instance: &str) -> Key {
 /// Partition of the chunk lists of a block of objects of a table.
 #[must_use]
 pub fn object_chunks_partition(uid: u64, id: u64) -> Vec<u8> {
-    let mut p = b"object-chunks/".to_vec();
-    p.extend_from_slice(&uid.to_be_bytes());
+    let (mut p, _) = object_chunks_prefix(uid);
     p.extend_from_slice(&(id >> ROW_BLOCK_BITS).to_be_bytes());
     p
 }
@@ -451,6 +485,25 @@ pub fn object_chunk_range(id: u64) -> SortRange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_purge_prefix_covers_exactly_its_tables_rows_and_indexes() {
+        let v = version_prefix(7, 3);
+        let rows = rows_partition(7, 3, 99);
+        let index = index_partition(7, 3, 2, IndexKind::Root, 5);
+        assert_eq!(rows.len(), ROWS_PARTITION_LEN);
+        assert_eq!(index.len(), INDEX_PARTITION_LEN);
+        assert!(rows.starts_with(&v) && index.starts_with(&v));
+        assert!(!rows_partition(7, 4, 99).starts_with(&v));
+        assert!(!rows_partition(7, LIVE, 99).starts_with(&v));
+        assert!(!index_partition(8, 3, 2, IndexKind::Root, 5).starts_with(&v));
+        assert!(rows_partition(7, LIVE, 1).starts_with(&7u64.to_be_bytes()));
+        let (prefix, len) = object_chunks_prefix(7);
+        let p = object_chunks_partition(7, 1 << 20);
+        assert!(p.starts_with(&prefix));
+        assert_eq!(p.len(), len);
+        assert!(!object_chunks_partition(8, 1).starts_with(&prefix));
+    }
 
     #[test]
     fn neighbours_share_a_partition() {

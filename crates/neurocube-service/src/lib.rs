@@ -160,11 +160,13 @@ impl Services {
         volumes.on_write(tiles.listener());
         volumes.on_write(pyramid.listener());
         jobs.register(pyramid::KIND, pyramid.job_handler());
+        let purger = Arc::new(purge::Purger::new(store.clone()));
         let annotations = annotations::Annotations::new(
             store.clone(),
             catalog.clone(),
             tiles.clone(),
             jobs.clone(),
+            purger.clone(),
             config.annotations,
             &metrics.registry,
         );
@@ -177,7 +179,6 @@ impl Services {
             config.objects.clone(),
             &metrics.registry,
         ));
-        let purger = Arc::new(purge::Purger::new(store.clone()));
         let admission = admission::Admission::new(config.max_inflight_bytes, &metrics.registry);
         let runner =
             background::BackgroundRunner::new(config.background_threads, &metrics.registry);
@@ -207,7 +208,8 @@ impl Services {
     }
 
     /// Start the background workers: job workers, automatic downsampling,
-    /// tile prefetchers and the purge of deleted channels.
+    /// tile prefetchers, the purge of deleted channels and tables, and the
+    /// retirement of expired versions.
     pub fn start(&self) {
         for n in 0..self.config.jobs.workers {
             self.runner
@@ -223,6 +225,8 @@ impl Services {
             self.runner.spawn(w);
         }
         self.runner.spawn(self.purger.worker());
+        self.runner
+            .spawn(annotations::versions::Retirer::new(&self.annotations));
         self.runner.spawn(self.annotations.writer.worker());
         self.runner.spawn(self.objects.flusher());
     }

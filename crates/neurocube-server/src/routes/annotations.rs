@@ -74,6 +74,7 @@ fn version_view(v: &VersionRecord) -> Value {
         "status": v.status,
         "job": v.job,
         "tables": v.tables,
+        "purged": v.purged,
     })
 }
 

@@ -22,6 +22,7 @@ use serde_json::Value as J;
 use crate::catalog::Catalog;
 use crate::error::{Result, ServiceError};
 use crate::jobs::{JobHandler, Jobs, now_ms};
+use crate::purge::Purger;
 use crate::tiles::TileCache;
 use neurocube_store::Store;
 
@@ -84,6 +85,8 @@ pub struct Annotations {
     catalog: Arc<Catalog>,
     tiles: Arc<TileCache>,
     jobs: Arc<Jobs>,
+    /// Where deleted tables' and retired versions' rows go.
+    purger: Arc<Purger>,
     /// The batch writer.
     pub writer: Arc<BatchWriter>,
     tables: moka::sync::Cache<(String, String), ResolvedTable>,
@@ -121,6 +124,7 @@ impl Annotations {
         catalog: Arc<Catalog>,
         tiles: Arc<TileCache>,
         jobs: Arc<Jobs>,
+        purger: Arc<Purger>,
         config: AnnotationConfig,
         registry: &prometheus::Registry,
     ) -> Arc<Self> {
@@ -130,6 +134,7 @@ impl Annotations {
             catalog,
             tiles,
             jobs,
+            purger,
             writer,
             tables: moka::sync::Cache::builder()
                 .max_capacity(10_000)

@@ -18,6 +18,7 @@ use super::Annotations;
 use crate::catalog::Created;
 use crate::error::{Result, ServiceError};
 use crate::keys;
+use crate::purge::RowsEntry;
 
 /// A table as users declare it (`PUT /v1/datasets/{ds}/tables/{table}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -333,11 +334,12 @@ impl Annotations {
         Ok(all)
     }
 
-    /// Delete a table's record (its rows become unreachable: a table made
-    /// again under the name gets a new uid). A table that reference tables
-    /// point into cannot be deleted before them.
+    /// Delete a table: its record at once (a table made again under the
+    /// name gets a new uid), its rows, versions and indexes in the
+    /// background (the purge queue). A table that reference tables point
+    /// into cannot be deleted before them.
     pub async fn delete_table(&self, ds: &DatasetName, name: &TableName) -> Result<()> {
-        self.table(ds, name).await?;
+        let t = self.table(ds, name).await?;
         let referrers: Vec<String> = self
             .tables(ds)
             .await?
@@ -352,11 +354,23 @@ impl Annotations {
                 referrers,
             });
         }
+        // Queued first: a purge entry whose table record is still there is
+        // left alone, so a delete cut short here loses nothing.
+        self.purger
+            .enqueue_rows(
+                &t.uid().to_be_bytes(),
+                &RowsEntry {
+                    what: format!("table {ds}/{name} (deleted)"),
+                    table: Some((ds.to_string(), name.to_string(), t.uid())),
+                },
+            )
+            .await?;
         self.store
             .delete_many(Table::Meta, &[keys::table(ds, name)])
             .await?;
         self.tables.invalidate(&(ds.to_string(), name.to_string()));
         self.tables_cache.invalidate(ds.as_str());
+        self.purger.wake();
         Ok(())
     }
 }
