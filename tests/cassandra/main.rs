@@ -57,6 +57,43 @@ async fn drop_keyspace(node: &str, ks: &str) {
     }
 }
 
+/// Two servers on one host and keyspace on port 0, without
+/// `objects.log_name`: each names its label log after the host and the port
+/// it was given, so they never write into one log (which the other's
+/// flushes would drop, and its replay apply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_on_port_zero_get_label_logs_of_their_own() {
+    let Some(node) = node() else { return };
+    let ks = format!("nc_logs_{}", uuid::Uuid::new_v4().simple());
+    let uri = format!("cassandra://{node}/{ks}");
+    let a = Application::build(settings(&uri))
+        .await
+        .expect("app starts");
+    let b = Application::build(settings(&uri))
+        .await
+        .expect("app starts");
+    let name = |app: &Application| app.services().objects.log_name().to_string();
+    let port = |app: &Application| {
+        let url = app.url();
+        url.trim_end_matches('/')
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(name(&a), name(&b));
+    for app in [&a, &b] {
+        assert!(
+            name(app).ends_with(&format!(":{}", port(app))) && !name(app).ends_with(":0"),
+            "log {} of the server at {}",
+            name(app),
+            app.url()
+        );
+    }
+    drop((a, b));
+    drop_keyspace(&node, &ks).await;
+}
+
 /// Two servers on one keyspace paint interleaved voxel columns (x even on
 /// one, x odd on the other) of the same chunks at the same time. Every write
 /// is a partial chunk write, so each is a read-patch-CAS: with a real

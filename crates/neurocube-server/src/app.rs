@@ -202,8 +202,14 @@ pub fn service_config(s: &Settings) -> Result<ServiceConfig, StartError> {
     })
 }
 
-/// This instance's label log name (`objects.log_name`, or a default).
+/// This instance's label log name (`objects.log_name`, or a default: `local`
+/// on the embedded store, host name and port on a shared one; with port 0
+/// the port is the one bound, see [`Application::with_store`]).
 fn log_name(s: &Settings) -> Result<String, StartError> {
+    log_name_on(s, s.server.port)
+}
+
+fn log_name_on(s: &Settings, port: u16) -> Result<String, StartError> {
     let name = s.objects.log_name.trim();
     if !name.is_empty() {
         if name.len() > 64
@@ -224,9 +230,8 @@ fn log_name(s: &Settings) -> Result<String, StartError> {
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
     Ok(format!(
-        "{}:{}",
+        "{}:{port}",
         if host.is_empty() { "server" } else { &host },
-        s.server.port
     ))
 }
 
@@ -327,17 +332,14 @@ impl Application {
     }
 
     /// Bind over an already open store: replay this instance's label log,
-    /// then start the background workers.
+    /// then start the background workers. The socket is bound first, so
+    /// that on port 0 the default label log name holds the port the system
+    /// gave (two servers on one host and store never share a log); requests
+    /// wait in its backlog until the log is replayed.
     pub async fn with_store(
         settings: &Settings,
         store: Arc<dyn Store>,
     ) -> Result<Self, StartError> {
-        let services = Arc::new(Services::new(&service_config(settings)?, store));
-        services
-            .recover()
-            .await
-            .map_err(|e| StartError::Recover(format!("replaying the label log failed: {e}")))?;
-        services.start();
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr).map_err(|source| StartError::Bind {
             addr: addr.clone(),
@@ -350,6 +352,16 @@ impl Application {
                 source,
             })?
             .port();
+        let mut config = service_config(settings)?;
+        if settings.server.port == 0 && settings.objects.log_name.trim().is_empty() {
+            config.objects.log_name = log_name_on(settings, port)?;
+        }
+        let services = Arc::new(Services::new(&config, store));
+        services
+            .recover()
+            .await
+            .map_err(|e| StartError::Recover(format!("replaying the label log failed: {e}")))?;
+        services.start();
         let http = HttpMetrics::register(&services.metrics.registry);
         let timeout = (settings.server.request_timeout_secs > 0)
             .then(|| Duration::from_secs(settings.server.request_timeout_secs));

@@ -190,6 +190,12 @@ fn invalid(row: usize, column: &str, reason: String) -> ServiceError {
 }
 
 impl Objects {
+    /// This instance's name in the label log.
+    #[must_use]
+    pub fn log_name(&self) -> &str {
+        &self.config.log_name
+    }
+
     /// Objects over the annotation store and the volumes; `labels` is the
     /// pending buffer the volumes apply to reads.
     #[must_use]
