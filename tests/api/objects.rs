@@ -609,6 +609,37 @@ async fn bad_object_writes_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert_error(r, 400, "invalid_request", "application/x-ndjson").await;
+    // The row routes would orphan its voxels (a delete) or give it a new
+    // id its voxels do not carry (an update): refused, pointing at the
+    // object routes.
+    let r = app
+        .client
+        .put(format!("{}/v1/datasets/o/tables/syn/rows", app.url))
+        .json(&json!([{"id": id, "confidence": 0.5}]))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        r,
+        400,
+        "invalid_request",
+        "DELETE .../tables/syn/objects/{id}",
+    )
+    .await;
+    let r = app
+        .client
+        .delete(format!("{}/v1/datasets/o/tables/syn/rows", app.url))
+        .json(&json!({"ids": [id]}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        r,
+        400,
+        "invalid_request",
+        "not deleted through the row routes",
+    )
+    .await;
     // The one object is all there is.
     assert_eq!(row_count(&app).await, 1);
     assert_eq!(ids_in(&app, [0, 0, 0], [256, 256, 32]).await, vec![id]);

@@ -216,6 +216,7 @@ impl Services {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        not_objects(&self.annotations.table(ds, name).await?, "updated")?;
         let (t, rows) = self.upload_rows(ds, name, format, declared, body).await?;
         self.annotations.update(&t, rows).await
     }
@@ -229,6 +230,7 @@ impl Services {
         ids: &[u64],
     ) -> Result<usize> {
         let t = self.annotations.table(ds, name).await?;
+        not_objects(&t, "deleted")?;
         self.annotations.delete_rows(&t, ids).await
     }
 
@@ -384,4 +386,22 @@ pub(super) async fn count_lines(out: QueryOutput) -> Result<u64> {
         n += b?.iter().filter(|c| **c == b'\n').count() as u64;
     }
     Ok(n)
+}
+
+/// The rows of an object table are objects whose id is their voxels'
+/// label: the row routes would leave voxels behind (a delete) or give the
+/// object a new id its voxels do not carry (an update, which supersedes).
+fn not_objects(t: &crate::annotations::ResolvedTable, done: &str) -> Result<()> {
+    if Schema::is_object_schema(&t.record.spec.schema) {
+        return Err(ServiceError::field(
+            "table",
+            format!(
+                "table '{}' holds objects (schema {}), whose ids are their voxels' labels: they are not {done} through the row routes. Delete an object with DELETE .../tables/{}/objects/{{id}} (which clears its voxels too); to change one, delete it and create it again with POST .../objects",
+                t.name(),
+                t.record.spec.schema,
+                t.name()
+            ),
+        ));
+    }
+    Ok(())
 }
