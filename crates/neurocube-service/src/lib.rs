@@ -226,7 +226,7 @@ impl Services {
         }
         self.runner.spawn(self.purger.worker());
         self.runner
-            .spawn(annotations::versions::Retirer::new(&self.annotations));
+            .spawn(annotations::retire::Retirer::new(&self.annotations));
         self.runner.spawn(self.annotations.writer.worker());
         self.runner.spawn(self.objects.flusher());
     }

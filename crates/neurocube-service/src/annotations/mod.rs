@@ -32,6 +32,7 @@ mod output;
 mod pairs;
 pub mod query;
 mod request;
+pub mod retire;
 mod rows;
 mod rowstream;
 pub mod tables;

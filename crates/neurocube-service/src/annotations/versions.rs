@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -22,11 +21,9 @@ use serde_json::json;
 
 use super::Annotations;
 use super::tables::ResolvedTable;
-use crate::background::{Worker, WorkerState};
 use crate::error::{Result, ServiceError};
 use crate::jobs::{JobHandler, JobRecord, TaskRecord, TaskSpec, now_ms};
 use crate::keys;
-use crate::purge::RowsEntry;
 
 /// Kind name of materialization jobs.
 pub const KIND: &str = "materialize";
@@ -95,40 +92,6 @@ impl VersionRecord {
     }
 }
 
-/// How often expired versions are looked for.
-const RETIRE_EVERY: Duration = Duration::from_secs(60);
-
-/// The worker that hands expired and failed versions' rows to the purge
-/// queue ([`Annotations::retire_versions`]), once a minute.
-pub struct Retirer(Arc<Annotations>);
-
-impl Retirer {
-    /// The worker for these annotations.
-    #[must_use]
-    pub fn new(ann: &Arc<Annotations>) -> Self {
-        Self(ann.clone())
-    }
-}
-
-#[async_trait::async_trait]
-impl Worker for Retirer {
-    fn name(&self) -> String {
-        "version-retirer".into()
-    }
-
-    async fn work(&mut self, stopping: bool) -> Result<WorkerState> {
-        if stopping {
-            return Ok(WorkerState::Done);
-        }
-        self.0.retire_versions().await?;
-        Ok(WorkerState::Idle)
-    }
-
-    async fn wait_for_work(&mut self) {
-        tokio::time::sleep(RETIRE_EVERY).await;
-    }
-}
-
 fn encode(v: &VersionRecord) -> Result<Bytes> {
     serde_json::to_vec(v)
         .map(Bytes::from)
@@ -144,7 +107,10 @@ impl Annotations {
         Ok((*self.versions_shared(ds).await?).clone())
     }
 
-    async fn versions_shared(&self, ds: &DatasetName) -> Result<Arc<Vec<VersionRecord>>> {
+    pub(super) async fn versions_shared(
+        &self,
+        ds: &DatasetName,
+    ) -> Result<Arc<Vec<VersionRecord>>> {
         if let Some(hit) = self.versions_cache.get(ds.as_str()) {
             return Ok(hit);
         }
@@ -241,43 +207,6 @@ impl Annotations {
             .cloned())
     }
 
-    /// Hand the rows of every version that expired or failed to the purge
-    /// queue, and mark it purged (its record stays, so it is still listed
-    /// and queries naming it are told it expired). Returns how many.
-    pub async fn retire_versions(&self) -> Result<usize> {
-        let now = now_ms() as i64;
-        let mut retired = 0;
-        for dataset in self.catalog.datasets().await? {
-            let Ok(ds) = DatasetName::parse(&dataset.name) else {
-                continue;
-            };
-            for v in self.versions_shared(&ds).await?.iter() {
-                if v.purged || !v.retired_at(now) {
-                    continue;
-                }
-                for (name, t) in &v.tables {
-                    self.purger
-                        .enqueue_rows(
-                            &keys::version_prefix(t.uid, v.version),
-                            &RowsEntry {
-                                what: format!("version {} of {ds}/{name}", v.version),
-                                table: None,
-                            },
-                        )
-                        .await?;
-                }
-                self.set_version(&ds, v.version, |r| r.purged = true)
-                    .await?;
-                tracing::info!(dataset = %ds, version = v.version, "version retired: its rows are purged");
-                retired += 1;
-            }
-        }
-        if retired > 0 {
-            self.purger.wake();
-        }
-        Ok(retired)
-    }
-
     /// Start materializing a version of every table of a dataset at
     /// `time_stamp_ms` (rows valid then); returns the version and its job.
     pub async fn materialize(
@@ -352,7 +281,7 @@ impl Annotations {
         Ok((rec, job))
     }
 
-    async fn set_version(
+    pub(super) async fn set_version(
         &self,
         ds: &DatasetName,
         v: u32,
