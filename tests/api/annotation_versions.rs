@@ -18,6 +18,12 @@ pub(crate) async fn materialize(app: &TestApp) -> u64 {
     assert_eq!(r.status(), 202);
     let v: Value = r.json().await.unwrap();
     let version = v["version"].as_u64().unwrap();
+    wait_available(app, version).await;
+    version
+}
+
+/// Wait until version `version` of dataset `a` is available.
+async fn wait_available(app: &TestApp, version: u64) {
     for _ in 0..200 {
         let v: Value = app
             .get(&format!("/v1/datasets/a/versions/{version}"))
@@ -26,7 +32,7 @@ pub(crate) async fn materialize(app: &TestApp) -> u64 {
             .await
             .unwrap();
         if v["status"] == "available" {
-            return version;
+            return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -605,19 +611,9 @@ async fn expired_versions_and_deleted_tables_give_their_rows_back() {
     assert_eq!(r.status(), 202);
     let v2 = r.json::<Value>().await.unwrap()["version"]
         .as_u64()
-        .unwrap() as u32;
-    for _ in 0..200 {
-        let v: Value = app
-            .get(&format!("/v1/datasets/a/versions/{v2}"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        if v["status"] == "available" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        .unwrap();
+    wait_available(&app, v2).await;
+    let v2 = v2 as u32;
     let (ds, name) = (
         DatasetName::parse("a").unwrap(),
         TableName::parse("syn").unwrap(),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use neurocube_core::meta::Dataset;
 use neurocube_store::{Scan, SortRange, Store, Table};
 use serde::{Deserialize, Serialize};
@@ -142,18 +142,9 @@ impl Purger {
 
     /// Purge one entry if its channel is really gone; returns whether one was purged.
     async fn purge_next(&self) -> Result<bool> {
-        let rows = Scan::partition(
-            self.store.clone(),
-            Table::Meta,
-            keys::PURGE.to_vec(),
-            SortRange::all(),
-        )
-        .rows();
-        futures::pin_mut!(rows);
-        while let Some((key, value)) = rows.try_next().await? {
-            let entry: Entry = serde_json::from_slice(&value).map_err(|e| {
-                ServiceError::corrupt_json("purge entry", String::from_utf8_lossy(&key.sort), &e)
-            })?;
+        let entries = self.entries::<Entry>(keys::PURGE);
+        futures::pin_mut!(entries);
+        while let Some((key, entry)) = entries.try_next().await? {
             if self.still_exists(&entry).await? {
                 continue;
             }
@@ -170,17 +161,9 @@ impl Purger {
 
     /// Purge one queued set of rows; returns whether one was purged.
     async fn purge_next_rows(&self) -> Result<bool> {
-        let rows = Scan::partition(
-            self.store.clone(),
-            Table::Meta,
-            keys::PURGE_ROWS.to_vec(),
-            SortRange::all(),
-        )
-        .rows();
-        futures::pin_mut!(rows);
-        while let Some((key, value)) = rows.try_next().await? {
-            let entry: RowsEntry = serde_json::from_slice(&value)
-                .map_err(|e| ServiceError::corrupt_json("purge entry", hex(&key.sort), &e))?;
+        let entries = self.entries::<RowsEntry>(keys::PURGE_ROWS);
+        futures::pin_mut!(entries);
+        while let Some((key, entry)) = entries.try_next().await? {
             if let Some((ds, name, uid)) = &entry.table
                 && self.table_exists(ds, name, *uid).await?
             {
@@ -209,6 +192,29 @@ impl Purger {
             return Ok(true);
         }
         Ok(false)
+    }
+
+    /// The entries of a purge queue, parsed, in key order.
+    fn entries<T: serde::de::DeserializeOwned>(
+        &self,
+        queue: &[u8],
+    ) -> impl futures::Stream<Item = Result<(neurocube_store::Key, T)>> + use<T> {
+        Scan::partition(
+            self.store.clone(),
+            Table::Meta,
+            queue.to_vec(),
+            SortRange::all(),
+        )
+        .rows()
+        .map(|row| {
+            let (key, value) = row?;
+            let entry = serde_json::from_slice(&value).map_err(|e| {
+                let name =
+                    std::str::from_utf8(&key.sort).map_or_else(|_| hex(&key.sort), str::to_string);
+                ServiceError::corrupt_json("purge entry", name, &e)
+            })?;
+            Ok((key, entry))
+        })
     }
 
     async fn table_exists(&self, ds: &str, name: &str, uid: u64) -> Result<bool> {
