@@ -21,6 +21,7 @@ mod hostile;
 mod jobs;
 mod objects;
 mod ops;
+mod packed;
 mod precomputed;
 mod slices;
 mod tiles;

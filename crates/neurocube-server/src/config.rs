@@ -78,6 +78,9 @@ pub struct AnnotationSettings {
     pub max_graph_png_nodes: usize,
     /// Most rows one step of a query gathers (bounds memory on hub neurons).
     pub query_batch_rows: usize,
+    /// A version also stores in columns the rows of each root id with at
+    /// least this many (0: never).
+    pub pack_min_rows: usize,
 }
 
 /// HTTP listener.

@@ -356,6 +356,10 @@ pub enum IndexKind {
     /// A version's edges condensed per pre root id: one row (empty sort
     /// key) listing every partner (see `annotations::edges`).
     EdgeList,
+    /// A version's rows of one busy root id, in the root-id index's order,
+    /// stored together in columns (sort key: block number; see
+    /// `annotations::packed`).
+    Packed,
 }
 
 /// Partition of the index entries of one key (a root id, a cell) of a
@@ -371,6 +375,7 @@ pub fn index_partition(uid: u64, version: u32, column: u16, kind: IndexKind, key
         IndexKind::Cell => b'c',
         IndexKind::Edge => b'e',
         IndexKind::EdgeList => b'l',
+        IndexKind::Packed => b'p',
     });
     p.extend_from_slice(&key.to_be_bytes());
     p

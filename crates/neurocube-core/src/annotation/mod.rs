@@ -14,6 +14,7 @@
 //! assert_eq!(Row::decode(&row.to_bytes()).unwrap(), row);
 //! ```
 
+pub mod block;
 mod filter;
 pub mod precomputed;
 mod row;

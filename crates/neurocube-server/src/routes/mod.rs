@@ -168,7 +168,7 @@ pub fn table() -> Vec<Route> {
         route::<annotations::DeleteTable>(
             M::DELETE,
             "/v1/datasets/{ds}/tables/{table}",
-            "delete a table",
+            "delete a table: it is gone at once; its rows, versions' rows and indexes are purged in the background",
         ),
         route::<objects::CreateObjects>(
             M::POST,
@@ -213,12 +213,12 @@ pub fn table() -> Vec<Route> {
         route::<annotations::UpdateRows>(
             M::PUT,
             "/v1/datasets/{ds}/tables/{table}/rows",
-            "update rows: each names the id it replaces",
+            "update rows: each names the id it replaces (not on object tables: 400)",
         ),
         route::<annotations::DeleteRows>(
             M::DELETE,
             "/v1/datasets/{ds}/tables/{table}/rows",
-            "delete rows (JSON: ids)",
+            "delete rows (JSON: ids; not on object tables: 400)",
         ),
         route::<annotations::QueryTable>(
             M::POST,

@@ -29,6 +29,7 @@ use neurocube_store::Store;
 mod cursor;
 pub(crate) mod edges;
 mod output;
+mod packed;
 mod pairs;
 pub mod query;
 mod request;
@@ -66,6 +67,9 @@ pub struct AnnotationConfig {
     /// Most rows one step of the pair plan gathers: a range cut at its
     /// per-call limit is read on alone until then.
     pub query_batch_rows: usize,
+    /// A version stores the rows of a root id with at least this many
+    /// synapses (on one bound point) together in columns as well (0: never).
+    pub pack_min_rows: usize,
 }
 
 impl Default for AnnotationConfig {
@@ -76,6 +80,7 @@ impl Default for AnnotationConfig {
             max_join_rows: 1_000_000,
             max_graph_png_nodes: 4096,
             query_batch_rows: 65_536,
+            pack_min_rows: 256,
         }
     }
 }
@@ -396,6 +401,29 @@ impl Annotations {
         }
         let plan = query::plan(t, &filter, matches!(at, At::Version(..)));
         let plan_text = plan.describe(t);
+        // One busy root id of a version, and nothing else: its packed blocks.
+        if target.is_none()
+            && req.join.is_none()
+            && req.page_token.is_none()
+            && req.sample_every.is_none_or(|k| k <= 1)
+            && req.offset.unwrap_or(0) == 0
+            && let Some((column, root)) = packed::one_root(&plan, &filter)
+        {
+            let q = packed::PackedQuery {
+                at: at.clone(),
+                column,
+                root,
+                limit: req.limit,
+                max_paged_limit: self.config.max_paged_limit,
+                version,
+                time_stamp_ms,
+                resolution,
+            };
+            let enc = Encoder::new(format, columns.clone(), pos);
+            if let Some(out) = packed::answer(self, t, q, enc, plan_text.clone()).await? {
+                return Ok(out);
+            }
+        }
         let start = match &req.page_token {
             Some(tok) => Cursor::parse(tok)?,
             None => Cursor::default(),

@@ -89,6 +89,7 @@ impl Plan {
                     IndexKind::Root => "root-id",
                     IndexKind::Cell => "spatial",
                     IndexKind::Edge | IndexKind::EdgeList => "edge",
+                    IndexKind::Packed => "packed root-id",
                 },
                 t.schema.columns[*column].name,
                 keys.len()

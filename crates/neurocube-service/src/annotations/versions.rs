@@ -5,8 +5,9 @@
 //! of the first point, both holding the whole row; for synapse tables the
 //! edges between root ids, see `edges`). Made by a `materialize` job: one
 //! task per run of row blocks, then one per synapse table condensing its
-//! edges, with progress; later writes to the tables or the segmentation
-//! never touch it.
+//! edges and one per bound point packing its busy root ids' rows (see
+//! `packed`), with progress; later writes to the tables or the
+//! segmentation never touch it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -377,6 +378,16 @@ impl Annotations {
                         reason: format!("table name {name}: {e}"),
                     })?;
                 let t = self.table(&ds, &tname).await?;
+                // The busy root ids of each bound point, packed.
+                for c in t.schema.points.iter().filter_map(|p| p.ids.map(|(_, r)| r)) {
+                    if self.config.pack_min_rows > 0 {
+                        specs.push(TaskSpec {
+                            name: format!("{name}/pack-{}", t.schema.columns[c].name),
+                            units: 1,
+                            spec: json!({"table": name, "pack": c}),
+                        });
+                    }
+                }
                 if t.schema.points.iter().filter(|p| p.bound).count() == 2 {
                     specs.push(TaskSpec {
                         name: format!("{name}/edges"),
@@ -430,6 +441,14 @@ impl Annotations {
         }
         if task.spec["edges"] == true {
             self.condense_edges(&t, v).await?;
+            return Ok(1);
+        }
+        if let Some(c) = task.spec["pack"].as_u64() {
+            let c = usize::try_from(c)
+                .ok()
+                .filter(|c| *c < t.schema.columns.len())
+                .ok_or_else(bad)?;
+            self.pack_roots(&t, v, c).await?;
             return Ok(1);
         }
         let (from, to) = (
