@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use neurocube_core::annotation::block::RowBlock;
 use neurocube_core::annotation::{Col, Filter, Op, Row};
 use neurocube_store::{Key, PageToken, SortRange, Store, Table};
@@ -93,6 +93,7 @@ impl Annotations {
         let mut current: Option<(u64, Vec<Bytes>)> = None;
         let mut puts: Vec<(Key, Bytes)> = Vec::new();
         let mut packed = 0u64;
+        let (started, mut rows, mut bytes) = (std::time::Instant::now(), 0usize, 0usize);
         loop {
             let p = self
                 .store
@@ -117,7 +118,10 @@ impl Annotations {
                     if let Some((r, entries)) = current.replace((root, Vec::new()))
                         && entries.len() >= min
                     {
-                        puts.extend(blocks_of(t, version, column, r, &entries)?);
+                        let blocks = blocks_of(t, version, column, r, &entries)?;
+                        rows += entries.len();
+                        bytes += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
+                        puts.extend(blocks);
                         packed += 1;
                     }
                     if puts.len() >= PUT_BLOCKS {
@@ -138,12 +142,25 @@ impl Annotations {
         if let Some((r, entries)) = current.take()
             && entries.len() >= min
         {
-            puts.extend(blocks_of(t, version, column, r, &entries)?);
+            let blocks = blocks_of(t, version, column, r, &entries)?;
+            rows += entries.len();
+            bytes += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
+            puts.extend(blocks);
             packed += 1;
         }
         if !puts.is_empty() {
             self.store.put_many(Table::RowIndex, puts).await?;
         }
+        tracing::info!(
+            table = %t.name(),
+            version,
+            column = %t.schema.columns[column].name,
+            roots = packed,
+            rows,
+            bytes,
+            secs = started.elapsed().as_secs_f64(),
+            "packed the busy root ids' rows"
+        );
         Ok(packed)
     }
 }
@@ -320,29 +337,39 @@ pub(super) async fn answer(
     // Streamed: a block at a time, the schema first.
     let body = stream::try_unfold(r, |mut r| async move {
         if r.done {
-            return Ok(None);
+            return Ok::<_, ServiceError>(None);
         }
-        let mut out = Vec::new();
-        if !r.started {
+        let head = if r.started {
+            None
+        } else {
             r.started = true;
-            out.extend_from_slice(&r.enc.header()?);
-        }
+            Some(r.enc.header()?)
+        };
         if r.queue.is_empty() && r.more && r.left > 0 {
             r.fill().await?;
         }
-        match r.queue.pop_front().filter(|_| r.left > 0) {
+        let part = match r.queue.pop_front().filter(|_| r.left > 0) {
             Some(b) => {
                 let n = (b.len() as u64).min(r.left) as usize;
                 r.left -= n as u64;
-                out.extend_from_slice(&r.enc.block(&b, 0..n)?);
+                r.enc.block(&b, 0..n)?
             }
             None => {
-                out.extend_from_slice(&r.enc.finish()?);
                 r.done = true;
+                r.enc.finish()?
             }
-        }
-        Ok(Some((Bytes::from(out), r)))
+        };
+        // A block's bytes go out as they are (a megabyte is not copied to
+        // put the schema before it: the schema is a part of its own).
+        Ok(Some((
+            match head {
+                Some(h) => stream::iter([Ok(h), Ok(part)]).boxed(),
+                None => stream::iter([Ok(part)]).boxed(),
+            },
+            r,
+        )))
     })
+    .try_flatten()
     .boxed();
     Ok(Some(out(None, body)))
 }
