@@ -44,30 +44,33 @@ fn corrupt(t: &ResolvedTable, what: &'static str, key: String, e: impl ToString)
     }
 }
 
-/// The blocks of one root id's rows (in index order) as store rows.
+/// The blocks of one root id's rows (in index order) as store rows, or
+/// `None` when they do not fit in columns (a column holding values of two
+/// types): that root is then not packed at all, and read from the root-id
+/// index, rather than failing the version.
 fn blocks_of(
-    t: &ResolvedTable,
+    uid: u64,
     version: u32,
     column: usize,
     root: u64,
     entries: &[Bytes],
-) -> Result<Vec<(Key, Bytes)>> {
-    let partition = keys::index_partition(t.uid(), version, column as u16, IndexKind::Packed, root);
+) -> std::result::Result<Option<Vec<(Key, Bytes)>>, neurocube_core::annotation::RowError> {
+    let partition = keys::index_partition(uid, version, column as u16, IndexKind::Packed, root);
     let mut out = Vec::with_capacity(entries.len().div_ceil(BLOCK_ROWS));
     for (n, chunk) in entries.chunks(BLOCK_ROWS).enumerate() {
         let rows = chunk
             .iter()
             .map(|b| Row::decode(b))
-            .collect::<std::result::Result<Vec<Row>, _>>()
-            .map_err(|e| corrupt(t, "row", format!("root {root}"), e))?;
-        let block =
-            RowBlock::from_rows(&rows).map_err(|e| corrupt(t, "row", format!("root {root}"), e))?;
+            .collect::<std::result::Result<Vec<Row>, _>>()?;
+        let Ok(block) = RowBlock::from_rows(&rows) else {
+            return Ok(None);
+        };
         out.push((
             Key::new(partition.clone(), (n as u32).to_be_bytes().to_vec()),
             Bytes::from(block.to_bytes()),
         ));
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 impl Annotations {
@@ -118,11 +121,19 @@ impl Annotations {
                     if let Some((r, entries)) = current.replace((root, Vec::new()))
                         && entries.len() >= min
                     {
-                        let blocks = blocks_of(t, version, column, r, &entries)?;
-                        rows += entries.len();
-                        bytes += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
-                        puts.extend(blocks);
-                        packed += 1;
+                        let blocks = blocks_of(t.uid(), version, column, r, &entries)
+                            .map_err(|e| corrupt(t, "row", format!("root {r}"), e))?;
+                        match blocks {
+                            Some(blocks) => {
+                                rows += entries.len();
+                                bytes += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
+                                puts.extend(blocks);
+                                packed += 1;
+                            }
+                            None => {
+                                tracing::warn!(table = %t.name(), version, root = r, "a root id's rows do not fit in columns: not packed")
+                            }
+                        }
                     }
                     if puts.len() >= PUT_BLOCKS {
                         self.store
@@ -142,11 +153,19 @@ impl Annotations {
         if let Some((r, entries)) = current.take()
             && entries.len() >= min
         {
-            let blocks = blocks_of(t, version, column, r, &entries)?;
-            rows += entries.len();
-            bytes += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
-            puts.extend(blocks);
-            packed += 1;
+            let blocks = blocks_of(t.uid(), version, column, r, &entries)
+                .map_err(|e| corrupt(t, "row", format!("root {r}"), e))?;
+            match blocks {
+                Some(blocks) => {
+                    rows += entries.len();
+                    bytes += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
+                    puts.extend(blocks);
+                    packed += 1;
+                }
+                None => {
+                    tracing::warn!(table = %t.name(), version, root = r, "a root id's rows do not fit in columns: not packed")
+                }
+            }
         }
         if !puts.is_empty() {
             self.store.put_many(Table::RowIndex, puts).await?;
@@ -372,4 +391,48 @@ pub(super) async fn answer(
     .try_flatten()
     .boxed();
     Ok(Some(out(None, body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use neurocube_core::annotation::Value;
+
+    use super::*;
+
+    fn entry(id: u64, v: Value) -> Bytes {
+        Bytes::from(
+            Row {
+                id,
+                created: 5,
+                deleted: None,
+                superceded_id: None,
+                valid: true,
+                values: vec![Value::Id(9), v],
+            }
+            .to_bytes(),
+        )
+    }
+
+    #[test]
+    fn a_root_is_packed_whole_or_not_at_all() {
+        let entries: Vec<Bytes> = (0..5000).map(|i| entry(i, Value::Int(i as i64))).collect();
+        let blocks = blocks_of(7, 2, 1, 9, &entries).unwrap().unwrap();
+        assert_eq!(blocks.len(), 3, "2,048 rows a block");
+        let partition = keys::index_partition(7, 2, 1, IndexKind::Packed, 9);
+        let mut back = Vec::new();
+        for (n, (k, v)) in blocks.iter().enumerate() {
+            assert_eq!(k.partition, partition);
+            assert_eq!(k.sort.as_ref(), (n as u32).to_be_bytes());
+            let b = RowBlock::decode(v).unwrap();
+            back.extend((0..b.len()).map(|i| Bytes::from(b.row(i).to_bytes())));
+        }
+        assert_eq!(back, entries, "every row, in order");
+        // One row of another type in the last block: no block at all.
+        let mut mixed = entries.clone();
+        mixed[4500] = entry(4500, Value::Float(1.5));
+        assert_eq!(blocks_of(7, 2, 1, 9, &mixed).unwrap(), None);
+        // A corrupt entry is an error.
+        mixed[10] = Bytes::from_static(b"\x01\x02");
+        assert!(blocks_of(7, 2, 1, 9, &mixed).is_err());
+    }
 }
