@@ -264,17 +264,54 @@ fn cell(rec: &Record, c: &OutColumn, pos: &Positions) -> Cell {
             (Some(Value::Float(v)), _) => Cell::Float(*v),
             (Some(Value::Bool(v)), _) => Cell::Bool(*v),
             (Some(Value::Str(v)), _) => Cell::Str(v.clone()),
-            (Some(Value::Pos(p)), axis) => {
-                let scaled = pos
-                    .scale
-                    .map(|s| [p[0] as f64 * s[0], p[1] as f64 * s[1], p[2] as f64 * s[2]]);
-                match (axis, scaled) {
-                    (Some(a), Some(f)) => Cell::Float(f[*a]),
-                    (Some(a), None) => Cell::Int(p[*a]),
-                    (None, Some(f)) => Cell::Pos(f, true),
-                    (None, None) => Cell::Pos([p[0] as f64, p[1] as f64, p[2] as f64], false),
-                }
+            (Some(Value::Pos(p)), axis) => pos_cell(*p, *axis, pos),
+        },
+    }
+}
+
+/// A position's cell: one axis or all three, rescaled or not.
+fn pos_cell(p: [i64; 3], axis: Option<usize>, pos: &Positions) -> Cell {
+    let scaled = pos
+        .scale
+        .map(|s| [p[0] as f64 * s[0], p[1] as f64 * s[1], p[2] as f64 * s[2]]);
+    match (axis, scaled) {
+        (Some(a), Some(f)) => Cell::Float(f[a]),
+        (Some(a), None) => Cell::Int(p[a]),
+        (None, Some(f)) => Cell::Pos(f, true),
+        (None, None) => Cell::Pos([p[0] as f64, p[1] as f64, p[2] as f64], false),
+    }
+}
+
+/// [`cell`] of row `i` of a block of the queried table (side 0), read from
+/// its columns without building the row.
+fn block_cell(b: &RowBlock, i: usize, c: &OutColumn, pos: &Positions) -> Cell {
+    if c.side != 0 {
+        return Cell::Null;
+    }
+    match &c.source {
+        Source::Id => Cell::Int(b.ids[i] as i64),
+        Source::Created => Cell::Time(b.created[i] * 1000),
+        Source::Deleted => b.deleted[i].map_or(Cell::Null, |d| Cell::Time(d * 1000)),
+        Source::Superceded => b.superceded[i].map_or(Cell::Null, |s| Cell::Int(s as i64)),
+        Source::Valid => Cell::Bool(b.valid[i]),
+        Source::Column(j, axis) => match b.columns.get(*j) {
+            Some(BlockColumn::Int(t)) if t.has(i) => Cell::Int(t.values[i]),
+            Some(BlockColumn::Id(t)) if t.has(i) => Cell::Int(t.values[i] as i64),
+            Some(BlockColumn::Float(t)) if t.has(i) => Cell::Float(t.values[i]),
+            Some(BlockColumn::Bool(t)) if t.has(i) => Cell::Bool(t.values[i]),
+            Some(BlockColumn::Str {
+                offsets,
+                data,
+                present,
+            }) if present.as_ref().is_none_or(|p| p[i]) => {
+                Cell::Str(data[offsets[i] as usize..offsets[i + 1] as usize].to_string())
             }
+            Some(BlockColumn::Pos(t)) if t.has(i) => pos_cell(
+                [t.values[3 * i], t.values[3 * i + 1], t.values[3 * i + 2]],
+                *axis,
+                pos,
+            ),
+            _ => Cell::Null,
         },
     }
 }
@@ -441,89 +478,98 @@ impl Encoder {
                 Ok(self.take_arrow())
             }
             OutputFormat::Csv => {
-                let mut w = csv::Writer::from_writer(Vec::with_capacity(records.len() * 128));
-                let mut fields: Vec<String> = Vec::with_capacity(self.columns.len());
-                for rec in records {
-                    fields.clear();
-                    for c in &self.columns {
-                        fields.push(match cell(rec, c, &self.pos) {
-                            Cell::Null => String::new(),
-                            Cell::Int(v) => v.to_string(),
-                            Cell::Float(v) => v.to_string(),
-                            Cell::Bool(v) => v.to_string(),
-                            Cell::Str(v) => v,
-                            Cell::Time(us) => time_text(us),
-                            Cell::Pos(p, true) => format!("[{}, {}, {}]", p[0], p[1], p[2]),
-                            Cell::Pos(p, false) => {
-                                format!("[{}, {}, {}]", p[0] as i64, p[1] as i64, p[2] as i64)
-                            }
-                        });
-                    }
-                    w.write_record(&fields)
-                        .map_err(|e| ServiceError::Internal {
-                            during: "writing CSV",
-                            reason: e.to_string(),
-                        })?;
-                }
-                w.into_inner()
-                    .map(Bytes::from)
-                    .map_err(|e| ServiceError::Internal {
-                        during: "writing CSV",
-                        reason: e.to_string(),
-                    })
+                self.csv_rows(records.len(), |i, c| cell(&records[i], c, &self.pos))
             }
             OutputFormat::Jsonl => {
-                // Written directly (keys escaped once), not through a map per row.
-                let keys: Vec<Vec<u8>> = self
-                    .columns
-                    .iter()
-                    .map(|c| {
-                        let mut k = serde_json::to_vec(&c.name).unwrap_or_default();
-                        k.push(b':');
-                        k
-                    })
-                    .collect();
-                let mut out = Vec::with_capacity(records.len() * 200);
-                let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
-                for rec in records {
-                    out.push(b'{');
-                    for (i, (c, k)) in self.columns.iter().zip(&keys).enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        out.extend_from_slice(k);
-                        match cell(rec, c, &self.pos) {
-                            Cell::Null => out.extend_from_slice(b"null"),
-                            Cell::Int(v) => json(&mut out, &v),
-                            Cell::Float(v) => json(&mut out, &v),
-                            Cell::Bool(v) => {
-                                out.extend_from_slice(if v { b"true" } else { b"false" })
-                            }
-                            Cell::Str(v) => json(&mut out, &v),
-                            Cell::Time(us) => {
-                                out.push(b'"');
-                                write_time(&mut out, us);
-                                out.push(b'"');
-                            }
-                            Cell::Pos(p, true) => json(&mut out, &p),
-                            Cell::Pos(p, false) => {
-                                json(&mut out, &[p[0] as i64, p[1] as i64, p[2] as i64])
-                            }
-                        }
-                    }
-                    out.extend_from_slice(b"}\n");
-                }
-                Ok(Bytes::from(out))
+                Ok(self.jsonl_rows(records.len(), |i, c| cell(&records[i], c, &self.pos)))
             }
         }
+    }
+
+    /// CSV lines of `n` rows, each column's value of row `i` from `cell_at`.
+    fn csv_rows(&self, n: usize, cell_at: impl Fn(usize, &OutColumn) -> Cell) -> Result<Bytes> {
+        let mut w = csv::Writer::from_writer(Vec::with_capacity(n * 128));
+        let mut fields: Vec<String> = Vec::with_capacity(self.columns.len());
+        for i in 0..n {
+            fields.clear();
+            for c in &self.columns {
+                fields.push(match cell_at(i, c) {
+                    Cell::Null => String::new(),
+                    Cell::Int(v) => v.to_string(),
+                    Cell::Float(v) => v.to_string(),
+                    Cell::Bool(v) => v.to_string(),
+                    Cell::Str(v) => v,
+                    Cell::Time(us) => time_text(us),
+                    Cell::Pos(p, true) => format!("[{}, {}, {}]", p[0], p[1], p[2]),
+                    Cell::Pos(p, false) => {
+                        format!("[{}, {}, {}]", p[0] as i64, p[1] as i64, p[2] as i64)
+                    }
+                });
+            }
+            w.write_record(&fields)
+                .map_err(|e| ServiceError::Internal {
+                    during: "writing CSV",
+                    reason: e.to_string(),
+                })?;
+        }
+        w.into_inner()
+            .map(Bytes::from)
+            .map_err(|e| ServiceError::Internal {
+                during: "writing CSV",
+                reason: e.to_string(),
+            })
+    }
+
+    /// JSON lines of `n` rows, each column's value of row `i` from
+    /// `cell_at`: written directly (keys escaped once), not through a map
+    /// per row.
+    fn jsonl_rows(&self, n: usize, cell_at: impl Fn(usize, &OutColumn) -> Cell) -> Bytes {
+        let keys: Vec<Vec<u8>> = self
+            .columns
+            .iter()
+            .map(|c| {
+                let mut k = serde_json::to_vec(&c.name).unwrap_or_default();
+                k.push(b':');
+                k
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n * 200);
+        let json = |out: &mut Vec<u8>, v: &dyn erased::Json| v.write(out);
+        for i in 0..n {
+            out.push(b'{');
+            for (j, (c, k)) in self.columns.iter().zip(&keys).enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(k);
+                match cell_at(i, c) {
+                    Cell::Null => out.extend_from_slice(b"null"),
+                    Cell::Int(v) => json(&mut out, &v),
+                    Cell::Float(v) => json(&mut out, &v),
+                    Cell::Bool(v) => out.extend_from_slice(if v { b"true" } else { b"false" }),
+                    Cell::Str(v) => json(&mut out, &v),
+                    Cell::Time(us) => {
+                        out.push(b'"');
+                        write_time(&mut out, us);
+                        out.push(b'"');
+                    }
+                    Cell::Pos(p, true) => json(&mut out, &p),
+                    Cell::Pos(p, false) => json(&mut out, &[p[0] as i64, p[1] as i64, p[2] as i64]),
+                }
+            }
+            out.extend_from_slice(b"}\n");
+        }
+        Bytes::from(out)
     }
 
     /// Rows `range` of a block of the queried table (no joined sides): as
     /// Arrow straight from its columns, in the other formats through rows.
     pub fn block(&mut self, b: &RowBlock, range: std::ops::Range<usize>) -> Result<Bytes> {
-        if self.format != OutputFormat::Arrow {
-            let recs: Vec<Record> = range.map(|i| vec![Some(b.row(i))]).collect();
-            return self.batch(&recs);
+        let at = |i: usize, c: &OutColumn| block_cell(b, range.start + i, c, &self.pos);
+        match self.format {
+            OutputFormat::Csv => return self.csv_rows(range.len(), at),
+            OutputFormat::Jsonl => return Ok(self.jsonl_rows(range.len(), at)),
+            OutputFormat::Arrow => {}
         }
         let batch = self.arrow_block(b, range)?;
         if let Some(w) = self.arrow.as_mut() {
