@@ -442,7 +442,7 @@ async fn synapse_query_reference_merges_and_joins() {
 }
 
 /// Every page of a query, following `X-Neurocube-Next-Page`.
-async fn all_pages(app: &TestApp, body: &Value, limit: u64) -> Vec<u64> {
+pub(crate) async fn all_pages(app: &TestApp, body: &Value, limit: u64) -> Vec<u64> {
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -462,6 +462,11 @@ async fn all_pages(app: &TestApp, body: &Value, limit: u64) -> Vec<u64> {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
+        assert!(
+            page.len() as u64 <= limit,
+            "{} rows on a page of {limit}",
+            page.len()
+        );
         seen.extend(ids_of(&page));
         if token.is_none() {
             return seen;
@@ -484,10 +489,15 @@ async fn heavy_pairs_span_query_steps_without_losing_rows() {
     heavy_neurons(setup_with(|s| s.annotations.query_batch_rows = 2_500).await).await;
 }
 
-async fn heavy_neurons(app: TestApp) {
-    // 2,600 synapses from the cell at (0, 0, 0) to the cell at (32, 0, 0),
-    // 300 from (0, 0, 0) to (64, 0, 0), and 400 anywhere.
-    let (a, b, c) = ([3, 3, 3], [40, 3, 3], [70, 3, 3]);
+/// Points in the cells of three neurons: a (at (0, 0, 0)), b (32, 0, 0)
+/// and c (64, 0, 0).
+pub(crate) const HEAVY: [[i64; 3]; 3] = [[3, 3, 3], [40, 3, 3], [70, 3, 3]];
+
+/// 2,600 synapses from a to b, 300 from a to c, and 400 anywhere (`seed`),
+/// inserted, then a version of them: the rows (with their ids) and the
+/// version.
+pub(crate) async fn heavy_version(app: &TestApp, seed: u64) -> (Vec<Syn>, u64) {
+    let [a, b, c] = HEAVY;
     let mut rows: Vec<Syn> = (0..2600)
         .map(|_| (a, b))
         .chain((0..300).map(|_| (a, c)))
@@ -499,11 +509,17 @@ async fn heavy_neurons(app: TestApp) {
             size: Some(1.0),
         })
         .collect();
-    rows.extend(random_synapses(400, 11));
+    rows.extend(random_synapses(400, seed));
     for chunk in rows.chunks_mut(1000) {
-        insert(&app, chunk).await;
+        insert(app, chunk).await;
     }
-    let version = materialize(&app).await;
+    let version = materialize(app).await;
+    (rows, version)
+}
+
+async fn heavy_neurons(app: TestApp) {
+    let (rows, version) = heavy_version(&app, 11).await;
+    let [a, b, c] = HEAVY;
     let (ra, rb, rc) = (label(a), label(b), label(c));
     let want = |keep: &dyn Fn(&Syn) -> bool| {
         let mut ids: Vec<u64> = rows.iter().filter(|s| keep(s)).map(|s| s.id).collect();

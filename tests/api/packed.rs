@@ -6,8 +6,8 @@
 use arrow_array::RecordBatch;
 use serde_json::{Value, json};
 
-use crate::annotation_versions::materialize;
-use crate::annotations::{Syn, ids_of, insert, label, random_synapses, setup_with};
+use crate::annotation_versions::{HEAVY, all_pages, heavy_version};
+use crate::annotations::{ids_of, label, setup_with};
 use crate::helpers::TestApp;
 
 /// The body and plan header of a query.
@@ -34,37 +34,6 @@ fn one_batch(body: &[u8]) -> RecordBatch {
     arrow_select::concat::concat_batches(&schema, &batches).unwrap()
 }
 
-/// Every page of a query's ids, following `X-Neurocube-Next-Page`.
-async fn pages(app: &TestApp, body: &Value, limit: u64) -> Vec<u64> {
-    let mut seen = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut b = body.clone();
-        b["limit"] = json!(limit);
-        if let Some(t) = &token {
-            b["page_token"] = json!(t);
-        }
-        let r = app.post_json("/v1/datasets/a/tables/syn/query", &b).await;
-        assert_eq!(r.status(), 200);
-        token = r
-            .headers()
-            .get("x-neurocube-next-page")
-            .map(|v| v.to_str().unwrap().to_string());
-        let page: Vec<Value> = r
-            .text()
-            .await
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert!(page.len() as u64 <= limit);
-        seen.extend(ids_of(&page));
-        if token.is_none() {
-            return seen;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_neurons_answer_from_packed_blocks_as_from_their_rows() {
     // Roots with at least 300 synapses on a point are packed: the pre cell
@@ -72,23 +41,8 @@ async fn busy_neurons_answer_from_packed_blocks_as_from_their_rows() {
     // cell at (32, 0, 0) (2,600) and the one at (64, 0, 0) (300, exactly);
     // the rest (scattered) are not.
     let app = setup_with(|s| s.annotations.pack_min_rows = 300).await;
-    let (a, b, c) = ([3, 3, 3], [40, 3, 3], [70, 3, 3]);
-    let mut rows: Vec<Syn> = (0..2600)
-        .map(|_| (a, b))
-        .chain((0..300).map(|_| (a, c)))
-        .map(|(pre, post)| Syn {
-            id: 0,
-            pre,
-            post,
-            ctr: None,
-            size: Some(1.5),
-        })
-        .collect();
-    rows.extend(random_synapses(400, 21));
-    for chunk in rows.chunks_mut(1000) {
-        insert(&app, chunk).await;
-    }
-    let version = materialize(&app).await;
+    let (rows, version) = heavy_version(&app, 21).await;
+    let [a, b, c] = HEAVY;
     let small = label(rows[2950].post);
     let small_rows = rows.iter().filter(|s| label(s.post) == small).count();
     assert!(small_rows < 300, "{small_rows}");
@@ -148,7 +102,7 @@ async fn busy_neurons_answer_from_packed_blocks_as_from_their_rows() {
         assert_eq!(whole.len(), n);
         for limit in [1, 700, 2048, n as u64] {
             assert_eq!(
-                pages(&app, &q, limit).await,
+                all_pages(&app, &q, limit).await,
                 whole,
                 "{column} {root} limit {limit}"
             );

@@ -419,6 +419,16 @@ impl Schema {
         self.columns.iter().position(|c| c.name == name)
     }
 
+    /// The root-id columns of the bound points, in point order (a synapse
+    /// table's pre, then post).
+    #[must_use]
+    pub fn root_columns(&self) -> Vec<usize> {
+        self.points
+            .iter()
+            .filter_map(|p| p.ids.map(|(_, r)| r))
+            .collect()
+    }
+
     /// Whether any point is bound to the segmentation.
     #[must_use]
     pub fn has_bound_points(&self) -> bool {

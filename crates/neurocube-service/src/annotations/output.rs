@@ -468,14 +468,7 @@ impl Encoder {
         match self.format {
             OutputFormat::Arrow => {
                 let batch = self.arrow_batch(records)?;
-                if let Some(w) = self.arrow.as_mut() {
-                    // The message is about the arrays' size: one allocation,
-                    // not a doubling series of copies.
-                    w.get_mut().reserve(batch.get_array_memory_size() + 1024);
-                    w.write(&batch)
-                        .map_err(internal("writing an Arrow batch"))?;
-                }
-                Ok(self.take_arrow())
+                self.write_arrow(&batch)
             }
             OutputFormat::Csv => {
                 self.csv_rows(records.len(), |i, c| cell(&records[i], c, &self.pos))
@@ -572,10 +565,16 @@ impl Encoder {
             OutputFormat::Arrow => {}
         }
         let batch = self.arrow_block(b, range)?;
+        self.write_arrow(&batch)
+    }
+
+    /// One Arrow batch as an IPC message.
+    fn write_arrow(&mut self, batch: &RecordBatch) -> Result<Bytes> {
         if let Some(w) = self.arrow.as_mut() {
+            // The message is about the arrays' size: one allocation, not a
+            // doubling series of copies.
             w.get_mut().reserve(batch.get_array_memory_size() + 1024);
-            w.write(&batch)
-                .map_err(internal("writing an Arrow batch"))?;
+            w.write(batch).map_err(internal("writing an Arrow batch"))?;
         }
         Ok(self.take_arrow())
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use neurocube_core::annotation::block::RowBlock;
+use neurocube_core::annotation::block::{BlockColumn, RowBlock};
 use neurocube_core::annotation::{Col, Filter, Op, Row};
 use neurocube_store::{Key, PageToken, SortRange, Store, Table};
 
@@ -97,6 +97,26 @@ impl Annotations {
         let mut puts: Vec<(Key, Bytes)> = Vec::new();
         let mut packed = 0u64;
         let (started, mut rows, mut bytes) = (std::time::Instant::now(), 0usize, 0usize);
+        // A root's entries read whole: its blocks, if it fits in columns.
+        let mut finish = |r: u64, entries: &[Bytes], puts: &mut Vec<(Key, Bytes)>| -> Result<()> {
+            match blocks_of(t.uid(), version, column, r, entries)
+                .map_err(|e| corrupt(t, "row", format!("root {r}"), e))?
+            {
+                Some(blocks) => {
+                    rows += entries.len();
+                    bytes += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
+                    puts.extend(blocks);
+                    packed += 1;
+                }
+                None => tracing::warn!(
+                    table = %t.name(),
+                    version,
+                    root = r,
+                    "a root id's rows do not fit in columns: not packed"
+                ),
+            }
+            Ok(())
+        };
         loop {
             let p = self
                 .store
@@ -121,19 +141,7 @@ impl Annotations {
                     if let Some((r, entries)) = current.replace((root, Vec::new()))
                         && entries.len() >= min
                     {
-                        let blocks = blocks_of(t.uid(), version, column, r, &entries)
-                            .map_err(|e| corrupt(t, "row", format!("root {r}"), e))?;
-                        match blocks {
-                            Some(blocks) => {
-                                rows += entries.len();
-                                bytes += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
-                                puts.extend(blocks);
-                                packed += 1;
-                            }
-                            None => {
-                                tracing::warn!(table = %t.name(), version, root = r, "a root id's rows do not fit in columns: not packed")
-                            }
-                        }
+                        finish(r, &entries, &mut puts)?;
                     }
                     if puts.len() >= PUT_BLOCKS {
                         self.store
@@ -153,19 +161,7 @@ impl Annotations {
         if let Some((r, entries)) = current.take()
             && entries.len() >= min
         {
-            let blocks = blocks_of(t.uid(), version, column, r, &entries)
-                .map_err(|e| corrupt(t, "row", format!("root {r}"), e))?;
-            match blocks {
-                Some(blocks) => {
-                    rows += entries.len();
-                    bytes += blocks.iter().map(|(_, b)| b.len()).sum::<usize>();
-                    puts.extend(blocks);
-                    packed += 1;
-                }
-                None => {
-                    tracing::warn!(table = %t.name(), version, root = r, "a root id's rows do not fit in columns: not packed")
-                }
-            }
+            finish(r, &entries, &mut puts)?;
         }
         if !puts.is_empty() {
             self.store.put_many(Table::RowIndex, puts).await?;
@@ -208,16 +204,15 @@ pub(super) fn one_root(plan: &Plan, filter: &Filter) -> Option<(usize, u64)> {
 /// the root-id index (the other bound point's root id, then the id, for a
 /// table of two; else the id), for page tokens the row path resumes from.
 fn sort_key(t: &ResolvedTable, column: usize, b: &RowBlock, i: usize) -> Bytes {
-    let roots: Vec<usize> = t
-        .schema
-        .points
-        .iter()
-        .filter_map(|p| p.ids.map(|(_, r)| r))
-        .collect();
+    let roots = t.schema.root_columns();
     let mut k = Vec::with_capacity(16);
     if let ([a, c], true) = (&roots[..], roots.contains(&column)) {
         let other = if *a == column { *c } else { *a };
-        k.extend_from_slice(&b.row(i).values[other].as_id().unwrap_or(0).to_be_bytes());
+        let id = match b.columns.get(other) {
+            Some(BlockColumn::Id(t)) if t.has(i) => t.values[i],
+            _ => 0,
+        };
+        k.extend_from_slice(&id.to_be_bytes());
     }
     k.extend_from_slice(&b.ids[i].to_be_bytes());
     Bytes::from(k)

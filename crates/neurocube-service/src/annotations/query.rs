@@ -122,12 +122,7 @@ const RANGE_ROWS: usize = 2000;
 pub fn plan(t: &ResolvedTable, filter: &Filter, frozen: bool) -> Plan {
     // Both ends of a synapse restricted to root-id sets: walk the edges.
     if frozen && t.schema.points.iter().filter(|p| p.bound).count() == 2 {
-        let roots: Vec<usize> = t
-            .schema
-            .points
-            .iter()
-            .filter_map(|p| p.ids.map(|(_, r)| r))
-            .collect();
+        let roots = t.schema.root_columns();
         let set_of = |col: usize| {
             filter.conditions.iter().find_map(|c| match (c.col, &c.op) {
                 (Col::Data(i), Op::In(s)) if i == col => s.sorted_ids(),

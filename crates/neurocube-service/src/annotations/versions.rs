@@ -379,7 +379,7 @@ impl Annotations {
                     })?;
                 let t = self.table(&ds, &tname).await?;
                 // The busy root ids of each bound point, packed.
-                for c in t.schema.points.iter().filter_map(|p| p.ids.map(|(_, r)| r)) {
+                for c in t.schema.root_columns() {
                     if self.config.pack_min_rows > 0 {
                         specs.push(TaskSpec {
                             name: format!("{name}/pack-{}", t.schema.columns[c].name),
@@ -544,12 +544,7 @@ fn version_writes(
     use neurocube_core::annotation::Value;
     use neurocube_core::morton;
     let uid = t.uid();
-    let roots: Vec<usize> = t
-        .schema
-        .points
-        .iter()
-        .filter_map(|p| p.ids.map(|(_, r)| r))
-        .collect();
+    let roots = t.schema.root_columns();
     let pair = roots.len() == 2;
     let size_col = t
         .schema

@@ -110,12 +110,7 @@ struct Selection {
 /// The root-id columns (pre, post) of a synapse-like table: exactly two
 /// bound points.
 fn root_columns(t: &ResolvedTable) -> Result<[usize; 2]> {
-    let roots: Vec<usize> = t
-        .schema
-        .points
-        .iter()
-        .filter_map(|p| p.ids.map(|(_, r)| r))
-        .collect();
+    let roots = t.schema.root_columns();
     match roots[..] {
         [a, b] => Ok([a, b]),
         _ => Err(ServiceError::field(

@@ -30,13 +30,7 @@ enum NodeRoot {
 
 /// The single bound point's root-id column of a schema, if it has exactly one.
 fn single_root(t: &ResolvedTable) -> Option<usize> {
-    let roots: Vec<usize> = t
-        .schema
-        .points
-        .iter()
-        .filter_map(|p| p.ids.map(|(_, r)| r))
-        .collect();
-    match roots[..] {
+    match t.schema.root_columns()[..] {
         [r] => Some(r),
         _ => None,
     }
