@@ -381,6 +381,15 @@ pub fn index_partition(uid: u64, version: u32, column: u16, kind: IndexKind, key
     p
 }
 
+/// The key (a root id, a cell) an index partition ends in, after the
+/// `prefix_len` bytes of its table, version, column and kind.
+#[must_use]
+pub fn index_key_of(partition: &[u8], prefix_len: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(
+        partition.get(prefix_len..)?.try_into().ok()?,
+    ))
+}
+
 /// An index entry of a row.
 #[must_use]
 pub fn index_entry(partition: Vec<u8>, id: u64) -> Key {

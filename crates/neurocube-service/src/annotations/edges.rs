@@ -179,12 +179,7 @@ pub(crate) async fn all_edge_lists(
             .scan_prefix(Table::RowIndex, prefix, sample.len(), page, LIST_PAGE)
             .await?;
         for (key, v) in p.rows {
-            let Some(pre) = key
-                .partition
-                .get(prefix.len()..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-            else {
+            let Some(pre) = keys::index_key_of(&key.partition, prefix.len()) else {
                 continue;
             };
             out.push((pre, decode_list(&v, || format!("{uid}/{version}/{pre}"))?));
@@ -240,11 +235,7 @@ impl EdgeIndexScan {
             .await?;
         let mut out = Vec::new();
         for (key, v) in p.rows {
-            let pre = key
-                .partition
-                .get(prefix.len()..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
+            let pre = keys::index_key_of(&key.partition, prefix.len());
             let (Some(pre), Some(post)) = (pre, keys::morton_of(&key.sort)) else {
                 continue;
             };

@@ -129,12 +129,7 @@ impl Annotations {
                 )
                 .await?;
             for (key, v) in p.rows {
-                let Some(root) = key
-                    .partition
-                    .get(prefix.len()..)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes)
-                else {
+                let Some(root) = keys::index_key_of(&key.partition, prefix.len()) else {
                     continue;
                 };
                 if current.as_ref().is_none_or(|(r, _)| *r != root) {

@@ -1,13 +1,15 @@
-//! Packed root-id blocks: a version stores the rows of each busy root id
-//! together in columns, and a query for that one root id answers from them
-//! with exactly the rows, order, values and pages of the row-at-a-time path
-//! (which an extra filter condition still takes).
+//! Neurons with thousands of synapses in a version: read in pieces by the
+//! root-id and pair plans without losing rows, whole or in pages; and
+//! packed root-id blocks (a busy root id's rows stored together in columns)
+//! answering a query for that one root id with exactly the rows, order,
+//! values and pages of the row-at-a-time path (which an extra filter
+//! condition still takes).
 
 use arrow_array::RecordBatch;
 use serde_json::{Value, json};
 
-use crate::annotation_versions::{HEAVY, all_pages, heavy_version};
-use crate::annotations::{ids_of, label, setup_with};
+use crate::annotation_versions::materialize;
+use crate::annotations::{Syn, ids_of, insert, label, random_synapses, setup, setup_with};
 use crate::helpers::TestApp;
 
 /// The body and plan header of a query.
@@ -32,6 +34,122 @@ fn one_batch(body: &[u8]) -> RecordBatch {
     let schema = reader.schema();
     let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
     arrow_select::concat::concat_batches(&schema, &batches).unwrap()
+}
+
+/// Every page of a query, following `X-Neurocube-Next-Page`.
+async fn all_pages(app: &TestApp, body: &Value, limit: u64) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut b = body.clone();
+        b["limit"] = json!(limit);
+        if let Some(t) = &token {
+            b["page_token"] = json!(t);
+        }
+        let r = app.post_json("/v1/datasets/a/tables/syn/query", &b).await;
+        assert_eq!(r.status(), 200);
+        token = r
+            .headers()
+            .get("x-neurocube-next-page")
+            .map(|v| v.to_str().unwrap().to_string());
+        let text = r.text().await.unwrap();
+        let page: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(
+            page.len() as u64 <= limit,
+            "{} rows on a page of {limit}",
+            page.len()
+        );
+        seen.extend(ids_of(&page));
+        if token.is_none() {
+            return seen;
+        }
+    }
+}
+
+/// A neuron pair with more synapses than one index read holds (2,000 per
+/// range): a version's root-id and pair plans read it in pieces, and every
+/// row comes back exactly once, whole or in pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_neurons_are_read_in_pieces_without_losing_rows() {
+    heavy_neurons(setup().await).await;
+}
+
+/// The same with a query step smaller than the heavy pair: the pair plan
+/// stops mid-range and reads on from there in its next step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_pairs_span_query_steps_without_losing_rows() {
+    heavy_neurons(setup_with(|s| s.annotations.query_batch_rows = 2_500).await).await;
+}
+
+/// Points in the cells of three neurons: a (at (0, 0, 0)), b (32, 0, 0)
+/// and c (64, 0, 0).
+const HEAVY: [[i64; 3]; 3] = [[3, 3, 3], [40, 3, 3], [70, 3, 3]];
+
+/// 2,600 synapses from a to b, 300 from a to c, and 400 anywhere (`seed`),
+/// inserted, then a version of them: the rows (with their ids) and the
+/// version.
+async fn heavy_version(app: &TestApp, seed: u64) -> (Vec<Syn>, u64) {
+    let [a, b, c] = HEAVY;
+    let mut rows: Vec<Syn> = (0..2600)
+        .map(|_| (a, b))
+        .chain((0..300).map(|_| (a, c)))
+        .map(|(pre, post)| Syn {
+            id: 0,
+            pre,
+            post,
+            ctr: None,
+            size: Some(1.0),
+        })
+        .collect();
+    rows.extend(random_synapses(400, seed));
+    for chunk in rows.chunks_mut(1000) {
+        insert(app, chunk).await;
+    }
+    let version = materialize(app).await;
+    (rows, version)
+}
+
+async fn heavy_neurons(app: TestApp) {
+    let (rows, version) = heavy_version(&app, 11).await;
+    let [a, b, c] = HEAVY;
+    let (ra, rb, rc) = (label(a), label(b), label(c));
+    let want = |keep: &dyn Fn(&Syn) -> bool| {
+        let mut ids: Vec<u64> = rows.iter().filter(|s| keep(s)).map(|s| s.id).collect();
+        ids.sort_unstable();
+        ids
+    };
+    let sorted = |mut v: Vec<u64>| {
+        let n = v.len();
+        v.sort_unstable();
+        v.dedup();
+        assert_eq!(v.len(), n, "no row twice");
+        v
+    };
+    // By post root id (several keys: the batched index plan).
+    let q = json!({"version": version, "filter_in_dict": {"post_pt_root_id": [rb, rc]}});
+    let whole = ids_of(&app.query("/v1/datasets/a/tables/syn/query", &q).await);
+    let expect = want(&|s| [rb, rc].contains(&label(s.post)));
+    assert!(expect.len() > 2900);
+    assert_eq!(sorted(whole.clone()), expect);
+    assert_eq!(
+        all_pages(&app, &q, 700).await,
+        whole,
+        "pages in the same order"
+    );
+    // Both ends (the pair plan).
+    let q = json!({"version": version, "filter_in_dict": {"pre_pt_root_id": [ra, rc], "post_pt_root_id": [rb, rc]}});
+    let whole = ids_of(&app.query("/v1/datasets/a/tables/syn/query", &q).await);
+    let expect = want(&|s| [ra, rc].contains(&label(s.pre)) && [rb, rc].contains(&label(s.post)));
+    assert!(expect.len() >= 2900);
+    assert_eq!(sorted(whole.clone()), expect);
+    assert_eq!(
+        all_pages(&app, &q, 900).await,
+        whole,
+        "pages in the same order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
