@@ -7,6 +7,7 @@
 //! target/release/annotations --rows 10000000 [--backend embedded,cassandra] [--no-peer] [--work DIR] [--keep]
 //! target/release/annotations --rows 10000000 --queries-on DIR [--version N]   # reads only, on a kept run's data
 //! # --probe-log FILE: each synapse_query probe's rows and time, tab-separated
+//! # --writes-only: the bulk upload and the write storm, nothing else
 //! ```
 //!
 //! The table: `--rows` synapses among the ~116,000 neurons of a virtual
@@ -108,7 +109,27 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
         data.rows.len()
     );
 
-    neurocube_benches::graphbench::cell_types(&client, &base, data).await;
+    let mut figures =
+        json!({"backend": label, "rows": data.rows.len(), "upload_rows_per_s": upload});
+    if !flag("--writes-only") {
+        figures = reads_and_graph(&client, &base, pid, &dir, data, label, work, figures).await;
+    }
+    storm(&client, &base, label, figures).await
+}
+
+/// Materialize a version, then everything read from it.
+#[allow(clippy::too_many_arguments)]
+async fn reads_and_graph(
+    client: &reqwest::Client,
+    base: &str,
+    pid: u32,
+    dir: &Path,
+    data: &Data,
+    label: &str,
+    work: &Path,
+    mut figures: Value,
+) -> Value {
+    neurocube_benches::graphbench::cell_types(client, base, data).await;
 
     // Materialize a version.
     let started = Instant::now();
@@ -145,7 +166,7 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
 
     settle(label, pid).await;
 
-    let q = query_figures(&client, &base, data, version, label).await;
+    let q = query_figures(client, base, data, version, label).await;
     if flag("--keep") {
         let path = dir.join("subgraph-query.json");
         std::fs::write(&path, subgraph_query(data, version).to_string()).unwrap();
@@ -153,7 +174,7 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
     }
 
     let graph =
-        neurocube_benches::graphbench::neurocube(&client, &base, pid, version, data, label, work)
+        neurocube_benches::graphbench::neurocube(client, base, pid, version, data, label, work)
             .await;
 
     // The whole table as one query; the server's peak memory.
@@ -180,14 +201,42 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
         data.rows.len() as f64 / full_secs
     );
 
-    // Write storm: 64 clients, one synapse per request, 10 s.
+    let fields = json!({
+        "materialize_s": mat_secs,
+        "synapse_query_p50_ms": q.p50,
+        "synapse_query_p99_ms": q.p99,
+        "synapse_query_arrow_p50_ms": q.arrow_p50,
+        "synapse_query_arrow_p99_ms": q.arrow_p99,
+        "synapse_query_shared_rt_p50_ms": q.shared_p50,
+        "synapse_query_shared_rt_p99_ms": q.shared_p99,
+        "synapse_query_arrow_shared_rt_p50_ms": q.shared_arrow_p50,
+        "synapse_query_arrow_shared_rt_p99_ms": q.shared_arrow_p99,
+        "subgraph_rows": q.induced,
+        "subgraph_s": q.subgraph,
+        "full_query_s": full_secs,
+        "full_query_peak_rss_mib": peak,
+        "full_query_rss_before_mib": before,
+        "graph": graph,
+    });
+    for (k, v) in fields.as_object().unwrap() {
+        figures[k] = v.clone();
+    }
+    figures
+}
+
+/// Write storm: 64 clients, one synapse per request, 10 s.
+async fn storm(client: &reqwest::Client, base: &str, label: &str, mut figures: Value) -> Value {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let started = Instant::now();
     for w in 0..64u64 {
-        let (client, base, stop, acked) =
-            (client.clone(), base.clone(), stop.clone(), acked.clone());
+        let (client, base, stop, acked) = (
+            client.clone(),
+            base.to_string(),
+            stop.clone(),
+            acked.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
             let url = format!("{base}/v1/datasets/b/tables/syn/rows");
@@ -241,27 +290,8 @@ async fn bench_neurocube(data: &Data, store: Option<&str>, work: &Path) -> Value
         metric("neurocube_annotation_batch_rows_sum") / commits.max(1.0),
         1e3 * metric("neurocube_annotation_commit_seconds_sum") / commits.max(1.0)
     );
-    json!({
-        "backend": label,
-        "rows": data.rows.len(),
-        "upload_rows_per_s": upload,
-        "materialize_s": mat_secs,
-        "synapse_query_p50_ms": q.p50,
-        "synapse_query_p99_ms": q.p99,
-        "synapse_query_arrow_p50_ms": q.arrow_p50,
-        "synapse_query_arrow_p99_ms": q.arrow_p99,
-        "synapse_query_shared_rt_p50_ms": q.shared_p50,
-        "synapse_query_shared_rt_p99_ms": q.shared_p99,
-        "synapse_query_arrow_shared_rt_p50_ms": q.shared_arrow_p50,
-        "synapse_query_arrow_shared_rt_p99_ms": q.shared_arrow_p99,
-        "subgraph_rows": q.induced,
-        "subgraph_s": q.subgraph,
-        "full_query_s": full_secs,
-        "full_query_peak_rss_mib": peak,
-        "full_query_rss_before_mib": before,
-        "storm_rows_per_s": storm,
-        "graph": graph,
-    })
+    figures["storm_rows_per_s"] = json!(storm);
+    figures
 }
 
 async fn bench_postgres(data: &Data, work: &Path) -> Value {

@@ -56,9 +56,9 @@ fn voxel(x: u64, y: u64, z: u64) -> u8 {
 
 fn open(dir: &std::path::Path, workers: usize) -> Services {
     let store = EmbeddedStore::open(&EmbeddedOptions {
-        path: dir.to_path_buf(),
         cache_bytes: 256 << 20,
         durability: Durability::Flush,
+        ..EmbeddedOptions::new(dir.to_path_buf())
     })
     .expect("open store");
     let config = ServiceConfig {

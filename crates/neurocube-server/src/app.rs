@@ -60,6 +60,7 @@ pub async fn open_store(s: &StoreSettings) -> Result<Arc<dyn Store>, StartError>
                 path: s.data_dir.clone(),
                 cache_bytes: s.cache_bytes,
                 durability,
+                engine_threads: s.engine_threads,
             };
             let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&opts))
                 .await

@@ -110,6 +110,8 @@ pub struct StoreSettings {
     pub data_dir: PathBuf,
     /// Embedded block cache in bytes.
     pub cache_bytes: u64,
+    /// Embedded engine threads that flush and compact.
+    pub engine_threads: usize,
     /// `fsync` or `flush`.
     pub durability: String,
     /// Settings of a `cassandra://` store.

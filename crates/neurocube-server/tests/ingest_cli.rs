@@ -59,9 +59,9 @@ fn write_png8(p: &Path, w: u32, h: u32, px: Vec<u8>) {
 
 fn services(data: &Path) -> Services {
     let store = EmbeddedStore::open(&EmbeddedOptions {
-        path: data.to_path_buf(),
         cache_bytes: 16 << 20,
         durability: Durability::Flush,
+        ..EmbeddedOptions::new(data.to_path_buf())
     })
     .unwrap();
     Services::new(&ServiceConfig::default(), Arc::new(store))

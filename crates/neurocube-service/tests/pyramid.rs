@@ -25,9 +25,9 @@ fn cn(s: &str) -> neurocube_core::ChannelName {
 
 fn services(dir: &tempfile::TempDir) -> Services {
     let store = EmbeddedStore::open(&EmbeddedOptions {
-        path: dir.path().to_path_buf(),
         cache_bytes: 16 << 20,
         durability: Durability::Flush,
+        ..EmbeddedOptions::new(dir.path().to_path_buf())
     })
     .unwrap();
     Services::new(&ServiceConfig::default(), Arc::new(store))
