@@ -11,7 +11,9 @@
 //! - then the time the flusher takes to store what is still pending, and
 //!   its chunk writes per object;
 //! - then objects again, `--batch` (8) per request as NDJSON, the way a
-//!   pipeline sends them once it has many.
+//!   pipeline sends them once it has many; the flusher stores them;
+//! - then the same as Arrow IPC (voxels as a list of fixed-size lists of
+//!   3 `uint32`), what a pipeline with numpy arrays at hand sends.
 //!
 //! ```sh
 //! cargo build --release -p neurocube-server -p neurocube-benches
@@ -102,6 +104,57 @@ fn object_json(rng: &mut rand::rngs::StdRng) -> String {
         c[1] + 4,
         c[2] + 2
     )
+}
+
+/// `n` objects as one Arrow IPC stream: the same fields and random draws
+/// as [`object_json`], voxels as list<fixed_size_list<uint32, 3>>.
+fn objects_arrow(rng: &mut rand::rngs::StdRng, n: u64) -> Vec<u8> {
+    use arrow_array::builder::{
+        FixedSizeListBuilder, Float64Builder, Int64Builder, ListBuilder, StringBuilder,
+        UInt32Builder,
+    };
+    use arrow_array::{ArrayRef, RecordBatch};
+    let mut author = StringBuilder::new();
+    let (mut confidence, mut weight) = (Float64Builder::new(), Float64Builder::new());
+    let mut kind = Int64Builder::new();
+    let mut centroid = FixedSizeListBuilder::new(Int64Builder::new(), 3);
+    let mut voxels = ListBuilder::new(FixedSizeListBuilder::new(UInt32Builder::new(), 3));
+    for _ in 0..n {
+        let c = corner(rng);
+        for z in c[2]..c[2] + OBJ[2] {
+            for y in c[1]..c[1] + OBJ[1] {
+                for x in c[0]..c[0] + OBJ[0] {
+                    let v = voxels.values();
+                    v.values().append_slice(&[x as u32, y as u32, z as u32]);
+                    v.append(true);
+                }
+            }
+        }
+        voxels.append(true);
+        author.append_value("detector");
+        confidence.append_value((rng.random::<f64>() * 1e3).round() / 1e3);
+        weight.append_value((rng.random::<f64>() * 1e3).round() / 1e2);
+        kind.append_value(1);
+        centroid
+            .values()
+            .append_slice(&[c[0] as i64 + 4, c[1] as i64 + 4, c[2] as i64 + 2]);
+        centroid.append(true);
+    }
+    let columns: Vec<(&str, ArrayRef)> = vec![
+        ("author", Arc::new(author.finish())),
+        ("confidence", Arc::new(confidence.finish())),
+        ("weight", Arc::new(weight.finish())),
+        ("synapse_type", Arc::new(kind.finish())),
+        ("centroid_position", Arc::new(centroid.finish())),
+        ("voxels", Arc::new(voxels.finish())),
+    ];
+    let batch = RecordBatch::try_from_iter(columns).unwrap();
+    let mut buf = Vec::with_capacity(n as usize * 3300);
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    buf
 }
 
 /// Wait until the flusher has stored everything pending; seconds taken.
@@ -299,39 +352,17 @@ async fn main() {
         chunk_writes / objects.objects as f64
     );
 
-    // The same objects, `--batch` per request (NDJSON), as a pipeline
-    // sends them once it has many: into an empty buffer.
+    // The same objects, `--batch` per request, as a pipeline sends them
+    // once it has many: as NDJSON, then as Arrow, each into an empty buffer.
     let bulk = if batch > 1 && !no_drain {
-        let b = base.clone();
-        let bulk = phase(clients, secs, batch, move |client, w, i| {
-            let b = b.clone();
-            async move {
-                let mut rng = rand::rngs::StdRng::seed_from_u64(w << 48 | i << 1 | 1);
-                let mut body = String::with_capacity(batch as usize * 6200);
-                for _ in 0..batch {
-                    body.push_str(&object_json(&mut rng));
-                    body.push('\n');
-                }
-                let r = client
-                    .post(format!("{b}/v1/datasets/b/tables/syn/objects"))
-                    .header("content-type", "application/x-ndjson")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-            }
-        })
-        .await;
-        eprintln!(
-            "objects, {batch} per request (NDJSON): {:.0} durable objects/s, request p50 {:.1} ms, p99 {:.1} ms ({} objects); {:.1}x today's path",
-            bulk.per_s,
-            bulk.p50_ms,
-            bulk.p99_ms,
-            bulk.objects,
-            bulk.per_s / today.per_s
-        );
-        Some(bulk)
+        Some(bulk_phase(&base, clients, secs, batch, false, today.per_s).await)
+    } else {
+        None
+    };
+    let bulk_arrow = if batch > 1 && !no_drain {
+        let drained = drain(&client, &base).await;
+        eprintln!("flusher: the NDJSON objects stored in {drained:.1} s");
+        Some(bulk_phase(&base, clients, secs, batch, true, today.per_s).await)
     } else {
         None
     };
@@ -356,6 +387,61 @@ async fn main() {
             "bulk_request_p50_ms": bulk.as_ref().map(|p| p.p50_ms),
             "bulk_request_p99_ms": bulk.as_ref().map(|p| p.p99_ms),
             "bulk_ratio": bulk.as_ref().map(|p| p.per_s / today.per_s),
+            "bulk_arrow_objects_per_s": bulk_arrow.as_ref().map(|p| p.per_s),
+            "bulk_arrow_request_p50_ms": bulk_arrow.as_ref().map(|p| p.p50_ms),
+            "bulk_arrow_request_p99_ms": bulk_arrow.as_ref().map(|p| p.p99_ms),
+            "bulk_arrow_ratio": bulk_arrow.as_ref().map(|p| p.per_s / today.per_s),
         })
     );
+}
+
+/// `batch` objects per request, as NDJSON or Arrow, for `secs`.
+async fn bulk_phase(
+    base: &str,
+    clients: u64,
+    secs: u64,
+    batch: u64,
+    arrow: bool,
+    today: f64,
+) -> Phase {
+    let b = base.to_string();
+    let bulk = phase(clients, secs, batch, move |client, w, i| {
+        let b = b.clone();
+        async move {
+            let mut rng =
+                rand::rngs::StdRng::seed_from_u64(w << 48 | i << 2 | 1 | u64::from(arrow) << 1);
+            let (ct, body) = if arrow {
+                (
+                    "application/vnd.apache.arrow.stream",
+                    objects_arrow(&mut rng, batch),
+                )
+            } else {
+                let mut body = String::with_capacity(batch as usize * 6200);
+                for _ in 0..batch {
+                    body.push_str(&object_json(&mut rng));
+                    body.push('\n');
+                }
+                ("application/x-ndjson", body.into_bytes())
+            };
+            let r = client
+                .post(format!("{b}/v1/datasets/b/tables/syn/objects"))
+                .header("content-type", ct)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        }
+    })
+    .await;
+    eprintln!(
+        "objects, {batch} per request ({}): {:.0} durable objects/s, request p50 {:.1} ms, p99 {:.1} ms ({} objects); {:.1}x today's path",
+        if arrow { "Arrow" } else { "NDJSON" },
+        bulk.per_s,
+        bulk.p50_ms,
+        bulk.p99_ms,
+        bulk.objects,
+        bulk.per_s / today
+    );
+    bulk
 }

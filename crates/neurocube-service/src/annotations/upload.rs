@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
 use bytes::Bytes;
 use neurocube_core::annotation::{ColumnType, Role, Schema, Value};
@@ -452,23 +452,29 @@ fn arrow_rows(b: &mut Builder<'_>, body: &Bytes) -> Result<()> {
     Ok(())
 }
 
+/// A row of [`arrow_objects`]: its cells as JSON, and the typed column's
+/// array with the row's index in it.
+pub type ArrowObject = (serde_json::Map<String, J>, Option<(ArrayRef, usize)>);
+
 /// The rows of an Arrow IPC body as JSON objects, column name to cell
-/// (uploads of annotation objects, whose `voxels` column is a list of
-/// `[x, y, z]` lists).
-pub fn arrow_objects(body: &Bytes) -> Result<Vec<serde_json::Map<String, J>>> {
+/// (uploads of annotation objects), except the column named `typed`,
+/// handed back as its array and the row's index in it for the caller to
+/// read in its own type (an object's `voxels`: most of the bytes).
+pub fn arrow_objects(body: &Bytes, typed: &str) -> Result<Vec<ArrowObject>> {
     let mut out = Vec::new();
     for batch in arrow_batches(body)? {
         let schema = batch.schema();
+        let special = schema.index_of(typed).ok().map(|c| batch.column(c).clone());
         for i in 0..batch.num_rows() {
             let mut m = serde_json::Map::new();
             for (f, a) in schema.fields().iter().zip(batch.columns()) {
-                if f.name() == "__index_level_0__" {
+                if f.name() == "__index_level_0__" || f.name() == typed {
                     continue;
                 }
                 let j = arrow_cell(a.as_ref(), i).map_err(|e| bad(out.len(), f.name(), e))?;
                 m.insert(f.name().clone(), j);
             }
-            out.push(m);
+            out.push((m, special.clone().map(|a| (a, i))));
         }
     }
     Ok(out)

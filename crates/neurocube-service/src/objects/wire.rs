@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use arrow_array::{Array, ArrayRef};
 use bytes::Bytes;
 use neurocube_core::{Box3, DType, labels};
 use serde_json::value::RawValue;
@@ -58,13 +59,14 @@ pub struct ObjectInput {
 /// bytes); the other fields become JSON values for the row checks.
 pub fn parse_objects(format: UploadFormat, body: &Bytes) -> Result<Vec<ObjectInput>> {
     if format == UploadFormat::Arrow {
-        return crate::annotations::upload::arrow_objects(body)?
+        return crate::annotations::upload::arrow_objects(body, "voxels")?
             .into_iter()
             .enumerate()
-            .map(|(i, mut metadata)| {
-                let voxels = match metadata.remove("voxels") {
-                    None | Some(J::Null) => Vec::new(),
-                    Some(v) => voxel_list(&v).map_err(|reason| invalid(i, "voxels", reason))?,
+            .map(|(i, (metadata, voxels))| {
+                let voxels = match voxels {
+                    None => Vec::new(),
+                    Some((a, row)) => arrow_voxels(a.as_ref(), row)
+                        .map_err(|reason| invalid(i, "voxels", reason))?,
                 };
                 Ok(ObjectInput { metadata, voxels })
             })
@@ -248,6 +250,114 @@ pub fn voxel_list(v: &J) -> std::result::Result<Vec<[u64; 3]>, String> {
         .collect()
 }
 
+/// Integers of an Arrow array, any integer type, read as voxel coordinates.
+enum Coords<'a> {
+    I8(&'a [i8]),
+    I16(&'a [i16]),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+    U32(&'a [u32]),
+    U64(&'a [u64]),
+}
+
+impl<'a> Coords<'a> {
+    fn of(a: &'a dyn Array) -> Option<Self> {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{
+            Int8Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type, UInt32Type,
+            UInt64Type,
+        };
+        use arrow_schema::DataType as D;
+        Some(match a.data_type() {
+            D::Int8 => Self::I8(a.as_primitive::<Int8Type>().values()),
+            D::Int16 => Self::I16(a.as_primitive::<Int16Type>().values()),
+            D::Int32 => Self::I32(a.as_primitive::<Int32Type>().values()),
+            D::Int64 => Self::I64(a.as_primitive::<Int64Type>().values()),
+            D::UInt8 => Self::U8(a.as_primitive::<UInt8Type>().values()),
+            D::UInt16 => Self::U16(a.as_primitive::<UInt16Type>().values()),
+            D::UInt32 => Self::U32(a.as_primitive::<UInt32Type>().values()),
+            D::UInt64 => Self::U64(a.as_primitive::<UInt64Type>().values()),
+            _ => return None,
+        })
+    }
+
+    /// The value at `k`, if it is a non-negative integer.
+    fn get(&self, k: usize) -> Option<u64> {
+        match self {
+            Self::I8(v) => u64::try_from(*v.get(k)?).ok(),
+            Self::I16(v) => u64::try_from(*v.get(k)?).ok(),
+            Self::I32(v) => u64::try_from(*v.get(k)?).ok(),
+            Self::I64(v) => u64::try_from(*v.get(k)?).ok(),
+            Self::U8(v) => v.get(k).map(|c| u64::from(*c)),
+            Self::U16(v) => v.get(k).map(|c| u64::from(*c)),
+            Self::U32(v) => v.get(k).map(|c| u64::from(*c)),
+            Self::U64(v) => v.get(k).copied(),
+        }
+    }
+}
+
+/// Row `row` of an Arrow `voxels` column, read straight into coordinates:
+/// a list (or large list) of voxels, each a list or a fixed-size list of
+/// three non-negative integers of any integer type. A null row is no
+/// voxels.
+pub fn arrow_voxels(a: &dyn Array, row: usize) -> std::result::Result<Vec<[u64; 3]>, String> {
+    use arrow_array::cast::AsArray;
+    use arrow_schema::DataType as D;
+    const SHAPE: &str = "voxels must be a list of [x, y, z] voxel coordinates (a list of lists or of fixed-size lists of 3 integers)";
+    if a.is_null(row) {
+        return Ok(Vec::new());
+    }
+    let voxels = match a.data_type() {
+        D::List(_) => a.as_list::<i32>().value(row),
+        D::LargeList(_) => a.as_list::<i64>().value(row),
+        _ => return Err(SHAPE.into()),
+    };
+    // Each voxel's coordinates: the child array and the range of each.
+    let (child, starts): (&ArrayRef, Vec<(usize, usize)>) = match voxels.data_type() {
+        D::FixedSizeList(_, n) => {
+            let l = voxels.as_fixed_size_list();
+            let n = usize::try_from(*n).unwrap_or(0);
+            (
+                l.values(),
+                (0..l.len()).map(|k| (l.value_offset_at(k), n)).collect(),
+            )
+        }
+        D::List(_) => {
+            let l = voxels.as_list::<i32>();
+            let o = l.value_offsets();
+            (
+                l.values(),
+                (0..l.len())
+                    .map(|k| (o[k] as usize, (o[k + 1] - o[k]) as usize))
+                    .collect(),
+            )
+        }
+        _ => return Err(SHAPE.into()),
+    };
+    let coords = Coords::of(child.as_ref()).ok_or_else(|| SHAPE.to_string())?;
+    let has_nulls = child.null_count() > 0;
+    starts
+        .iter()
+        .enumerate()
+        .map(|(k, &(start, len))| {
+            let bad = || format!("voxel {k}: each voxel is [x, y, z], three non-negative integers");
+            if len != 3 || voxels.is_null(k) {
+                return Err(bad());
+            }
+            let mut out = [0u64; 3];
+            for (axis, c) in out.iter_mut().enumerate() {
+                if has_nulls && child.is_null(start + axis) {
+                    return Err(bad());
+                }
+                *c = coords.get(start + axis).ok_or_else(bad)?;
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
 /// The voxels of a dense mask: those holding `id` (0: not the object's);
 /// any other value is refused.
 pub fn mask_voxels(bbox: &Box3, dtype: DType, data: &[u8], id: u64) -> Result<Vec<[u64; 3]>> {
@@ -276,4 +386,86 @@ pub fn mask_voxels(bbox: &Box3, dtype: DType, data: &[u8], id: u64) -> Result<Ve
         out.push(voxel);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::builder::{
+        FixedSizeListBuilder, Float64Builder, Int16Builder, Int32Builder, LargeListBuilder,
+        ListBuilder, UInt64Builder,
+    };
+
+    use super::*;
+
+    const A: [[u64; 3]; 2] = [[1, 2, 3], [70_000, 5, 6]];
+
+    #[test]
+    fn arrow_voxel_columns_of_every_shape_read_as_their_json_twin() {
+        // list<fixed_size_list<uint64, 3>>, two rows (the second empty)
+        // and a null third.
+        let mut b = ListBuilder::new(FixedSizeListBuilder::new(UInt64Builder::new(), 3));
+        for v in A {
+            b.values().values().append_slice(&v);
+            b.values().append(true);
+        }
+        b.append(true);
+        b.append(true);
+        b.append(false);
+        let a = b.finish();
+        assert_eq!(arrow_voxels(&a, 0).unwrap(), A);
+        assert_eq!(arrow_voxels(&a, 1).unwrap(), Vec::<[u64; 3]>::new());
+        assert_eq!(arrow_voxels(&a, 2).unwrap(), Vec::<[u64; 3]>::new());
+        // A slice of it, as a batch in a stream may be.
+        let sliced = a.slice(0, 1);
+        assert_eq!(arrow_voxels(&sliced, 0).unwrap(), A);
+        // list<list<int32>> (pyarrow's from [[x, y, z], ...]), read at the
+        // second row.
+        let mut b = ListBuilder::new(ListBuilder::new(Int32Builder::new()));
+        b.values().values().append_value(9);
+        b.values().append(true);
+        b.append(true);
+        for v in A {
+            for c in v {
+                b.values().values().append_value(c as i32);
+            }
+            b.values().append(true);
+        }
+        b.append(true);
+        let a = b.finish();
+        assert_eq!(arrow_voxels(&a, 1).unwrap(), A);
+        // The first row's voxel has one coordinate: the JSON path's reason.
+        let e = arrow_voxels(&a, 0).unwrap_err();
+        assert!(e.starts_with("voxel 0:"), "{e}");
+        // large_list<fixed_size_list<int16, 3>> with a negative coordinate.
+        let mut b = LargeListBuilder::new(FixedSizeListBuilder::new(Int16Builder::new(), 3));
+        b.values().values().append_slice(&[1, 2, 3]);
+        b.values().append(true);
+        b.values().values().append_slice(&[4, -5, 6]);
+        b.values().append(true);
+        b.append(true);
+        let a = b.finish();
+        let e = arrow_voxels(&a, 0).unwrap_err();
+        assert!(e.starts_with("voxel 1:"), "{e}");
+        // A null coordinate.
+        let mut b = ListBuilder::new(FixedSizeListBuilder::new(UInt64Builder::new(), 3));
+        b.values().values().append_value(1);
+        b.values().values().append_null();
+        b.values().values().append_value(3);
+        b.values().append(true);
+        b.append(true);
+        let e = arrow_voxels(&b.finish(), 0).unwrap_err();
+        assert!(e.starts_with("voxel 0:"), "{e}");
+        // Floats, and a column that is no list at all.
+        let mut b = ListBuilder::new(FixedSizeListBuilder::new(Float64Builder::new(), 3));
+        b.values().values().append_slice(&[1.0, 2.0, 3.0]);
+        b.values().append(true);
+        b.append(true);
+        let e = arrow_voxels(&b.finish(), 0).unwrap_err();
+        assert!(e.starts_with("voxels must be a list of [x, y, z]"), "{e}");
+        let flat: ArrayRef = Arc::new(arrow_array::UInt64Array::from(vec![1u64, 2, 3]));
+        let e = arrow_voxels(flat.as_ref(), 0).unwrap_err();
+        assert!(e.starts_with("voxels must be a list of [x, y, z]"), "{e}");
+    }
 }
