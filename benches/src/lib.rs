@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches: a panic is a failure report
 
 pub mod graphbench;
+pub mod pgpeer;
 pub mod synbench;
 
 /// White noise, the incompressible extra row beside the EM-like volume of

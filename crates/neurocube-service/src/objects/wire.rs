@@ -402,7 +402,7 @@ mod tests {
     const A: [[u64; 3]; 2] = [[1, 2, 3], [70_000, 5, 6]];
 
     #[test]
-    fn arrow_voxel_columns_of_every_shape_read_as_their_json_twin() {
+    fn arrow_voxel_columns_of_every_shape_read_into_coordinates() {
         // list<fixed_size_list<uint64, 3>>, two rows (the second empty)
         // and a null third.
         let mut b = ListBuilder::new(FixedSizeListBuilder::new(UInt64Builder::new(), 3));
