@@ -21,6 +21,7 @@ mod helpers;
 mod hostile;
 mod jobs;
 mod objects;
+mod objects_bulk;
 mod ops;
 mod precomputed;
 mod slices;

@@ -12,13 +12,13 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, assert_error, npy, spawn_with};
 
 /// Flushes only when asked (or when a cutout write needs it).
-fn slow_flush(s: &mut Settings) {
+pub(crate) fn slow_flush(s: &mut Settings) {
     s.objects.flush_interval_ms = 600_000;
 }
 
 const EXTENT: [u64; 3] = [256, 256, 32];
 
-async fn setup(app: &TestApp) {
+pub(crate) async fn setup(app: &TestApp) {
     app.dataset("o", EXTENT, 2).await;
     app.channel("o", "anno", "segmentation", "uint64", [64, 64, 16])
         .await;
@@ -85,7 +85,7 @@ async fn labels(app: &TestApp, ch: &str, start: [u64; 3], end: [u64; 3]) -> Vec<
         .collect()
 }
 
-async fn ids_in(app: &TestApp, start: [u64; 3], end: [u64; 3]) -> Vec<u64> {
+pub(crate) async fn ids_in(app: &TestApp, start: [u64; 3], end: [u64; 3]) -> Vec<u64> {
     let r = app
         .get(&format!(
             "/o/anno/ids/0/{},{}/{},{}/{},{}/",
@@ -97,7 +97,7 @@ async fn ids_in(app: &TestApp, start: [u64; 3], end: [u64; 3]) -> Vec<u64> {
     serde_json::from_value(v["ids"].clone()).unwrap()
 }
 
-async fn voxels_of(app: &TestApp, id: u64) -> Vec<[u64; 3]> {
+pub(crate) async fn voxels_of(app: &TestApp, id: u64) -> Vec<[u64; 3]> {
     let r = app
         .get(&format!("/v1/datasets/o/tables/syn/objects/{id}/voxels"))
         .await;
@@ -106,7 +106,7 @@ async fn voxels_of(app: &TestApp, id: u64) -> Vec<[u64; 3]> {
     serde_json::from_value(v["voxels"].clone()).unwrap()
 }
 
-async fn row_count(app: &TestApp) -> usize {
+pub(crate) async fn row_count(app: &TestApp) -> usize {
     app.query(
         "/v1/datasets/o/tables/syn/query",
         &json!({"select_columns": ["id"], "timestamp": 4_000_000_000u64}),
@@ -684,118 +684,5 @@ async fn a_full_pending_buffer_answers_503_and_keeps_nothing_of_the_refused_writ
     assert_eq!(
         ids_in(&app, [0, 0, 0], [256, 256, 32]).await,
         vec![first, second]
-    );
-}
-
-fn arrow_objects(objects: &[(&str, Vec<[u64; 3]>)]) -> Vec<u8> {
-    use std::sync::Arc;
-
-    use arrow_array::builder::{FixedSizeListBuilder, ListBuilder, UInt64Builder};
-    use arrow_array::{Array, RecordBatch, StringArray};
-    use arrow_schema::{DataType, Field, Schema};
-    let mut vb = ListBuilder::new(FixedSizeListBuilder::new(UInt64Builder::new(), 3));
-    for (_, voxels) in objects {
-        for v in voxels {
-            let fl = vb.values();
-            fl.values().append_slice(v);
-            fl.append(true);
-        }
-        vb.append(true);
-    }
-    let voxels = vb.finish();
-    let authors = StringArray::from(objects.iter().map(|o| o.0).collect::<Vec<_>>());
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("author", DataType::Utf8, true),
-        Field::new("voxels", voxels.data_type().clone(), true),
-    ]));
-    let batch =
-        RecordBatch::try_new(schema.clone(), vec![Arc::new(authors), Arc::new(voxels)]).unwrap();
-    let mut buf = Vec::new();
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, &schema).unwrap();
-    w.write(&batch).unwrap();
-    w.finish().unwrap();
-    drop(w);
-    buf
-}
-
-#[tokio::test]
-async fn pipelines_post_many_objects_at_once_as_ndjson_or_arrow() {
-    let app = spawn_with(slow_flush).await;
-    setup(&app).await;
-    let post = |ct: &'static str, body: Vec<u8>| {
-        let (client, url) = (app.client.clone(), app.url.clone());
-        async move {
-            client
-                .post(format!("{url}/v1/datasets/o/tables/syn/objects"))
-                .header("content-type", ct)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
-    let ndjson = "{\"author\": \"n1\", \"voxels\": [[1, 1, 1]]}\n\n{\"author\": \"n2\", \"voxels\": [[2, 2, 2], [3, 2, 2]]}\n";
-    let r = post("application/x-ndjson", ndjson.as_bytes().to_vec()).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let n: Vec<u64> =
-        serde_json::from_value(r.json::<Value>().await.unwrap()["ids"].clone()).unwrap();
-    let r = post(
-        "application/vnd.apache.arrow.stream",
-        arrow_objects(&[
-            ("a1", vec![[10, 10, 1], [11, 10, 1]]),
-            ("a2", vec![[20, 20, 2]]),
-        ]),
-    )
-    .await;
-    assert_eq!(
-        r.status(),
-        StatusCode::CREATED,
-        "{}",
-        r.text().await.unwrap()
-    );
-    let a: Vec<u64> =
-        serde_json::from_value(r.json::<Value>().await.unwrap()["ids"].clone()).unwrap();
-    assert_eq!(n.len() + a.len(), 4);
-    for (id, want) in [
-        (n[0], vec![[1, 1, 1]]),
-        (n[1], vec![[2, 2, 2], [3, 2, 2]]),
-        (a[0], vec![[10, 10, 1], [11, 10, 1]]),
-        (a[1], vec![[20, 20, 2]]),
-    ] {
-        assert_eq!(voxels_of(&app, id).await, want);
-    }
-    let authors: Vec<String> = app
-        .query(
-            "/v1/datasets/o/tables/syn/query",
-            &json!({"select_columns": ["author"], "timestamp": 4_000_000_000u64}),
-        )
-        .await
-        .iter()
-        .map(|r| r["author"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(authors, ["n1", "n2", "a1", "a2"]);
-    // One bad object in a bulk request: nothing of it is written.
-    let r = post(
-        "application/vnd.apache.arrow.stream",
-        arrow_objects(&[("ok", vec![[5, 5, 5]]), ("bad", vec![[5, 5, 500]])]),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let e: Value = r.json().await.unwrap();
-    assert_eq!(
-        (e["row"].clone(), e["column"].clone()),
-        (json!(1), json!("voxels")),
-        "{e}"
-    );
-    let r = post(
-        "application/x-ndjson",
-        b"{\"voxels\": [[1, 1, 1]]}\n{\"voxels\": [[1, 1]]}\n".to_vec(),
-    )
-    .await;
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(row_count(&app).await, 4);
-    assert_eq!(
-        ids_in(&app, [0, 0, 0], [256, 256, 32]).await,
-        [n.clone(), a.clone()].concat()
     );
 }
