@@ -29,6 +29,7 @@ pub mod graph;
 pub mod jobs;
 pub mod keys;
 mod locks;
+mod lowpri;
 pub mod metrics;
 pub mod objects;
 pub mod precomputed;

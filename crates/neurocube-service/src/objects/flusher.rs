@@ -27,9 +27,6 @@ use crate::keys;
 /// A chunk and its patches, in order.
 type ChunkPatches = (neurocube_core::ChunkIndex, Vec<Patch>);
 
-/// Writers are paused when no label write came for this long.
-const QUIET: Duration = Duration::from_millis(50);
-
 /// Pause between tries of chunks whose store failed.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -258,45 +255,11 @@ impl Worker for Flusher {
     }
 
     async fn wait_for_work(&mut self) {
-        let labels = self.0.labels.clone();
-        loop {
-            let woken = labels.wake.notified();
-            if labels.chunks() > 0 {
-                break;
-            }
-            woken.await;
-        }
-        // Gather writes for one interval; then flush as soon as writers
-        // pause (a storm is absorbed in memory and flushed behind it), and
-        // at most `flush_max_delay` after the first write; at once when
-        // asked to or when `flush_at_bytes` are pending.
-        let config = &self.0.config;
-        let first = tokio::time::Instant::now();
-        let interval_end = first + config.flush_interval;
-        let latest = first + config.flush_max_delay.max(config.flush_interval);
-        loop {
-            if labels.urgent.load(Ordering::SeqCst) || labels.bytes() >= config.flush_at_bytes {
-                return;
-            }
-            let now = tokio::time::Instant::now();
-            if now >= latest {
-                return;
-            }
-            let adds = labels.adds();
-            let until = if now < interval_end {
-                interval_end
-            } else {
-                (now + QUIET).min(latest)
-            };
-            let woken = labels.wake.notified();
-            // Woken by a write, or by an urgent request: look again.
-            if tokio::time::timeout_at(until, woken).await.is_err()
-                && until != interval_end
-                && labels.adds() == adds
-            {
-                return;
-            }
-        }
+        let c = &self.0.config;
+        self.0
+            .labels
+            .until_flush_due(c.flush_interval, c.flush_max_delay, c.flush_at_bytes)
+            .await;
     }
 
     fn queue_depth(&self) -> Option<u64> {

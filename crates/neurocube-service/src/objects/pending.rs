@@ -18,6 +18,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::error::{Result, ServiceError};
 
+/// Writers are paused when no label write came for this long and none is
+/// waiting for its commit.
+const QUIET: Duration = Duration::from_millis(50);
+
 /// A pending patch: the write it came from, its label, and its voxels.
 #[derive(Clone, Debug)]
 pub struct Patch {
@@ -126,6 +130,12 @@ impl PendingLabels {
     #[must_use]
     pub fn adds(&self) -> u64 {
         self.adds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Writes added whose group commit has not answered yet.
+    #[must_use]
+    pub fn in_flight(&self) -> usize {
+        self.lock().inflight.values().sum()
     }
 
     /// Bytes of patches held.
@@ -383,6 +393,51 @@ impl PendingLabels {
         self.flushed.send_replace(Some(epoch));
     }
 
+    /// Wait until a flush is due: something is pending, then writes were
+    /// gathered for `interval`; then as soon as writers pause (a storm is
+    /// absorbed in memory and flushed behind it), and at most `max_delay`
+    /// after the first write; at once when asked to or when `at_bytes` are
+    /// pending.
+    pub async fn until_flush_due(&self, interval: Duration, max_delay: Duration, at_bytes: usize) {
+        loop {
+            let woken = self.wake.notified();
+            if self.chunks() > 0 {
+                break;
+            }
+            woken.await;
+        }
+        let first = tokio::time::Instant::now();
+        let interval_end = first + interval;
+        let latest = first + max_delay.max(interval);
+        loop {
+            if self.urgent.load(std::sync::atomic::Ordering::SeqCst) || self.bytes() >= at_bytes {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= latest {
+                return;
+            }
+            let adds = self.adds();
+            let until = if now < interval_end {
+                interval_end
+            } else {
+                (now + QUIET).min(latest)
+            };
+            let woken = self.wake.notified();
+            // Woken by a write, or by an urgent request: look again. Writes
+            // still in their group commit are writers held up by the store
+            // (a memtable rotation stalls them for up to ~0.2 s), not a
+            // pause: flushing then would put the flush in the storm.
+            if tokio::time::timeout_at(until, woken).await.is_err()
+                && until != interval_end
+                && self.adds() == adds
+                && self.in_flight() == 0
+            {
+                return;
+            }
+        }
+    }
+
     /// Ask the flusher to store everything pending now, and wait until it
     /// has (at most `timeout`, then 503).
     pub async fn flush_now(&self, timeout: Duration) -> Result<()> {
@@ -431,6 +486,64 @@ mod tests {
             dataset: DatasetName::parse("d").unwrap(),
             channel: ChannelName::parse("a").unwrap(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_is_due_when_writers_pause_not_while_a_commit_is_held_up() {
+        use tokio::time::{Instant, sleep};
+        let ms = Duration::from_millis;
+        let p = Arc::new(PendingLabels::new(1 << 20));
+        let code = morton::encode([0, 0, 0]);
+        let add = |label| {
+            p.add(
+                &names(),
+                9,
+                0,
+                vec![(code, label, Arc::from(vec![(1u32, 1u32)]))],
+            )
+            .unwrap()
+        };
+        let due = |p: &Arc<PendingLabels>| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                p.until_flush_due(ms(100), ms(10_000), 1 << 30).await;
+                Instant::now()
+            })
+        };
+
+        // A write acknowledged at once, then no more: due one interval and
+        // one pause later.
+        let t0 = Instant::now();
+        let waiter = due(&p);
+        let (e, s) = add(5);
+        p.done(e, s, true);
+        let at = waiter.await.unwrap() - t0;
+        assert!(at >= ms(100) + QUIET && at <= ms(100) + 2 * QUIET, "{at:?}");
+
+        // A write held in its group commit for 2 s (a stalled store) is not
+        // a pause: the flush waits for it, then for a pause.
+        let t0 = Instant::now();
+        let waiter = due(&p);
+        let (e, s) = add(6);
+        sleep(ms(2_000)).await;
+        assert!(!waiter.is_finished());
+        p.done(e, s, true);
+        let at = waiter.await.unwrap() - t0;
+        assert!(at >= ms(2_000) && at <= ms(2_000) + 2 * QUIET, "{at:?}");
+
+        // Writes held up for good: due at the longest delay.
+        let t0 = Instant::now();
+        let waiter = due(&p);
+        let _held = add(7);
+        let at = waiter.await.unwrap() - t0;
+        assert_eq!(at, ms(10_000));
+
+        // Asked for: due at once.
+        let waiter = due(&p);
+        p.urgent.store(true, std::sync::atomic::Ordering::SeqCst);
+        p.wake.notify_one();
+        let t0 = Instant::now();
+        assert!(waiter.await.unwrap() - t0 <= QUIET);
     }
 
     #[test]

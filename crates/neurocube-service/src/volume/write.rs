@@ -238,13 +238,18 @@ impl Volumes {
             .iter()
             .map(|(i, p)| (*i, Arc::from(p.as_slice())))
             .collect();
-        let new: Vec<Option<Bytes>> = tokio::task::spawn_blocking(move || {
+        // At a lower priority: the flusher runs behind the requests.
+        let new: Vec<Option<Bytes>> = crate::lowpri::run(move || {
             work.par_iter()
                 .zip(o.par_iter())
                 .map(|((idx, p), old)| patched(&tt, *idx, old.as_ref(), p))
                 .collect::<Result<Vec<_>>>()
         })
-        .await??;
+        .await
+        .ok_or(ServiceError::Internal {
+            during: "patching label chunks",
+            reason: "the patch task panicked".into(),
+        })??;
         let mut decided: Vec<Option<bool>> = vec![None; batch.len()];
         let mut items = Vec::new();
         let mut slots = Vec::new();
