@@ -30,6 +30,7 @@
 //! docs/cassandra.md.
 
 mod options;
+mod statements;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,15 +44,15 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
-use scylla::statement::Consistency;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use tokio::sync::Semaphore;
 
-use options::{BACKEND, engine, exec_error, prep_error, session_error};
+use options::{BACKEND, engine, exec_error, session_error};
 pub use options::{
     CassandraOptions, parse_consistency, parse_serial_consistency, validate_keyspace,
 };
+use statements::{Stmts, prepare_table, table_options};
 
 use crate::{Key, Page, PageToken, Partitions, SortRange, Store, StoreError, Table};
 
@@ -62,24 +63,6 @@ const IN_BATCH: usize = 4;
 
 /// Attempts after the first of a request no coordinator ran.
 const RETRIES: u32 = 4;
-
-/// Prepared statements of one table.
-struct Stmts {
-    put: PreparedStatement,
-    get_in: PreparedStatement,
-    del: PreparedStatement,
-    del_partition: PreparedStatement,
-    /// `scan[lower][upper]`: lower 0 none, 1 `s >= ?`, 2 `s > ?`; upper 0 none, 1 `s < ?`.
-    scan: [[PreparedStatement; 2]; 3],
-    ring: PreparedStatement,
-    /// Distinct partition keys: from the start of the ring, and after one.
-    parts_first: PreparedStatement,
-    parts_after: PreparedStatement,
-    cas_insert: PreparedStatement,
-    cas_update: PreparedStatement,
-    cas_delete: PreparedStatement,
-    serial_get: PreparedStatement,
-}
 
 struct Inner {
     session: Session,
@@ -271,114 +254,6 @@ impl CassandraStore {
     fn concurrency(&self) -> usize {
         self.inner.opts.max_concurrency.max(1)
     }
-}
-
-/// Options of a table at creation. Chunks are Blosc frames already, so
-/// Cassandra's own LZ4 (on by default) would only cost CPU on every read
-/// and write: store-compare measured it (BENCHMARKS.md, issue 15).
-fn table_options(t: Table) -> &'static str {
-    match t {
-        Table::Chunks => " WITH compression = {'enabled': 'false'}",
-        _ => "",
-    }
-}
-
-#[allow(clippy::expect_used)] // startup: arrays filled by loops of fixed length
-async fn prepare_table(
-    session: &Session,
-    opts: &CassandraOptions,
-    hosts: &str,
-    t: Table,
-) -> Result<Stmts, StoreError> {
-    let name = format!("{}.{}", opts.keyspace, t.name());
-    let prep = |q: String, c: Consistency, idempotent: bool| async move {
-        let mut p = session
-            .prepare(q)
-            .await
-            .map_err(|e| prep_error(hosts, "prepare a statement", e))?;
-        p.set_consistency(c);
-        p.set_is_idempotent(idempotent);
-        if !idempotent {
-            p.set_serial_consistency(Some(opts.serial_consistency));
-        }
-        Ok::<_, StoreError>(p)
-    };
-    let (r, w) = (opts.read_consistency, opts.write_consistency);
-    let lowers = ["", " AND s >= ?", " AND s > ?"];
-    let uppers = ["", " AND s < ?"];
-    let mut scan = Vec::new();
-    for lo in lowers {
-        let mut row = Vec::new();
-        for up in uppers {
-            row.push(
-                prep(
-                    format!("SELECT s, v FROM {name} WHERE p = ?{lo}{up} LIMIT ?"),
-                    r,
-                    true,
-                )
-                .await?,
-            );
-        }
-        scan.push(<[PreparedStatement; 2]>::try_from(row).expect("two uppers"));
-    }
-    let serial = match opts.serial_consistency {
-        scylla::statement::SerialConsistency::Serial => Consistency::Serial,
-        scylla::statement::SerialConsistency::LocalSerial => Consistency::LocalSerial,
-    };
-    Ok(Stmts {
-        put: prep(
-            format!("INSERT INTO {name} (p, s, v) VALUES (?, ?, ?)"),
-            w,
-            true,
-        )
-        .await?,
-        get_in: prep(
-            format!("SELECT s, v FROM {name} WHERE p = ? AND s IN ?"),
-            r,
-            true,
-        )
-        .await?,
-        del: prep(format!("DELETE FROM {name} WHERE p = ? AND s = ?"), w, true).await?,
-        del_partition: prep(format!("DELETE FROM {name} WHERE p = ?"), w, true).await?,
-        scan: <[[PreparedStatement; 2]; 3]>::try_from(scan).expect("three lowers"),
-        ring: prep(
-            format!("SELECT token(p), p, s, v FROM {name} WHERE token(p) > ? LIMIT ?"),
-            r,
-            true,
-        )
-        .await?,
-        parts_first: prep(format!("SELECT DISTINCT p FROM {name} LIMIT ?"), r, true).await?,
-        parts_after: prep(
-            format!("SELECT DISTINCT p FROM {name} WHERE token(p) > token(?) LIMIT ?"),
-            r,
-            true,
-        )
-        .await?,
-        cas_insert: prep(
-            format!("INSERT INTO {name} (p, s, v) VALUES (?, ?, ?) IF NOT EXISTS"),
-            w,
-            false,
-        )
-        .await?,
-        cas_update: prep(
-            format!("UPDATE {name} SET v = ? WHERE p = ? AND s = ? IF v = ?"),
-            w,
-            false,
-        )
-        .await?,
-        cas_delete: prep(
-            format!("DELETE FROM {name} WHERE p = ? AND s = ? IF v = ?"),
-            w,
-            false,
-        )
-        .await?,
-        serial_get: prep(
-            format!("SELECT v FROM {name} WHERE p = ? AND s = ?"),
-            serial,
-            true,
-        )
-        .await?,
-    })
 }
 
 fn rows<R>(op: &'static str, res: QueryResult) -> Result<Vec<R>, StoreError>
