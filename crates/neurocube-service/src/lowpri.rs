@@ -33,15 +33,19 @@ fn pool() -> Option<&'static rayon::ThreadPool> {
 }
 
 /// Run `f` on the pool (use rayon's parallel iterators inside it) from
-/// async code, without holding a runtime thread. `None` if `f` panicked.
+/// async code, without holding a runtime thread. `None` if `f` panicked
+/// (the panic is caught: a rayon pool would abort the process).
 pub async fn run<T, F>(f: F) -> Option<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let job = move || {
-        let _ = tx.send(f());
+    let job = move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => {
+            let _ = tx.send(v);
+        }
+        Err(_) => tracing::error!("a low-priority background task panicked"),
     };
     match pool() {
         Some(p) => p.spawn(job),
@@ -90,5 +94,12 @@ mod tests {
         assert_eq!(nice, super::NICE);
         // The caller's own priority is untouched.
         assert_eq!(caller(), before);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_none_and_the_pool_goes_on() {
+        let r: Option<()> = super::run(|| panic!("boom")).await;
+        assert!(r.is_none());
+        assert_eq!(super::run(|| 7).await, Some(7));
     }
 }
