@@ -384,7 +384,7 @@ fn arrow_upload(s: &Syn) -> Vec<u8> {
     let one = |v: i64| Arc::new(Int64Array::from(vec![v])) as arrow_array::ArrayRef;
     let opt = |v: Option<i64>| Arc::new(Int64Array::from(vec![v])) as arrow_array::ArrayRef;
     let batch = RecordBatch::try_new(
-        schema.clone(),
+        schema,
         vec![
             one(s.pre[0]),
             one(s.pre[1]),
@@ -399,12 +399,7 @@ fn arrow_upload(s: &Syn) -> Vec<u8> {
         ],
     )
     .unwrap();
-    let mut buf = Vec::new();
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, &schema).unwrap();
-    w.write(&batch).unwrap();
-    w.finish().unwrap();
-    drop(w);
-    buf
+    crate::helpers::arrow_stream(&batch)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

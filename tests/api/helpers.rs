@@ -246,6 +246,16 @@ pub async fn assert_error(r: Response, status: u16, code: &str, message_contains
 }
 
 /// A C-ordered array of `n` bytes where every byte depends on its position.
+/// A record batch as an Arrow IPC stream body.
+pub fn arrow_stream(batch: &arrow_array::RecordBatch) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema()).unwrap();
+    w.write(batch).unwrap();
+    w.finish().unwrap();
+    drop(w);
+    buf
+}
+
 pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
         .map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 24) as u8 ^ seed)

@@ -28,14 +28,8 @@ fn arrow_objects(objects: &[(&str, Vec<[u64; 3]>)]) -> Vec<u8> {
         Field::new("author", DataType::Utf8, true),
         Field::new("voxels", voxels.data_type().clone(), true),
     ]));
-    let batch =
-        RecordBatch::try_new(schema.clone(), vec![Arc::new(authors), Arc::new(voxels)]).unwrap();
-    let mut buf = Vec::new();
-    let mut w = arrow_ipc::writer::StreamWriter::try_new(&mut buf, &schema).unwrap();
-    w.write(&batch).unwrap();
-    w.finish().unwrap();
-    drop(w);
-    buf
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(authors), Arc::new(voxels)]).unwrap();
+    crate::helpers::arrow_stream(&batch)
 }
 
 #[tokio::test]
