@@ -185,6 +185,7 @@ pub fn service_config(s: &Settings) -> Result<ServiceConfig, StartError> {
             max_graph_png_nodes: s.annotations.max_graph_png_nodes.max(1),
             query_batch_rows: s.annotations.query_batch_rows.max(1),
             pack_min_rows: s.annotations.pack_min_rows,
+            ingest_min_rows: s.annotations.ingest_min_rows,
             ..Default::default()
         },
         max_upload_bytes: s.annotations.max_upload_bytes,

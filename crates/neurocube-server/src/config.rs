@@ -81,6 +81,9 @@ pub struct AnnotationSettings {
     /// A version also stores in columns the rows of each root id with at
     /// least this many (0: never).
     pub pack_min_rows: usize,
+    /// Uploads of at least this many rows write their index entries by
+    /// ingestion on the embedded store (0: never).
+    pub ingest_min_rows: usize,
 }
 
 /// HTTP listener.

@@ -29,7 +29,7 @@ macro_rules! conformance_tests {
             compare_and_set_semantics, compare_and_set_many_decides_each, compare_and_set_never_loses_an_update, large_values,
             delete_partition_removes_only_that_partition, empty_batches,
             scan_helper_reads_every_page, flush_keeps_everything, put_rows_spans_tables, scan_ranges_reads_each_range,
-            partitions_lists_what_exists, scan_prefix_reads_every_row);
+            partitions_lists_what_exists, scan_prefix_reads_every_row, ingest_adds_rows);
     };
     (@each $make:expr; $($name:ident),*) => {
         $(
@@ -697,4 +697,56 @@ pub async fn scan_ranges_reads_each_range(s: &Arc<dyn Store>) {
         .unwrap();
     let sorts: Vec<Bytes> = cut[0].iter().map(|(key, _)| key.sort.clone()).collect();
     assert_eq!(sorts, vec![v("00001"), v("00004"), v("00007")]);
+}
+
+/// `ingest` writes new rows in bulk (in any order given), over what was
+/// there; writes after it win over it, and its rows delete like any other.
+pub async fn ingest_adds_rows(s: &Arc<dyn Store>) {
+    s.put_many(Table::RowIndex, vec![(k("a", "00007"), v("old"))])
+        .await
+        .unwrap();
+    // Given out of order: a stride through 0..600 over three partitions.
+    let rows: Vec<(Key, Bytes)> = (0..600u32)
+        .map(|i| (i * 7) % 600)
+        .map(|i| {
+            let p = ["a", "b", "c"][(i % 3) as usize];
+            (k(p, &format!("{i:05}")), v(&format!("v{i}")))
+        })
+        .chain([(k("a", "00007"), v("new"))])
+        .collect();
+    s.ingest(Table::RowIndex, rows).await.unwrap();
+    s.ingest(Table::RowIndex, Vec::new()).await.unwrap();
+    let got = s
+        .scan_ranges(
+            Table::RowIndex,
+            vec![(Bytes::from_static(b"b"), SortRange::all())],
+            usize::MAX,
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    let want: Vec<(Bytes, Bytes)> = (0..600u32)
+        .filter(|i| i % 3 == 1)
+        .map(|i| (Bytes::from(format!("{i:05}")), v(&format!("v{i}"))))
+        .collect();
+    let got: Vec<(Bytes, Bytes)> = got.into_iter().map(|(key, val)| (key.sort, val)).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        s.get_many(Table::RowIndex, &[k("a", "00007"), k("c", "00002")])
+            .await
+            .unwrap(),
+        vec![Some(v("new")), Some(v("v2"))]
+    );
+    s.put_many(Table::RowIndex, vec![(k("a", "00003"), v("later"))])
+        .await
+        .unwrap();
+    s.delete_many(Table::RowIndex, &[k("b", "00001")])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_many(Table::RowIndex, &[k("a", "00003"), k("b", "00001")])
+            .await
+            .unwrap(),
+        vec![Some(v("later")), None]
+    );
 }

@@ -191,6 +191,23 @@ pub trait Store: Send + Sync + 'static {
     /// a group of rows, their index entries and counters at once.
     async fn put_rows(&self, rows: Vec<(Table, Key, Bytes)>) -> Result<(), StoreError>;
 
+    /// Whether [`Store::ingest`] bypasses the engine's write path (the
+    /// embedded engine writes sorted runs straight into its tables). When
+    /// false, `ingest` is [`Store::put_many`] and callers gain nothing by
+    /// splitting their writes for it.
+    fn ingests(&self) -> bool {
+        false
+    }
+
+    /// Write many new rows of one table in bulk; durable when this
+    /// returns, and atomic (all or none visible). For keys no other writer
+    /// is changing at the same time (a bulk upload's new index entries):
+    /// it takes no key locks. The embedded engine sorts the rows and writes
+    /// them as one run of tables, without its journal and memtable.
+    async fn ingest(&self, table: Table, rows: Vec<(Key, Bytes)>) -> Result<(), StoreError> {
+        self.put_many(table, rows).await
+    }
+
     /// Read rows; the result has one entry per key, in order.
     async fn get_many(&self, table: Table, keys: &[Key]) -> Result<Vec<Option<Bytes>>, StoreError>;
 

@@ -97,7 +97,8 @@ cassandra_conformance!(
     put_rows_spans_tables,
     scan_ranges_reads_each_range,
     partitions_lists_what_exists,
-    scan_prefix_reads_every_row
+    scan_prefix_reads_every_row,
+    ingest_adds_rows
 );
 
 /// A page token of another backend is rejected, not misread.

@@ -70,6 +70,10 @@ pub struct AnnotationConfig {
     /// A version stores the rows of a root id with at least this many
     /// synapses (on one bound point) together in columns as well (0: never).
     pub pack_min_rows: usize,
+    /// An upload of at least this many rows writes its index entries by
+    /// ingestion where the store ingests (the embedded engine), before the
+    /// group commit of its rows (0: never).
+    pub ingest_min_rows: usize,
 }
 
 impl Default for AnnotationConfig {
@@ -81,6 +85,7 @@ impl Default for AnnotationConfig {
             max_graph_png_nodes: 4096,
             query_batch_rows: 65_536,
             pack_min_rows: 256,
+            ingest_min_rows: 4096,
         }
     }
 }

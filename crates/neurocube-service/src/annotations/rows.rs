@@ -404,7 +404,23 @@ impl Annotations {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let (ids, set) = self.prepare_insert(t, rows).await?;
+        let (ids, mut set) = self.prepare_insert(t, rows).await?;
+        let min = self.config.ingest_min_rows;
+        if min > 0 && set.rows >= min && self.store.ingests() {
+            // Index entries first, straight into the engine's tables; the
+            // rows' group commit after them is the commit point. Live reads
+            // go from an index entry to its row and skip entries without
+            // one, so until then (or for good, if the commit never comes)
+            // the entries are invisible. Three of a synapse's four store
+            // entries then skip the journal, the memtable and its flush.
+            self.writer.check_room(set.rows)?;
+            let (index, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut set.puts)
+                .into_iter()
+                .partition(|(table, _, _)| *table == Table::RowIndex);
+            set.puts = rest;
+            let index = index.into_iter().map(|(_, k, v)| (k, v)).collect();
+            self.store.ingest(Table::RowIndex, index).await?;
+        }
         self.writer.submit(set).await?;
         Ok(ids)
     }

@@ -142,20 +142,34 @@ impl BatchWriter {
         }
     }
 
+    fn overloaded(&self) -> ServiceError {
+        self.rejected.inc();
+        ServiceError::Overloaded {
+            resource: "the annotation write queue (rows)",
+            limit: self.config.queue_rows as u64,
+            setting: "annotations.queue_rows",
+            retry_after: Duration::from_secs(1),
+        }
+    }
+
+    /// The 503 that [`BatchWriter::submit`] would give `rows` now, if any:
+    /// for work to skip when its write would be refused (it is not a
+    /// reservation).
+    pub fn check_room(&self, rows: usize) -> Result<()> {
+        let before = self.queued_rows.load(Ordering::SeqCst);
+        if before > 0 && before + rows.max(1) > self.config.queue_rows {
+            return Err(self.overloaded());
+        }
+        Ok(())
+    }
+
     /// Queue a write and wait until it is durable (or failed).
     pub async fn submit(&self, set: WriteSet) -> Result<()> {
         let n = set.rows.max(1);
-        let limit = self.config.queue_rows;
         let before = self.queued_rows.fetch_add(n, Ordering::SeqCst);
-        if before > 0 && before + n > limit {
+        if before > 0 && before + n > self.config.queue_rows {
             self.queued_rows.fetch_sub(n, Ordering::SeqCst);
-            self.rejected.inc();
-            return Err(ServiceError::Overloaded {
-                resource: "the annotation write queue (rows)",
-                limit: limit as u64,
-                setting: "annotations.queue_rows",
-                retry_after: Duration::from_secs(1),
-            });
+            return Err(self.overloaded());
         }
         let (tx, rx) = oneshot::channel();
         lock(&self.queue).push_back(Pending { set, ack: tx });
