@@ -30,10 +30,11 @@ use crate::{
 const BACKEND: &str = "embedded";
 
 /// An ingestion waits while its table has this many runs in level 0, where
-/// fjall starts to slow its own writers: ingested runs do not count for
-/// those stalls. Lower is worse for a bulk upload: 10M synapses at 8 runs
-/// took 1.5× the time at 20 (compaction then merges fewer runs at once and
-/// rewrites the level below more often; BENCHMARKS.md).
+/// fjall starts to slow its own writers (which ingestion is not). Lower is
+/// worse for a bulk upload: 10M synapses at 8 runs took 1.5× the time at 20
+/// (compaction then merges fewer runs at once and rewrites the level below
+/// more often; BENCHMARKS.md). Past 30 fjall halts the table's other
+/// writers until compaction catches up.
 const INGEST_MAX_L0_RUNS: usize = 20;
 
 /// The longest an ingestion waits for compaction before it writes anyway.
