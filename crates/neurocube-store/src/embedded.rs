@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,18 +26,19 @@ use crate::{
     decode_key_shared, encode_key,
 };
 
+mod ingest;
+
 const BACKEND: &str = "embedded";
 
-/// An ingestion waits while its table has this many runs in level 0, where
-/// fjall starts to slow its own writers (which ingestion is not). Lower is
-/// worse for a bulk upload: 10M synapses at 8 runs took 1.5× the time at 20
-/// (compaction then merges fewer runs at once and rewrites the level below
-/// more often; BENCHMARKS.md). Past 30 fjall halts the table's other
-/// writers until compaction catches up.
-const INGEST_MAX_L0_RUNS: usize = 20;
-
-/// The longest an ingestion waits for compaction before it writes anyway.
-const INGEST_MAX_WAIT: Duration = Duration::from_secs(30);
+/// The index table merges level 0 into the level below once it has this
+/// many runs (fjall's default is 4). Bulk uploads ingest a run of random
+/// keys (root ids, cells) per request, each overlapping the whole level
+/// below, so every merge rewrites that level: merging 20 runs at once
+/// instead of 4 made a 10M-synapse upload 1.3–1.5× faster (BENCHMARKS.md),
+/// with no change to query latency. It stays below 20, where fjall starts
+/// to slow the table's writers. fjall keeps a table's settings from its
+/// creation: data directories made before keep 4.
+const INDEX_L0_THRESHOLD: u8 = 20;
 
 /// How far a write is persisted before it is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -85,6 +85,7 @@ struct Inner {
     db: Database,
     tables: HashMap<Table, Keyspace>,
     stripes: Stripes,
+    ingesting: ingest::IngestQueues,
     mode: PersistMode,
 }
 
@@ -127,6 +128,13 @@ impl EmbeddedStore {
                     Table::Chunks => KeyspaceCreateOptions::default().with_kv_separation(Some(
                         KvSeparationOptions::default().compression(fjall::CompressionType::None),
                     )),
+                    // Index entries: see INDEX_L0_THRESHOLD.
+                    Table::RowIndex => {
+                        KeyspaceCreateOptions::default().compaction_strategy(Arc::new(
+                            fjall::compaction::Leveled::default()
+                                .with_l0_threshold(INDEX_L0_THRESHOLD),
+                        ))
+                    }
                     _ => KeyspaceCreateOptions::default(),
                 })
                 .map_err(engine("open a table"))?;
@@ -141,6 +149,10 @@ impl EmbeddedStore {
                 db,
                 tables,
                 stripes: Stripes::default(),
+                ingesting: Table::ALL
+                    .iter()
+                    .map(|t| (*t, ingest::IngestQueue::default()))
+                    .collect(),
                 mode,
             }),
         })
@@ -363,36 +375,24 @@ impl Store for EmbeddedStore {
             return Ok(());
         }
         self.blocking(move |s| {
-            let mut items: Vec<(Vec<u8>, usize, Bytes)> = rows
-                .into_iter()
-                .enumerate()
-                .map(|(i, (k, v))| (encode_key(&k.partition, &k.sort), i, v))
-                .collect();
-            // Equal keys (rare: a bulk upload's are new and distinct) in
-            // the order given, and the last one wins, as in a batch.
-            items.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-            let n = items.len();
-            let mut items = items.into_iter().peekable();
-            let mut sorted = Vec::with_capacity(n);
-            while let Some((k, _, v)) = items.next() {
-                if items.peek().is_none_or(|next| next.0 != k) {
-                    sorted.push((k, v));
-                }
-            }
+            let run = ingest::sorted_run(
+                rows.into_iter()
+                    .map(|(k, v)| (encode_key(&k.partition, &k.sort), v))
+                    .collect(),
+            );
             let ks = s.ks(table);
-            // Each ingestion adds a run to level 0 and is not held back by
-            // fjall's write stalls: wait (bounded) while level 0 is as deep
-            // as where they begin, so that runs cannot pile up past it.
-            let waited = Instant::now();
-            while ks.tree.l0_run_count() >= INGEST_MAX_L0_RUNS && waited.elapsed() < INGEST_MAX_WAIT
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let mut ingestion = ks.start_ingestion().map_err(engine("start an ingestion"))?;
-            for (k, v) in sorted {
-                ingestion.write(k, v).map_err(engine("ingest"))?;
-            }
-            ingestion.finish().map_err(engine("finish an ingestion"))
+            s.ingesting[&table].ingest(
+                run,
+                || ks.tree.l0_run_count(),
+                |entries| {
+                    let mut ingestion =
+                        ks.start_ingestion().map_err(engine("start an ingestion"))?;
+                    for (k, v) in entries {
+                        ingestion.write(k, v).map_err(engine("ingest"))?;
+                    }
+                    ingestion.finish().map_err(engine("finish an ingestion"))
+                },
+            )
         })
         .await
     }
