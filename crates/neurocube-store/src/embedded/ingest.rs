@@ -206,7 +206,17 @@ impl IngestQueue {
                 st.next += 1;
                 (st.next - 1, std::mem::take(&mut st.pending))
             };
-            let result = write(merge_runs(runs));
+            // A panic in the write must not leave `leading` set: every
+            // later ingestion of the table would wait for good.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| write(merge_runs(runs))))
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Engine {
+                            backend: super::BACKEND,
+                            op: "ingest",
+                            source: "the ingestion panicked".into(),
+                        })
+                    });
             st = self.state.lock();
             st.finished = number + 1;
             st.leading = false;
@@ -306,6 +316,22 @@ mod tests {
             let merged = merge_runs(runs.into_iter().map(sorted_run).collect());
             assert_eq!(merged, reference(&all), "round {round}");
         }
+    }
+
+    #[test]
+    fn a_panicking_ingestion_fails_its_callers_and_the_next_one_runs() {
+        let queue = IngestQueue::default();
+        let panicked = queue.ingest(
+            sorted_run(vec![(vec![1], Bytes::new())]),
+            || 0,
+            |_| panic!("a bug in the engine"),
+        );
+        assert!(
+            panicked.unwrap_err().to_string().contains("panicked"),
+            "the caller learns of the panic"
+        );
+        let next = queue.ingest(sorted_run(vec![(vec![2], Bytes::new())]), || 0, |_| Ok(()));
+        assert!(next.is_ok());
     }
 
     #[test]
