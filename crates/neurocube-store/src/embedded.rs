@@ -35,9 +35,10 @@ const BACKEND: &str = "embedded";
 /// keys (root ids, cells) per request, each overlapping the whole level
 /// below, so every merge rewrites that level: merging 20 runs at once
 /// instead of 4 made a 10M-synapse upload 1.3–1.5× faster (BENCHMARKS.md),
-/// with no change to query latency. It stays below 20, where fjall starts
-/// to slow the table's writers. fjall keeps a table's settings from its
-/// creation: data directories made before keep 4.
+/// with no change to query latency. At 20 runs fjall also starts to slow
+/// the table's journal writers, so a merge begins as soon as they are
+/// slowed. fjall keeps a table's settings from its creation: data
+/// directories made before keep 4.
 const INDEX_L0_THRESHOLD: u8 = 20;
 
 /// How far a write is persisted before it is acknowledged.

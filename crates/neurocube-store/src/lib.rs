@@ -204,8 +204,9 @@ pub trait Store: Send + Sync + 'static {
     /// bulk upload's new index entries): it takes no key locks, and of
     /// equal keys in one call which one wins is the backend's (the
     /// embedded engine: the last). The embedded engine sorts the rows and
-    /// writes them as one run of tables, without its journal and memtable,
-    /// all visible at once; elsewhere this is [`Store::put_many`].
+    /// writes them, with those of concurrent calls for the same table, as
+    /// one run of tables, without its journal and memtable, all visible at
+    /// once; elsewhere this is [`Store::put_many`].
     async fn ingest(&self, table: Table, rows: Vec<(Key, Bytes)>) -> Result<(), StoreError> {
         self.put_many(table, rows).await
     }

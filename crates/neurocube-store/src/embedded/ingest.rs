@@ -24,7 +24,7 @@ use crate::StoreError;
 /// below that. Lower is worse for a bulk upload: compaction then merges
 /// fewer runs at once and rewrites the level below more often
 /// (BENCHMARKS.md).
-pub(super) const MAX_L0_RUNS: usize = 28;
+const MAX_L0_RUNS: usize = 28;
 
 /// The longest an ingestion waits for compaction before it writes anyway.
 const MAX_WAIT: Duration = Duration::from_secs(30);
